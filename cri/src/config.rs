@@ -1,0 +1,364 @@
+//! The daemon's configuration: one TOML file, every key optional with a documented default. Keys
+//! are named as containerd names its own where it has one, so operators recognise them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the configuration is read from when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/carapace/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data: images, content store, snapshots, container metadata.
+    pub root: PathBuf,
+    /// Runtime state that a reboot may lose: sockets, pinned namespaces, sandbox and container state.
+    pub state: PathBuf,
+    pub grpc: Grpc,
+    pub metrics: Metrics,
+    pub stream: Stream,
+    pub cni: Cni,
+    pub cgroup: Cgroup,
+    pub registry: Registry,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpc {
+    /// The unix socket the CRI is served on.
+    pub address: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// host:port of the Prometheus endpoint (`GET /metrics`).
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stream {
+    /// host:port of the exec/attach/port-forward server; port 0 lets the kernel choose.
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cni {
+    /// Where network configuration lists are read from, in lexical order.
+    pub conf_dir: PathBuf,
+    /// Where CNI plugins are looked for, in order.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cgroup {
+    /// How the kubelet names cgroups: `cgroupfs` (`/kubepods/...`) or `systemd` (`kubepods-....slice`).
+    pub driver: CgroupDriver,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registry {
+    /// containerd-style `certs.d` folder: `<host>/hosts.toml` per registry, `_default/hosts.toml`.
+    pub config_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: "/var/lib/carapace".into(),
+            state: "/run/carapace".into(),
+            grpc: Grpc::default(),
+            metrics: Metrics::default(),
+            stream: Stream::default(),
+            cni: Cni::default(),
+            cgroup: Cgroup::default(),
+            registry: Registry::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Self {
+            address: "/run/carapace/carapace.sock".into(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl Default for Cni {
+    fn default() -> Self {
+        Self {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+impl Default for Cgroup {
+    fn default() -> Self {
+        Self {
+            driver: CgroupDriver::Cgroupfs,
+        }
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            config_path: "/etc/carapace/certs.d".into(),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`. A missing file at the default path means defaults; a missing file that the
+    /// operator named is an error, since a typo there would otherwise go unnoticed.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates a configuration; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| ConfigError::Invalid {
+            path: path.into(),
+            key,
+            reason,
+        };
+        let absolute = [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("grpc.address", &self.grpc.address),
+            ("cni.conf_dir", &self.cni.conf_dir),
+            ("registry.config_path", &self.registry.config_path),
+        ];
+        for (key, p) in absolute {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute path, not {:?}", p.display()),
+                ));
+            }
+        }
+        if let Some(p) = self.cni.bin_dirs.iter().find(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "cni.bin_dirs",
+                format!("must hold absolute paths, not {:?}", p.display()),
+            ));
+        }
+        if self.root == self.state {
+            return Err(invalid(
+                "state",
+                "must differ from `root`: state is wiped by a reboot, root is not".into(),
+            ));
+        }
+        // sun_path is 108 bytes with its NUL; a longer path fails at bind with a vague EINVAL.
+        if self.grpc.address.as_os_str().len() > 107 {
+            return Err(invalid(
+                "grpc.address",
+                "a unix socket path may be at most 107 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The defaults as a commented TOML file, for `carapace config default`.
+    pub fn default_toml() -> &'static str {
+        DEFAULT_TOML
+    }
+}
+
+const DEFAULT_TOML: &str = r#"# carapace configuration. Every key is optional; the values below are the defaults.
+# Keys are named as containerd names its own where it has one.
+
+# Persistent data: images, content store, snapshots, container metadata.
+root = "/var/lib/carapace"
+# Runtime state that a reboot may lose: pinned namespaces, sandbox and container state.
+state = "/run/carapace"
+
+[grpc]
+# The unix socket the CRI is served on (kubelet: --container-runtime-endpoint=unix://<address>).
+address = "/run/carapace/carapace.sock"
+
+[metrics]
+# host:port of the Prometheus endpoint, GET /metrics.
+address = "127.0.0.1:9464"
+
+[stream]
+# host:port of the exec/attach/port-forward server; port 0 lets the kernel choose a free port.
+address = "127.0.0.1:0"
+
+[cni]
+# Network configuration lists (.conflist, .conf, .json), read in lexical order; the first is the pod network.
+conf_dir = "/etc/cni/net.d"
+# Where CNI plugins are looked for, in order.
+bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+
+[cgroup]
+# "cgroupfs" or "systemd": must match the kubelet's cgroupDriver.
+driver = "cgroupfs"
+
+[registry]
+# containerd-style certs.d: <host>/hosts.toml per registry (mirrors, CA, skip_verify), _default/hosts.toml for the rest.
+config_path = "/etc/carapace/certs.d"
+
+[log]
+# error, warn, info, debug or trace.
+level = "info"
+# "text" or "json".
+format = "text"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn default_toml_parses_back_to_the_defaults() {
+        assert_eq!(parse(Config::default_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let c = parse("root = \"/x\"\n[cgroup]\ndriver = \"systemd\"\n[metrics]\naddress = \"0.0.0.0:1\"\n")
+            .unwrap();
+        assert_eq!(c.root, PathBuf::from("/x"));
+        assert_eq!(c.cgroup.driver, CgroupDriver::Systemd);
+        assert_eq!(c.metrics.address.port(), 1);
+        assert_eq!(c.state, PathBuf::from("/run/carapace"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[grpc]\nadress = \"/x.sock\"\n").unwrap_err().to_string();
+        assert!(e.contains("adress"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named_with_reason() {
+        let e = parse("[cgroup]\ndriver = \"cgroupv3\"\n").unwrap_err().to_string();
+        assert!(e.contains("driver") && e.contains("cgroupv3"), "{e}");
+        let e = parse("[metrics]\naddress = \"localhost\"\n").unwrap_err().to_string();
+        assert!(e.contains("address"), "{e}");
+        let e = parse("root = \"relative\"\n").unwrap_err().to_string();
+        assert!(e.contains("`root`") && e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("none.toml");
+        assert_eq!(Config::load(&p, false).unwrap(), Config::default());
+        assert!(Config::load(&p, true).is_err());
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the Debian packages carapace needs, idempotently.
+#   deploy/install-deps.sh build   what `cargo build` needs (protoc for the CRI protobufs)
+#   deploy/install-deps.sh run     build + what the daemon uses at run time (CNI plugins, iptables)
+#   deploy/install-deps.sh test    run + what the end-to-end tests drive (prometheus, registry, skopeo, ...)
+# Packages already present are not fetched again; services that packages ship are never started
+# (a policy-rc.d refuses them), so an install leaves no daemon behind and binds no port.
+set -euo pipefail
+
+mode=${1:-test}
+build=(protobuf-compiler gcc libc6-dev make pkg-config)
+run=(containernetworking-plugins iptables iproute2 util-linux)
+test=(prometheus docker-registry skopeo busybox-static curl)
+
+case "$mode" in
+  build) want=("${build[@]}") ;;
+  run) want=("${build[@]}" "${run[@]}") ;;
+  test) want=("${build[@]}" "${run[@]}" "${test[@]}") ;;
+  *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: missing packages ${missing[*]}; run as root to install them" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 0755 "$policy"
+  made_policy=1
+fi
+trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

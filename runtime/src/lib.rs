@@ -1,0 +1,5 @@
+//! Containers: the OCI runtime spec built from a container's configuration, the built-in executor
+//! (namespaces, mounts, capabilities, seccomp, cgroups) and the per-container monitor that owns stdio,
+//! CRI-format logs and the exit status, so containers outlive a restart of the daemon. It takes the
+//! sandbox and image as plain data (paths and settings) and never imports `podsandbox` or `imageservice`.
+#![deny(unsafe_code)]
