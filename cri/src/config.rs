@@ -330,8 +330,10 @@ mod tests {
 
     #[test]
     fn keys_override_defaults() {
-        let c = parse("root = \"/x\"\n[cgroup]\ndriver = \"systemd\"\n[metrics]\naddress = \"0.0.0.0:1\"\n")
-            .unwrap();
+        let c = parse(
+            "root = \"/x\"\n[cgroup]\ndriver = \"systemd\"\n[metrics]\naddress = \"0.0.0.0:1\"\n",
+        )
+        .unwrap();
         assert_eq!(c.root, PathBuf::from("/x"));
         assert_eq!(c.cgroup.driver, CgroupDriver::Systemd);
         assert_eq!(c.metrics.address.port(), 1);
@@ -340,15 +342,21 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse("[grpc]\nadress = \"/x.sock\"\n").unwrap_err().to_string();
+        let e = parse("[grpc]\nadress = \"/x.sock\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("adress"), "{e}");
     }
 
     #[test]
     fn bad_value_is_named_with_reason() {
-        let e = parse("[cgroup]\ndriver = \"cgroupv3\"\n").unwrap_err().to_string();
+        let e = parse("[cgroup]\ndriver = \"cgroupv3\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("driver") && e.contains("cgroupv3"), "{e}");
-        let e = parse("[metrics]\naddress = \"localhost\"\n").unwrap_err().to_string();
+        let e = parse("[metrics]\naddress = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("address"), "{e}");
         let e = parse("root = \"relative\"\n").unwrap_err().to_string();
         assert!(e.contains("`root`") && e.contains("absolute"), "{e}");

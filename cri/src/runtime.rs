@@ -90,7 +90,10 @@ impl RuntimeService for RuntimeApi {
                 .map_err(|e| Error::Internal(format!("encoding the configuration: {e}")))?;
             info.insert("config".to_owned(), config);
             let cidr = self.node.pod_cidr.read().await.clone();
-            info.insert("podCIDR".to_owned(), serde_json::Value::String(cidr).to_string());
+            info.insert(
+                "podCIDR".to_owned(),
+                serde_json::Value::String(cidr).to_string(),
+            );
         }
         Ok(Response::new(StatusResponse {
             status: Some(RuntimeStatus {
@@ -110,7 +113,10 @@ impl RuntimeService for RuntimeApi {
         }))
     }
 
-    async fn runtime_config(&self, _req: Request<RuntimeConfigRequest>) -> Rpc<RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        _req: Request<RuntimeConfigRequest>,
+    ) -> Rpc<RuntimeConfigResponse> {
         let driver = match self.node.config.cgroup.driver {
             crate::config::CgroupDriver::Systemd => CgroupDriver::Systemd,
             crate::config::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
@@ -140,10 +146,16 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
-    async fn run_pod_sandbox(&self, _: Request<RunPodSandboxRequest>) -> Rpc<RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        _: Request<RunPodSandboxRequest>,
+    ) -> Rpc<RunPodSandboxResponse> {
         unimplemented("RunPodSandbox")
     }
-    async fn stop_pod_sandbox(&self, _: Request<StopPodSandboxRequest>) -> Rpc<StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        _: Request<StopPodSandboxRequest>,
+    ) -> Rpc<StopPodSandboxResponse> {
         unimplemented("StopPodSandbox")
     }
     async fn remove_pod_sandbox(
@@ -158,25 +170,43 @@ impl RuntimeService for RuntimeApi {
     ) -> Rpc<PodSandboxStatusResponse> {
         unimplemented("PodSandboxStatus")
     }
-    async fn list_pod_sandbox(&self, _: Request<ListPodSandboxRequest>) -> Rpc<ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        _: Request<ListPodSandboxRequest>,
+    ) -> Rpc<ListPodSandboxResponse> {
         unimplemented("ListPodSandbox")
     }
-    async fn create_container(&self, _: Request<CreateContainerRequest>) -> Rpc<CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        _: Request<CreateContainerRequest>,
+    ) -> Rpc<CreateContainerResponse> {
         unimplemented("CreateContainer")
     }
-    async fn start_container(&self, _: Request<StartContainerRequest>) -> Rpc<StartContainerResponse> {
+    async fn start_container(
+        &self,
+        _: Request<StartContainerRequest>,
+    ) -> Rpc<StartContainerResponse> {
         unimplemented("StartContainer")
     }
     async fn stop_container(&self, _: Request<StopContainerRequest>) -> Rpc<StopContainerResponse> {
         unimplemented("StopContainer")
     }
-    async fn remove_container(&self, _: Request<RemoveContainerRequest>) -> Rpc<RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        _: Request<RemoveContainerRequest>,
+    ) -> Rpc<RemoveContainerResponse> {
         unimplemented("RemoveContainer")
     }
-    async fn list_containers(&self, _: Request<ListContainersRequest>) -> Rpc<ListContainersResponse> {
+    async fn list_containers(
+        &self,
+        _: Request<ListContainersRequest>,
+    ) -> Rpc<ListContainersResponse> {
         unimplemented("ListContainers")
     }
-    async fn container_status(&self, _: Request<ContainerStatusRequest>) -> Rpc<ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        _: Request<ContainerStatusRequest>,
+    ) -> Rpc<ContainerStatusResponse> {
         unimplemented("ContainerStatus")
     }
     async fn update_container_resources(
@@ -203,7 +233,10 @@ impl RuntimeService for RuntimeApi {
     async fn port_forward(&self, _: Request<PortForwardRequest>) -> Rpc<PortForwardResponse> {
         unimplemented("PortForward")
     }
-    async fn container_stats(&self, _: Request<ContainerStatsRequest>) -> Rpc<ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        _: Request<ContainerStatsRequest>,
+    ) -> Rpc<ContainerStatsResponse> {
         unimplemented("ContainerStats")
     }
     async fn list_container_stats(
@@ -212,7 +245,10 @@ impl RuntimeService for RuntimeApi {
     ) -> Rpc<ListContainerStatsResponse> {
         unimplemented("ListContainerStats")
     }
-    async fn pod_sandbox_stats(&self, _: Request<PodSandboxStatsRequest>) -> Rpc<PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<PodSandboxStatsRequest>,
+    ) -> Rpc<PodSandboxStatsResponse> {
         unimplemented("PodSandboxStats")
     }
     async fn list_pod_sandbox_stats(
@@ -229,7 +265,11 @@ impl RuntimeService for RuntimeApi {
     }
 
     type GetContainerEventsStream = Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>,
+        Box<
+            dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
     >;
 
     async fn get_container_events(
@@ -273,7 +313,11 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(
-            (v.runtime_name.as_str(), v.runtime_version.as_str(), v.runtime_api_version.as_str()),
+            (
+                v.runtime_name.as_str(),
+                v.runtime_version.as_str(),
+                v.runtime_api_version.as_str()
+            ),
             ("carapace", "9.9.9", "v1")
         );
     }
@@ -285,25 +329,34 @@ mod tests {
         config.cni.conf_dir = dir.path().into();
         let api = api(config);
         let cond = |s: StatusResponse| s.status.unwrap().conditions[1].clone();
-        let r = api.status(Request::new(StatusRequest { verbose: false })).await.unwrap();
+        let r = api
+            .status(Request::new(StatusRequest { verbose: false }))
+            .await
+            .unwrap();
         let c = cond(r.into_inner());
         assert!(!c.status);
         assert_eq!(c.reason, "NetworkPluginNotReady");
         std::fs::write(dir.path().join("10-net.conflist"), "{}").unwrap();
-        let r = api.status(Request::new(StatusRequest { verbose: false })).await.unwrap();
+        let r = api
+            .status(Request::new(StatusRequest { verbose: false }))
+            .await
+            .unwrap();
         assert!(cond(r.into_inner()).status);
     }
 
     #[tokio::test]
     async fn verbose_status_carries_config_and_pod_cidr() {
         let api = api(Config::default());
-        let mut update = UpdateRuntimeConfigRequest::default();
-        update.runtime_config = Some(RuntimeConfig {
-            network_config: Some(NetworkConfig {
-                pod_cidr: "10.88.0.0/16".into(),
+        let update = UpdateRuntimeConfigRequest {
+            runtime_config: Some(RuntimeConfig {
+                network_config: Some(NetworkConfig {
+                    pod_cidr: "10.88.0.0/16".into(),
+                }),
             }),
-        });
-        api.update_runtime_config(Request::new(update)).await.unwrap();
+        };
+        api.update_runtime_config(Request::new(update))
+            .await
+            .unwrap();
         // An empty CIDR later keeps the one we have.
         api.update_runtime_config(Request::new(UpdateRuntimeConfigRequest::default()))
             .await

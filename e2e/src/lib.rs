@@ -1,1 +1,451 @@
-//! e2e
+//! End-to-end fixtures: the real `carapace` binary started with a private root, state dir, socket
+//! and metrics port, a CRI client on its socket, and checks that it left nothing behind.
+//!
+//! The binary is `$CARAPACE_BIN`, else `target/debug/carapace` of this workspace (built by
+//! `make test` before the tests run).
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1 as cri;
+
+/// How long the daemon may take to answer on its socket before a test gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long it may take to stop after SIGTERM (its own grace is 10 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The carapace binary under test.
+pub fn carapace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CARAPACE_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug/carapace")
+}
+
+/// A free loopback port (the kernel's choice; released again for the daemon to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// A daemon's configuration: private paths under one temp dir, plus whatever a test sets.
+pub struct DaemonConfig {
+    dir: tempfile::TempDir,
+    table: toml::Table,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DaemonConfig {
+    pub fn new() -> Self {
+        // Under /tmp, not the target dir: the socket path must stay under 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("carapace-e2e.")
+            .tempdir_in("/tmp")
+            .expect("creating the test's temp dir");
+        let d = dir.path().to_path_buf();
+        let mut cfg = Self {
+            dir,
+            table: toml::Table::new(),
+        };
+        let path = |p: &str| toml::Value::String(d.join(p).display().to_string());
+        cfg.set("root", path("root"));
+        cfg.set("state", path("state"));
+        cfg.set("grpc.address", path("state/carapace.sock"));
+        cfg.set(
+            "metrics.address",
+            toml::Value::String(format!("127.0.0.1:{}", free_port())),
+        );
+        cfg.set("cni.conf_dir", path("cni/net.d"));
+        cfg.set("registry.config_path", path("certs.d"));
+        cfg.set("log.level", toml::Value::String("debug".into()));
+        cfg
+    }
+
+    /// Sets a key by its dotted path (`"cni.conf_dir"`), creating tables on the way.
+    pub fn set(&mut self, key: &str, value: toml::Value) -> &mut Self {
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().expect("empty key");
+        let mut table = &mut self.table;
+        for p in parts {
+            table = table
+                .entry(p)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("key path crosses a non-table");
+        }
+        table.insert(last.to_owned(), value);
+        self
+    }
+
+    /// The test's private directory (root, state, socket, config, CNI and registry dirs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        let mut v: Option<&toml::Value> = None;
+        let mut table = Some(&self.table);
+        for p in key.split('.') {
+            v = table?.get(p);
+            table = v.and_then(|v| v.as_table());
+        }
+        v?.as_str()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.get("grpc.address").expect("grpc.address").into()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.get("root").expect("root").into()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.get("state").expect("state").into()
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.get("metrics.address")
+            .expect("metrics.address")
+            .parse()
+            .expect("metrics.address")
+    }
+
+    /// Writes the configuration file and returns its path.
+    pub fn write(&self) -> PathBuf {
+        let path = self.dir().join("config.toml");
+        std::fs::write(
+            &path,
+            toml::to_string(&self.table).expect("encoding config"),
+        )
+        .expect("writing config");
+        path
+    }
+
+    /// Runs `carapace serve` with this configuration to completion (for configurations that must
+    /// be refused) and returns its exit status and stderr.
+    pub async fn run_to_exit(&self) -> (ExitStatus, String) {
+        let out = tokio::time::timeout(
+            START_TIMEOUT,
+            Command::new(carapace_bin())
+                .args(["serve", "--config"])
+                .arg(self.write())
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("carapace did not exit")
+        .expect("running carapace");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// A running daemon. Stop it with [`Daemon::stop`], which checks it exits cleanly and leaves
+/// nothing behind; dropping it unstopped kills it and cleans up as best it can.
+pub struct Daemon {
+    child: Option<Child>,
+    pub config: DaemonConfig,
+    log: PathBuf,
+    /// Time from spawning the process to the first answered CRI call.
+    pub ready_after: Duration,
+}
+
+impl Daemon {
+    /// Starts a daemon with a default private configuration.
+    pub async fn start() -> Daemon {
+        Self::start_with(DaemonConfig::new()).await
+    }
+
+    pub async fn start_with(config: DaemonConfig) -> Daemon {
+        let bin = carapace_bin();
+        assert!(
+            bin.exists(),
+            "{} is missing: build it first (`cargo build --bin carapace`, or `make test`)",
+            bin.display()
+        );
+        let cfg_path = config.write();
+        let log = config.dir().join("carapace.log");
+        let log_file = std::fs::File::create(&log).expect("creating the daemon log");
+        let spawned = Instant::now();
+        let child = Command::new(&bin)
+            .args(["serve", "--config"])
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning carapace");
+        let mut d = Daemon {
+            child: Some(child),
+            config,
+            log,
+            ready_after: Duration::ZERO,
+        };
+        d.wait_ready(spawned).await;
+        d
+    }
+
+    async fn wait_ready(&mut self, spawned: Instant) {
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("carapace exited early with {status}:\n{}", self.log_text());
+            }
+            if let Ok(mut c) = self.runtime_client().await
+                && c.version(cri::VersionRequest::default()).await.is_ok()
+            {
+                self.ready_after = spawned.elapsed();
+                return;
+            }
+            if spawned.elapsed() > START_TIMEOUT {
+                panic!(
+                    "carapace did not answer within {START_TIMEOUT:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(
+            self.child
+                .as_ref()
+                .and_then(|c| c.id())
+                .expect("daemon not running") as i32,
+        )
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        connect(self.config.socket()).await
+    }
+
+    pub async fn runtime_client(
+        &self,
+    ) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RuntimeServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn image_client(
+        &self,
+    ) -> Result<ImageServiceClient<Channel>, tonic::transport::Error> {
+        Ok(ImageServiceClient::new(self.channel().await?))
+    }
+
+    /// The runtime client, for tests (panics with the daemon's log if it cannot connect).
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        match self.runtime_client().await {
+            Ok(c) => c,
+            Err(e) => panic!("connecting to carapace: {e}\n{}", self.log_text()),
+        }
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        match self.image_client().await {
+            Ok(c) => c,
+            Err(e) => panic!("connecting to carapace: {e}\n{}", self.log_text()),
+        }
+    }
+
+    /// The daemon's `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        let (status, body) = http_get(self.config.metrics_addr(), "/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// SIGTERM, then checks: exit status 0, socket removed, no mount under the test's dir, no
+    /// process left that names the test's dir. Returns the daemon's log.
+    pub async fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let pid = Pid::from_raw(child.id().expect("daemon pid") as i32);
+        kill(pid, Signal::SIGTERM).expect("sending SIGTERM");
+        let status = tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("carapace did not stop within {STOP_TIMEOUT:?}"))
+            .expect("waiting for carapace");
+        let log = self.log_text();
+        assert!(status.success(), "carapace exited with {status}:\n{log}");
+        assert!(
+            !self.config.socket().exists(),
+            "the socket {} was left behind",
+            self.config.socket().display()
+        );
+        let dir = self.config.dir().to_path_buf();
+        let mounts = mounts_under(&dir);
+        assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+        let procs = processes_naming(&dir);
+        assert!(procs.is_empty(), "processes left behind: {procs:?}");
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            // Best effort on the failure path: a test that panicked must not leak mounts.
+            for m in mounts_under(self.config.dir()).iter().rev() {
+                let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+            eprintln!("--- carapace log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// A tonic channel over a unix socket.
+pub async fn connect(socket: PathBuf) -> Result<Channel, tonic::transport::Error> {
+    // The URI is required by tonic and ignored by the connector.
+    Endpoint::from_static("http://carapace.invalid")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+}
+
+/// Mount points at or below `dir`, from this process's mount table.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mount_path)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+fn unescape_mount_path(s: &str) -> PathBuf {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Processes whose command line names `dir` (the daemon's helpers carry its paths in their args).
+pub fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
+    let needle = dir.display().to_string();
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(&needle).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// A minimal HTTP/1.0 GET on loopback, enough for /metrics and the Prometheus API.
+pub async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("sending request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("reading response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Makes `path` executable by its owner (for fake plugins and scripts written by tests).
+pub fn make_executable(path: &Path) {
+    let mut perm = std::fs::metadata(path).expect("stat").permissions();
+    perm.set_mode(0o755);
+    std::fs::set_permissions(path, perm).expect("chmod");
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

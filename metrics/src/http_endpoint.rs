@@ -151,7 +151,10 @@ mod tests {
         .unwrap();
         let handle = tokio::spawn(server);
         let page = get(addr, "/metrics").await;
-        assert!(page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(
+            page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+            "{page}"
+        );
         assert!(page.contains("carapace_build_info"));
         assert!(get(addr, "/nope").await.contains(" 404 "));
         tx.send(()).unwrap();

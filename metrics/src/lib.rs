@@ -10,7 +10,9 @@ mod http_endpoint;
 pub use grpc::{CriMetricsLayer, CriMetricsService};
 pub use http_endpoint::serve;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Errors from building the registry or serving it.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +29,8 @@ pub enum Error {
 /// Latency buckets for CRI calls: from 100µs (a List served from memory) to 2 minutes (an image
 /// pull), so both ends of what a kubelet sees land in a bucket of their own.
 const CRI_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0, 60.0, 120.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
 /// The daemon's metric registry and the metrics every part shares.
@@ -70,7 +72,9 @@ impl Metrics {
         registry.register(Box::new(cri_requests.clone()))?;
         registry.register(Box::new(cri_duration.clone()))?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Self {
             registry,
             cri_requests,
@@ -87,7 +91,9 @@ impl Metrics {
     pub fn observe_cri_call(&self, service: &str, method: &str, code: &str, seconds: f64) {
         let labels = [service, method, code];
         self.cri_requests.with_label_values(&labels).inc();
-        self.cri_duration.with_label_values(&labels).observe(seconds);
+        self.cri_duration
+            .with_label_values(&labels)
+            .observe(seconds);
     }
 
     /// The registry in the Prometheus text exposition format.

@@ -1,0 +1,32 @@
+# carapace — one command to run the daemon, one to test it. Both install what they need first.
+SHELL := /bin/bash
+CARGO ?= cargo
+CONFIG ?= /etc/carapace/config.toml
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: run build deps test-deps test lint unit e2e clean
+
+## run: install the runtime packages, build the release binary and serve the CRI in the foreground
+run: deps build
+	exec ./target/release/carapace serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
+
+build:
+	$(CARGO) build --release --bin carapace
+
+deps:
+	bash deploy/install-deps.sh run
+
+test-deps:
+	bash deploy/install-deps.sh test
+
+## test: what CI runs — formatting, lints, unit tests and end-to-end tests against the real daemon
+test: test-deps lint
+	$(CARGO) build --bin carapace
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,155 @@
+//! The metrics endpoint as a real Prometheus sees it: scraped, `up`, and the per-RPC counter
+//! moving after a call; and the exposition passes `promtool check metrics`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use carapace_e2e::{Daemon, cri, eventually, free_port, http_get, url_encode};
+use tokio::io::AsyncWriteExt;
+
+/// A Prometheus server on a loopback port, scraping one target every second.
+struct Prometheus {
+    child: tokio::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: carapace\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = tokio::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting prometheus (installed by deploy/install-deps.sh test)");
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant query's first sample, if any.
+    async fn query(&self, q: &str) -> Option<f64> {
+        let path = format!("/api/v1/query?query={}", url_encode(q));
+        let Ok(stream) = tokio::net::TcpStream::connect(self.addr).await else {
+            return None;
+        };
+        drop(stream);
+        let (status, body) = http_get(self.addr, &path).await;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_the_daemon_and_sees_calls_counted() {
+    let d = Daemon::start().await;
+    let prom = Prometheus::start(d.config.metrics_addr()).await;
+    let up = eventually(
+        Duration::from_secs(60),
+        "prometheus to scrape carapace",
+        || async {
+            prom.query("up{job=\"carapace\"}")
+                .await
+                .filter(|v| *v == 1.0)
+        },
+    )
+    .await;
+    assert_eq!(up, 1.0);
+
+    let counter =
+        "sum(carapace_cri_requests_total{job=\"carapace\",method=\"Version\",code=\"OK\"})";
+    // The fixture's readiness probe was a Version call, so the series exists already.
+    let before = eventually(Duration::from_secs(30), "the Version counter", || async {
+        prom.query(counter).await
+    })
+    .await;
+    let mut rt = d.runtime().await;
+    for _ in 0..3 {
+        rt.version(cri::VersionRequest::default()).await.unwrap();
+    }
+    let after = eventually(
+        Duration::from_secs(30),
+        "the Version counter to go up",
+        || async { prom.query(counter).await.filter(|v| *v >= before + 3.0) },
+    )
+    .await;
+    assert!(after >= before + 3.0);
+
+    // An Unimplemented call is counted under its own code.
+    let _ = rt
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
+        .await;
+    eventually(Duration::from_secs(30), "the Unimplemented counter", || async {
+        prom.query("carapace_cri_requests_total{method=\"CheckpointContainer\",code=\"Unimplemented\"}")
+            .await
+    })
+    .await;
+    prom.stop().await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_exposition_passes_promtool_and_carries_process_metrics() {
+    let d = Daemon::start().await;
+    d.runtime()
+        .await
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    let text = d.metrics_text().await;
+    for name in [
+        "carapace_build_info{",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_cpu_seconds_total ",
+        "carapace_cri_request_duration_seconds_bucket{",
+        "carapace_cri_requests_total{code=\"OK\",method=\"Version\",service=\"runtime.v1.RuntimeService\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running promtool (installed by deploy/install-deps.sh test)");
+    let mut stdin = promtool.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = promtool.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.stop().await;
+}

@@ -1,0 +1,216 @@
+//! `carapace serve`: the daemon's start, its listeners and its orderly stop.
+//!
+//! Start order matters: the lock on the root comes first (so a second daemon never touches the
+//! first one's socket), then the socket, then the services. Stop is the reverse: stop accepting,
+//! let in-flight calls finish for a bounded time, remove the socket.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use carapace_cri::config::{self, Config, LogFormat, LogLevel};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// How long in-flight calls may run on after SIGTERM before the daemon exits anyway; well under
+/// systemd's default stop timeout of 90 s.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    let (path, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    Ok(Config::load(&path, explicit)?)
+}
+
+pub fn run(config_path: Option<PathBuf>) -> Result<()> {
+    let started = Instant::now();
+    let config = load_config(config_path.as_deref())?;
+    init_logging(&config.log)?;
+    // Two workers: the CRI is mostly waiting on the kernel and on children, and a node agent
+    // should not claim a thread per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(config, started))
+}
+
+fn init_logging(log: &config::Log) -> Result<()> {
+    let level = match log.level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
+    // RUST_LOG, when set, refines the configured level (e.g. `carapace_cri=trace`).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let res = match log.format {
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+    res.map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
+}
+
+async fn serve(config: Config, started: Instant) -> Result<()> {
+    make_dir(&config.root, 0o711)?;
+    make_dir(&config.state, 0o711)?;
+    let _lock = lock_root(&config.root)?;
+
+    let metrics = carapace_metrics::Metrics::new(env!("CARGO_PKG_VERSION"))?;
+    let cri = carapace_cri::Cri::new(config.clone(), env!("CARGO_PKG_VERSION"));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which only happens on the way out: stop as well.
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (metrics_addr, metrics_server) = carapace_metrics::serve(
+        config.metrics.address,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    let metrics_task = tokio::spawn(metrics_server);
+
+    let socket = &config.grpc.address;
+    let listener = bind_socket(socket)?;
+    let grpc = tonic::transport::Server::builder()
+        .trace_fn(carapace_cri::call_span)
+        .layer(carapace_metrics::CriMetricsLayer::new(metrics))
+        .add_service(cri.runtime_service())
+        .add_service(cri.image_service())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx));
+    let mut grpc_task = tokio::spawn(grpc);
+
+    tracing::info!(
+        socket = %socket.display(),
+        metrics = %metrics_addr,
+        root = %config.root.display(),
+        state = %config.state.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        version = env!("CARGO_PKG_VERSION"),
+        "carapace is serving the CRI"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let early_exit = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); None }
+        _ = int.recv() => { tracing::info!("SIGINT: stopping"); None }
+        res = &mut grpc_task => Some(res),
+    };
+
+    // Stop accepting first, so nothing new starts while in-flight calls drain.
+    let _ = stop_tx.send(true);
+    let outcome = match early_exit {
+        Some(res) => match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the gRPC server failed")),
+            Err(e) => Err(anyhow::Error::new(e).context("the gRPC server task died")),
+        },
+        None => match tokio::time::timeout(SHUTDOWN_GRACE, grpc_task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the gRPC server failed")),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the gRPC server task died")),
+            Err(_) => {
+                tracing::warn!(
+                    grace_s = SHUTDOWN_GRACE.as_secs(),
+                    "in-flight calls did not finish in time; exiting anyway"
+                );
+                Ok(())
+            }
+        },
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
+    if let Err(e) = fs::remove_file(socket)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, socket = %socket.display(), "removing the socket");
+    }
+    tracing::info!("carapace stopped");
+    outcome
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Takes the lock that makes this daemon the only one on `root`. The lock is held for the life of
+/// the process (the kernel drops it when the process dies, so a crash never leaves a stale lock);
+/// the file holds the pid for the operator's benefit.
+fn lock_root(root: &Path) -> Result<Flock<File>> {
+    let path = root.join("carapace.lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_CLOEXEC)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let owner = fs::read_to_string(&path).unwrap_or_default();
+            drop(file);
+            bail!(
+                "another carapace is already running with root {} (pid {}, lock file {}); \
+                 stop it first, or give this one its own root",
+                root.display(),
+                owner.trim(),
+                path.display()
+            );
+        }
+        Err((_, e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    };
+    lock.set_len(0)
+        .and_then(|()| writeln!(&mut *lock, "{}", std::process::id()))
+        .with_context(|| format!("writing the pid to {}", path.display()))?;
+    Ok(lock)
+}
+
+/// Binds the CRI socket. Called with the root lock held, so a socket already there is a leftover
+/// of a daemon that died, and is replaced.
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        make_dir(dir, 0o711)?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_dir() => {
+            bail!("the socket path {} is a directory", path.display())
+        }
+        Ok(_) => {
+            tracing::info!(socket = %path.display(), "replacing a stale socket");
+            fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // 0660: root and the socket's group (kubelet runs as root; a group lets crictl users in).
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
