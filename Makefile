@@ -22,7 +22,8 @@ test-deps:
 ## test: what CI runs — formatting, lints, unit tests and end-to-end tests against the real daemon
 test: test-deps lint
 	$(CARGO) build --bin carapace
-	$(CARGO) test --workspace --no-fail-fast
+	set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log
 
 lint:
 	$(CARGO) fmt --all -- --check
