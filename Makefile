@@ -4,7 +4,7 @@ CARGO ?= cargo
 CONFIG ?= /etc/carapace/config.toml
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run build deps test-deps test lint unit e2e clean
+.PHONY: run build deps test-deps test lint install clean
 
 ## run: install the runtime packages, build the release binary and serve the CRI in the foreground
 run: deps build
@@ -28,6 +28,15 @@ test: test-deps lint
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## install: put carapace on this node as a systemd service (configuration files already there are kept)
+install: deps build
+	install -D -m 0755 target/release/carapace /usr/local/bin/carapace
+	install -D -m 0644 deploy/carapace.service /etc/systemd/system/carapace.service
+	install -D -m 0644 README.md /usr/local/share/doc/carapace/README.md
+	[ -e /etc/carapace/config.toml ] || install -D -m 0644 deploy/config.toml /etc/carapace/config.toml
+	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/10-carapace.conflist /etc/cni/net.d/10-carapace.conflist
+	! command -v systemctl >/dev/null || systemctl daemon-reload
 
 clean:
 	$(CARGO) clean

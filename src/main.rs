@@ -2,6 +2,7 @@
 //! configuration. Later roles (the per-container monitor, the pod infra process) are re-execs of
 //! this same binary, so a node installs one file.
 
+mod notify;
 mod serve;
 
 use std::path::PathBuf;

@@ -106,6 +106,8 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         "carapace is serving the CRI"
     );
 
+    crate::notify::notify("READY=1\nSTATUS=serving the CRI");
+
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let early_exit = tokio::select! {
@@ -114,6 +116,7 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         res = &mut grpc_task => Some(res),
     };
 
+    crate::notify::notify("STOPPING=1");
     // Stop accepting first, so nothing new starts while in-flight calls drain.
     let _ = stop_tx.send(true);
     let outcome = match early_exit {
