@@ -191,6 +191,12 @@ async fn config_default_prints_a_file_that_parses_back() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("root = \"/var/lib/carapace\""));
+    // What `make install` puts on a node is what the binary calls its defaults.
+    let shipped = include_str!("../../deploy/config.toml");
+    assert_eq!(
+        text, shipped,
+        "deploy/config.toml is out of date: regenerate it with `carapace config default`"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, &text).unwrap();
