@@ -1,0 +1,497 @@
+//! `carapace-bench`: one CRI client, the same workloads, several runtimes side by side.
+//!
+//! Every workload runs against each endpoint in turn, A B A B, so that drift on the machine
+//! (page cache, CPU frequency, a noisy neighbour) lands on both runtimes alike. It prints, per
+//! workload, p50 and p95 for each runtime and the ratio of the first endpoint to the second.
+//! It is a benchmark, not a test: it asserts nothing about time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
+[--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--only w1,w2]
+workloads: pod-start container-start churn churn-parallel exec-sync list pull memory";
+
+struct Args {
+    endpoints: Vec<(String, String)>,
+    pids: BTreeMap<String, u32>,
+    image: String,
+    pull_image: Option<String>,
+    rounds: usize,
+    pods: usize,
+    churn: usize,
+    only: Option<Vec<String>>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        endpoints: Vec::new(),
+        pids: BTreeMap::new(),
+        image: String::new(),
+        pull_image: None,
+        rounds: 10,
+        pods: 100,
+        churn: 50,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--endpoint" => {
+                let v = val()?;
+                let (n, e) = v.split_once('=').context("--endpoint NAME=unix:///PATH")?;
+                a.endpoints.push((n.to_owned(), e.to_owned()));
+            }
+            "--pid" => {
+                let v = val()?;
+                let (n, p) = v.split_once('=').context("--pid NAME=PID")?;
+                a.pids.insert(n.to_owned(), p.parse().context("--pid")?);
+            }
+            "--image" => a.image = val()?,
+            "--pull-image" => a.pull_image = Some(val()?),
+            "--rounds" => a.rounds = val()?.parse()?,
+            "--pods" => a.pods = val()?.parse()?,
+            "--churn" => a.churn = val()?.parse()?,
+            "--only" => a.only = Some(val()?.split(',').map(str::to_owned).collect()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    if a.endpoints.len() != 2 || a.image.is_empty() {
+        bail!("{USAGE}");
+    }
+    Ok(a)
+}
+
+/// A connection to one runtime.
+#[derive(Clone)]
+struct Runtime {
+    name: String,
+    rt: RuntimeServiceClient<Channel>,
+    img: ImageServiceClient<Channel>,
+}
+
+async fn connect(name: &str, endpoint: &str) -> Result<Runtime> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .with_context(|| format!("{endpoint}: only unix:// endpoints"))?
+        .to_owned();
+    let ch = Endpoint::from_static("http://bench.invalid")
+        .timeout(Duration::from_secs(300))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .with_context(|| format!("connecting to {name} at {endpoint}"))?;
+    Ok(Runtime {
+        name: name.to_owned(),
+        rt: RuntimeServiceClient::new(ch.clone()),
+        img: ImageServiceClient::new(ch),
+    })
+}
+
+/// Samples of one workload on one runtime, in milliseconds (or MiB for memory rows).
+type Samples = Vec<f64>;
+
+fn percentile(s: &[f64], p: f64) -> f64 {
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = s.to_vec();
+    v.sort_by(f64::total_cmp);
+    let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[idx.min(v.len() - 1)]
+}
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:x}-{n}", t & 0xffff_ffff)
+}
+
+fn pod_config(name: &str) -> cri::PodSandboxConfig {
+    let uid = unique("uid");
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_owned(),
+            uid: uid.clone(),
+            namespace: "carapace-bench".into(),
+            attempt: 0,
+        }),
+        hostname: name.chars().take(60).collect(),
+        log_directory: format!("/tmp/carapace-bench-logs/{uid}"),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(image: &str, name: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.to_owned(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "3600".into()],
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+impl Runtime {
+    async fn run_pod(&mut self) -> Result<(String, cri::PodSandboxConfig)> {
+        let cfg = pod_config(&unique("pod"));
+        let id = self
+            .rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .with_context(|| format!("{}: RunPodSandbox", self.name))?
+            .into_inner()
+            .pod_sandbox_id;
+        Ok((id, cfg))
+    }
+
+    async fn remove_pod(&mut self, id: &str) -> Result<()> {
+        self.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_owned(),
+            })
+            .await
+            .with_context(|| format!("{}: StopPodSandbox", self.name))?;
+        self.rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_owned(),
+            })
+            .await
+            .with_context(|| format!("{}: RemovePodSandbox", self.name))?;
+        Ok(())
+    }
+
+    /// Create + start a container in `pod`, returning its id once it runs.
+    async fn start_container(
+        &mut self,
+        pod: &str,
+        pod_cfg: &cri::PodSandboxConfig,
+        image: &str,
+    ) -> Result<String> {
+        let id = self
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.to_owned(),
+                config: Some(container_config(image, &unique("c"))),
+                sandbox_config: Some(pod_cfg.clone()),
+            })
+            .await
+            .with_context(|| format!("{}: CreateContainer", self.name))?
+            .into_inner()
+            .container_id;
+        self.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .with_context(|| format!("{}: StartContainer", self.name))?;
+        loop {
+            let st = self
+                .rt
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: false,
+                })
+                .await?
+                .into_inner()
+                .status
+                .context("ContainerStatus without status")?;
+            match cri::ContainerState::try_from(st.state) {
+                Ok(cri::ContainerState::ContainerRunning) => return Ok(id),
+                Ok(cri::ContainerState::ContainerExited) => bail!("{}: container exited", self.name),
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }
+
+    async fn ensure_image(&mut self, image: &str) -> Result<()> {
+        self.img
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("{}: PullImage {image}", self.name))?;
+        Ok(())
+    }
+}
+
+async fn timed<F, T>(f: F) -> Result<(T, f64)>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let t = Instant::now();
+    let v = f.await?;
+    Ok((v, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// One pass of `workload` on `r`; returns samples.
+async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Result<Samples> {
+    let mut s = Vec::new();
+    match workload {
+        "pod-start" => {
+            for _ in 0..rounds {
+                let ((id, _), ms) = timed(r.run_pod()).await?;
+                s.push(ms);
+                r.remove_pod(&id).await?;
+            }
+        }
+        "container-start" => {
+            let (pod, cfg) = r.run_pod().await?;
+            for _ in 0..rounds {
+                let (_, ms) = timed(r.start_container(&pod, &cfg, &a.image)).await?;
+                s.push(ms);
+            }
+            r.remove_pod(&pod).await?;
+        }
+        "churn" => {
+            let (_, ms) = timed(async {
+                for _ in 0..a.churn {
+                    let (pod, cfg) = r.run_pod().await?;
+                    r.start_container(&pod, &cfg, &a.image).await?;
+                    r.remove_pod(&pod).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            s.push(ms / a.churn as f64);
+        }
+        "churn-parallel" => {
+            let (_, ms) = timed(async {
+                let mut left = a.churn;
+                while left > 0 {
+                    let batch = left.min(10);
+                    left -= batch;
+                    let mut tasks = Vec::new();
+                    for _ in 0..batch {
+                        let mut r = r.clone();
+                        let image = a.image.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let (pod, cfg) = r.run_pod().await?;
+                            r.start_container(&pod, &cfg, &image).await?;
+                            r.remove_pod(&pod).await
+                        }));
+                    }
+                    for t in tasks {
+                        t.await??;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            s.push(ms / a.churn as f64);
+        }
+        "exec-sync" => {
+            let (pod, cfg) = r.run_pod().await?;
+            let c = r.start_container(&pod, &cfg, &a.image).await?;
+            for _ in 0..rounds {
+                let (_, ms) = timed(async {
+                    let out = r
+                        .rt
+                        .exec_sync(cri::ExecSyncRequest {
+                            container_id: c.clone(),
+                            cmd: vec!["true".into()],
+                            timeout: 10,
+                        })
+                        .await?
+                        .into_inner();
+                    if out.exit_code != 0 {
+                        bail!("true exited {}", out.exit_code);
+                    }
+                    Ok(())
+                })
+                .await?;
+                s.push(ms);
+            }
+            r.remove_pod(&pod).await?;
+        }
+        "list" => {
+            let mut pods = Vec::new();
+            for _ in 0..a.pods {
+                pods.push(r.run_pod().await?.0);
+            }
+            for _ in 0..rounds {
+                let (_, ms) = timed(async {
+                    r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await?;
+                    r.rt.list_containers(cri::ListContainersRequest::default()).await?;
+                    Ok(())
+                })
+                .await?;
+                s.push(ms);
+            }
+            for p in pods {
+                r.remove_pod(&p).await?;
+            }
+        }
+        "pull" => {
+            let Some(image) = a.pull_image.clone() else {
+                return Ok(s);
+            };
+            for _ in 0..rounds.min(3) {
+                let spec = cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                };
+                // Removal lets the runtime collect the content, so the pull fetches it again.
+                let _ = r
+                    .img
+                    .remove_image(cri::RemoveImageRequest {
+                        image: Some(spec.clone()),
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (_, ms) = timed(r.ensure_image(&image)).await?;
+                s.push(ms);
+            }
+        }
+        "memory" => {
+            // Memory the node lost per running pod (+ one container), all processes and kernel
+            // objects included: what an operator pays for each pod on this runtime.
+            let before = mem_used_mib()?;
+            let mut pods = Vec::new();
+            for _ in 0..a.pods {
+                let (pod, cfg) = r.run_pod().await?;
+                r.start_container(&pod, &cfg, &a.image).await?;
+                pods.push(pod);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = mem_used_mib()?;
+            s.push((after - before) / a.pods as f64);
+            if let Some(pid) = a.pids.get(&r.name) {
+                eprintln!("  {}: daemon RSS with {} pods: {:.1} MiB", r.name, a.pods, rss_mib(*pid)?);
+            }
+            for p in pods {
+                r.remove_pod(&p).await?;
+            }
+        }
+        other => bail!("unknown workload {other}\n{USAGE}"),
+    }
+    Ok(s)
+}
+
+fn mem_used_mib() -> Result<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo")?;
+    let field = |k: &str| -> Result<f64> {
+        info.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("{k} missing from /proc/meminfo"))
+    };
+    Ok((field("MemTotal:")? - field("MemAvailable:")?) / 1024.0)
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    st.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .context("VmRSS missing")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let a = parse_args()?;
+    let mut rts = Vec::new();
+    for (n, e) in &a.endpoints {
+        let mut r = connect(n, e).await?;
+        r.ensure_image(&a.image).await?;
+        rts.push(r);
+    }
+    let all = [
+        "pod-start",
+        "container-start",
+        "exec-sync",
+        "list",
+        "churn",
+        "churn-parallel",
+        "pull",
+        "memory",
+    ];
+    let workloads: Vec<&str> = match &a.only {
+        Some(o) => all.iter().copied().filter(|w| o.iter().any(|x| x == w)).collect(),
+        None => all.to_vec(),
+    };
+    let mut rows = Vec::new();
+    for (name, pid) in &a.pids {
+        eprintln!("{name}: daemon RSS idle {:.1} MiB", rss_mib(*pid)?);
+    }
+    for w in workloads {
+        let mut samples: Vec<Samples> = vec![Vec::new(); rts.len()];
+        // A B A B: each runtime gets two half-passes, interleaved.
+        let half = a.rounds.div_ceil(2).max(1);
+        for _ in 0..2 {
+            for (i, r) in rts.iter_mut().enumerate() {
+                eprintln!("{w}: {}", r.name);
+                match pass(r, w, &a, half).await {
+                    Ok(s) => samples[i].extend(s),
+                    Err(e) => eprintln!("  {w} on {} failed: {e:#}", r.name),
+                }
+            }
+        }
+        rows.push((w, samples));
+    }
+    let (na, nb) = (&rts[0].name, &rts[1].name);
+    println!(
+        "| workload | {na} p50 | {na} p95 | {nb} p50 | {nb} p95 | ratio p50 {na}/{nb} |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (w, s) in rows {
+        let unit = if w == "memory" { " MiB/pod" } else { " ms" };
+        let (a50, a95, b50, b95) = (
+            percentile(&s[0], 50.0),
+            percentile(&s[0], 95.0),
+            percentile(&s[1], 50.0),
+            percentile(&s[1], 95.0),
+        );
+        println!(
+            "| {w} | {a50:.2}{unit} | {a95:.2}{unit} | {b50:.2}{unit} | {b95:.2}{unit} | {:.2} |",
+            a50 / b50
+        );
+    }
+    Ok(())
+}
