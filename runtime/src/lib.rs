@@ -3,3 +3,18 @@
 //! CRI-format logs and the exit status, so containers outlive a restart of the daemon. It takes the
 //! sandbox and image as plain data (paths and settings) and never imports `podsandbox` or `imageservice`.
 #![deny(unsafe_code)]
+
+pub mod capabilities;
+pub mod cgroup;
+pub mod config;
+pub mod container;
+mod error;
+pub mod executor;
+pub mod fsutil;
+pub mod logs;
+pub mod monitor;
+pub mod seccomp;
+pub mod spec;
+mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# carapace vs containerd, side by side, on this machine: one command.
+#   bench/run.sh [carapace-bench flags, e.g. --rounds 6 --pods 50 --only pod-start,list]
+# Starts a private registry filled with images built here, Debian's containerd + runc and carapace,
+# both with the same CNI conflist, registry configuration and cgroup driver, runs every workload
+# against both (A B A B) and prints the table. Everything lives under one temp dir and is removed
+# at the end, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+bash deploy/install-deps.sh test
+for p in containerd runc; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc >/dev/null
+    break
+  }
+done
+cargo build --release -q -p carapace -p carapace-bench
+
+W=$(mktemp -d /tmp/carapace-bench.XXXXXX)
+BRIDGE=cbench0
+pids=()
+cleanup() {
+  set +e
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  sleep 2
+  # containerd's shims and the containers they hold outlive containerd by design.
+  pkill -KILL -f "containerd-shim.*$W" 2>/dev/null
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  grep -o " $W[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
+  ip link del "$BRIDGE" 2>/dev/null
+  rm -rf "$W" /var/lib/cni/networks/carapace-bench
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REG=127.0.0.1:$(free_port)
+METRICS=127.0.0.1:$(free_port)
+
+echo "bench: registry on $REG, work dir $W" >&2
+cat > "$W/registry.yml" <<YAML
+version: 0.1
+log: { level: error }
+storage: { filesystem: { rootdirectory: $W/registry }, delete: { enabled: true } }
+http: { addr: $REG }
+YAML
+docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -fsS "http://$REG/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+push() { # name tag mkimage-args...
+  local name=$1 tag=$2; shift 2
+  python3 bench/mkimage.py "$W/oci-$name" "$tag" "$@"
+  skopeo copy -q --dest-tls-verify=false "oci:$W/oci-$name:$tag" "docker://$REG/bench/$name:$tag"
+}
+push busybox 1
+push pause 1 --cmd sleep 2147483647
+push big 1 --filler-layers 4 --filler-mib 20
+
+mkdir -p "$W/certs.d/$REG" "$W/net.d"
+printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$REG" "$REG" \
+  > "$W/certs.d/$REG/hosts.toml"
+cat > "$W/net.d/10-bench.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "carapace-bench",
+  "plugins": [
+    { "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.99.0.0/16" }]], "routes": [{ "dst": "0.0.0.0/0" }] } },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+JSON
+
+# containerd, configured like carapace: same CNI, same registry config, cgroupfs, overlayfs.
+restrict=false
+(echo -999 > /proc/self/oom_score_adj) 2>/dev/null || restrict=true
+cat > "$W/containerd.toml" <<TOML
+version = 2
+root = "$W/containerd/root"
+state = "$W/containerd/state"
+[grpc]
+  address = "$W/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$REG/bench/pause:1"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = $restrict
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$W/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$W/certs.d"
+TOML
+containerd --config "$W/containerd.toml" >"$W/containerd.log" 2>&1 &
+pids+=($!)
+CONTAINERD_PID=$!
+
+cat > "$W/carapace.toml" <<TOML
+root = "$W/carapace/root"
+state = "$W/carapace/state"
+[grpc]
+address = "$W/carapace.sock"
+[metrics]
+address = "$METRICS"
+[cni]
+conf_dir = "$W/net.d"
+bin_dirs = ["/usr/lib/cni"]
+[registry]
+config_path = "$W/certs.d"
+TOML
+./target/release/carapace serve --config "$W/carapace.toml" >"$W/carapace.log" 2>&1 &
+pids+=($!)
+CARAPACE_PID=$!
+
+for s in "$W/carapace.sock" "$W/containerd.sock"; do
+  for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.05; done
+  [ -S "$s" ] || { echo "bench: $s never appeared" >&2; tail "$W"/*.log >&2; exit 1; }
+done
+sleep 1
+
+echo "bench: $(nproc) cores, kernel $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)" >&2
+./target/release/carapace-bench \
+  --endpoint "carapace=unix://$W/carapace.sock" \
+  --endpoint "containerd=unix://$W/containerd.sock" \
+  --pid "carapace=$CARAPACE_PID" --pid "containerd=$CONTAINERD_PID" \
+  --image "$REG/bench/busybox:1" --pull-image "$REG/bench/big:1" \
+  "$@"

@@ -1,0 +1,156 @@
+//! A container's cgroup with `cgroups-rs` (cgroupfs driver): created under the pod's at create,
+//! limits applied and updated live, statistics, the process list, the OOM-kill count, and removal.
+//! v1 is what this node has; v2 goes through the same calls (`cgroups-rs` picks the hierarchy).
+//! It never decides limits, only applies what the spec says.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cgroups_rs::fs::Cgroup;
+use cgroups_rs::fs::hierarchies;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::{CgroupPid, FsManager, Manager};
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::{Error, Result};
+
+/// Usage figures for `ContainerStats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub memory_usage_bytes: u64,
+    pub memory_limit_bytes: i64,
+    pub cpu_usage_ns: u64,
+    pub pids: u64,
+}
+
+/// The cgroup of one container, by its path relative to each hierarchy's root.
+#[derive(Debug, Clone)]
+pub struct ContainerCgroup {
+    path: String,
+}
+
+fn cg_err(what: &str, path: &str, e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("cgroup {what} {path}: {e}"))
+}
+
+impl ContainerCgroup {
+    pub fn new(path: &str) -> Self {
+        Self {
+            path: path.trim_matches('/').to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn is_v2() -> bool {
+        hierarchies::is_cgroup2_unified_mode()
+    }
+
+    /// Every directory of this cgroup, one per v1 controller (or the single v2 one).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let cg = Cgroup::load(hierarchies::auto(), &self.path);
+        if Self::is_v2() {
+            return vec![hierarchies::auto().root().join(&self.path)];
+        }
+        cg.subsystems()
+            .iter()
+            .map(|s| cgroups_rs::fs::Controller::path(s.to_controller()).to_path_buf())
+            .collect()
+    }
+
+    /// Creates the cgroup (parents included) and applies `resources`.
+    pub fn create(&self, resources: &LinuxResources) -> Result<()> {
+        Cgroup::new(hierarchies::auto(), &self.path)
+            .map_err(|e| cg_err("create", &self.path, e))?;
+        self.update(resources)
+    }
+
+    /// Applies `resources` to the existing cgroup (UpdateContainerResources).
+    pub fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let mut m = FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
+        m.set(resources)
+            .map_err(|e| cg_err("set limits on", &self.path, e))
+    }
+
+    pub fn add_process(&self, pid: i32) -> Result<()> {
+        let cg = Cgroup::load(hierarchies::auto(), &self.path);
+        cg.add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(|e| cg_err("add process to", &self.path, e))
+    }
+
+    pub fn exists(&self) -> bool {
+        Cgroup::load(hierarchies::auto(), &self.path).exists()
+    }
+
+    /// The processes in the cgroup.
+    pub fn procs(&self) -> Vec<i32> {
+        let cg = Cgroup::load(hierarchies::auto(), &self.path);
+        if !cg.exists() {
+            return vec![];
+        }
+        cg.procs().into_iter().map(|p| p.pid as i32).collect()
+    }
+
+    /// How often the kernel OOM-killed a process here (v1 `memory.oom_control`, v2 `memory.events`).
+    pub fn oom_kills(&self) -> u64 {
+        let file = if Self::is_v2() {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        self.dirs()
+            .into_iter()
+            .filter(|d| Self::is_v2() || d.components().any(|c| c.as_os_str() == "memory"))
+            .filter_map(|d| std::fs::read_to_string(d.join(file)).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.strip_prefix("oom_kill "))
+                    .filter_map(|n| n.trim().parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let m = FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
+        let s = m.stats();
+        let mem = s.memory.memory.unwrap_or_default();
+        let cg = Cgroup::load(hierarchies::auto(), &self.path);
+        let limit = cg
+            .controller_of::<MemController>()
+            .map(|c| c.memory_stat().limit_in_bytes)
+            .unwrap_or(mem.limit);
+        Ok(Stats {
+            memory_usage_bytes: mem.usage,
+            memory_limit_bytes: limit,
+            cpu_usage_ns: s.cpu.cpu_acct.map(|c| c.total_usage).unwrap_or_default(),
+            pids: s.pids.current,
+        })
+    }
+
+    /// Removes the cgroup once its processes are gone; waits up to `timeout` for the kernel to
+    /// finish reaping them (rmdir says EBUSY until then). Missing is success.
+    pub fn destroy(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let cg = Cgroup::load(hierarchies::auto(), &self.path);
+            if !cg.exists() {
+                return Ok(());
+            }
+            match cg.delete() {
+                Ok(()) if !cg.exists() => return Ok(()),
+                Ok(()) => {}
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(cg_err("remove", &self.path, e));
+                }
+                Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(cg_err("remove", &self.path, "still present"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

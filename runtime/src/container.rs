@@ -1,0 +1,499 @@
+//! The container facade the CRI layer uses: create, start, stop, kill, delete, state, exec, log
+//! reopen and resource updates, with everything persisted under `<state>/containers/<id>/` (the
+//! bundle) and `<root>/containers/<id>/` (the writable layer), so a restarted daemon reloads its
+//! containers while their monitors keep running. It never runs container code in the daemon's own
+//! process: the monitor and exec helper are separate (re-exec'd) processes.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cgroup::{ContainerCgroup, Stats};
+use crate::config::{ContainerConfig, Resources, validate_id};
+use crate::error::{Error, Result};
+use crate::executor::Overlay;
+use crate::fsutil::unix_nanos;
+use crate::monitor::{self, Exit, HELPER_SUBCOMMAND, Record, Started};
+
+/// Where the runtime keeps things and how it starts its helper processes.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Persistent root (e.g. `/var/lib/carapace`): containers' writable layers.
+    pub root: PathBuf,
+    /// Volatile state (e.g. `/run/carapace`): bundles, monitor sockets, exit records.
+    pub state: PathBuf,
+    /// The binary to run as monitor / exec helper (the daemon's own `carapace`).
+    pub helper_exe: PathBuf,
+    /// Arguments before `monitor|exec <bundle>`; `[HELPER_SUBCOMMAND]` for the daemon.
+    pub helper_args: Vec<OsString>,
+}
+
+impl RuntimeOptions {
+    /// The daemon's options: this very binary, re-exec'd with [`HELPER_SUBCOMMAND`].
+    pub fn for_daemon(root: PathBuf, state: PathBuf) -> Result<Self> {
+        Ok(Self {
+            root,
+            state,
+            helper_exe: std::env::current_exe().map_err(|e| Error::internal("current_exe", e))?,
+            helper_args: vec![HELPER_SUBCOMMAND.into()],
+        })
+    }
+}
+
+/// All containers of the node.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    opts: RuntimeOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Created,
+    Running,
+    Exited,
+}
+
+/// What `ContainerStatus` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    /// Nanoseconds since the epoch; 0 when not yet.
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled` once exited.
+    pub reason: String,
+    pub message: String,
+}
+
+/// ExecSync's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// containerd's cap on ExecSync output per stream.
+pub const EXEC_OUTPUT_CAP: usize = 16 << 20;
+
+impl Runtime {
+    pub fn new(opts: RuntimeOptions) -> Result<Self> {
+        for d in [opts.root.join("containers"), opts.state.join("containers")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+        }
+        Ok(Self { opts })
+    }
+
+    fn container(&self, id: &str) -> Container {
+        Container {
+            id: id.to_string(),
+            bundle: self.opts.state.join("containers").join(id),
+            fs_dir: self.opts.root.join("containers").join(id),
+            opts: self.opts.clone(),
+        }
+    }
+
+    /// Creates the container: spec, writable layer, cgroup with its limits. Nothing runs yet.
+    pub fn create(&self, config: ContainerConfig) -> Result<Container> {
+        validate_id(&config.id)?;
+        let c = self.container(&config.id);
+        if c.bundle.join("container.json").exists() {
+            return Err(Error::AlreadyExists(format!("container {}", config.id)));
+        }
+        let r = c.create_files(config);
+        if r.is_err() {
+            let _ = c.delete();
+        }
+        r.map(|()| c)
+    }
+
+    /// A container created earlier (by this daemon or before its restart).
+    pub fn get(&self, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        let c = self.container(id);
+        if !c.bundle.join("container.json").exists() {
+            return Err(Error::NotFound(format!("container {id}")));
+        }
+        Ok(c)
+    }
+
+    /// Every container on disk, e.g. to rebuild the daemon's view after a restart.
+    pub fn list(&self) -> Result<Vec<Container>> {
+        let dir = self.opts.state.join("containers");
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|id| self.get(&id).ok())
+            .collect())
+    }
+}
+
+/// One container, by id; cheap to make, all state is on disk.
+#[derive(Debug, Clone)]
+pub struct Container {
+    id: String,
+    bundle: PathBuf,
+    fs_dir: PathBuf,
+    opts: RuntimeOptions,
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn bundle(&self) -> &Path {
+        &self.bundle
+    }
+
+    fn create_files(&self, config: ContainerConfig) -> Result<()> {
+        let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e));
+        mkdir(&self.bundle)?;
+        let rootfs = self.bundle.join("rootfs");
+        mkdir(&rootfs)?;
+        let overlay = Overlay {
+            lower_dirs: config.rootfs.lower_dirs.clone(),
+            upper_dir: self.fs_dir.join("upper"),
+            work_dir: self.fs_dir.join("work"),
+        };
+        for l in &overlay.lower_dirs {
+            if !l.is_dir() {
+                return Err(Error::NotFound(format!("rootfs layer {}", l.display())));
+            }
+        }
+        mkdir(&overlay.upper_dir)?;
+        mkdir(&overlay.work_dir)?;
+        let spec = crate::spec::build(&config, &rootfs)?;
+        crate::spec::save(&self.bundle, &spec)?;
+        let cgroup_path = crate::spec::cgroup_path(&config);
+        let resources = crate::spec::linux_resources(&config.cgroup.resources)?;
+        ContainerCgroup::new(&cgroup_path).create(&resources)?;
+        // Written last: its presence means the container exists.
+        monitor::write_json(
+            &self.bundle.join("container.json"),
+            &Record {
+                config,
+                overlay,
+                cgroup_path,
+                created_at: unix_nanos(SystemTime::now()),
+            },
+        )
+    }
+
+    fn record(&self) -> Result<Record> {
+        monitor::read_json(&self.bundle.join("container.json"))
+    }
+
+    pub fn config(&self) -> Result<ContainerConfig> {
+        Ok(self.record()?.config)
+    }
+
+    pub fn spec(&self) -> Result<oci_spec::runtime::Spec> {
+        crate::spec::load(&self.bundle)
+    }
+
+    fn started(&self) -> Option<Started> {
+        monitor::read_json(&self.bundle.join("runtime.json")).ok()
+    }
+
+    fn exit(&self) -> Option<Exit> {
+        monitor::read_json(&self.bundle.join("exit.json")).ok()
+    }
+
+    fn monitor_alive(&self, started: &Started) -> bool {
+        monitor::request(&self.bundle, "ping").is_some_and(|a| a.starts_with("ok"))
+            || process_alive(started.monitor_pid)
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let record = self.record()?;
+        let mut s = Status {
+            state: State::Created,
+            created_at: record.created_at,
+            started_at: 0,
+            finished_at: 0,
+            pid: None,
+            exit_code: None,
+            reason: String::new(),
+            message: String::new(),
+        };
+        let Some(started) = self.started() else {
+            return Ok(s);
+        };
+        s.started_at = started.started_at;
+        s.pid = Some(started.pid);
+        if let Some(exit) = self.exit() {
+            s.state = State::Exited;
+            s.finished_at = exit.finished_at;
+            s.exit_code = Some(exit.exit_code);
+            s.reason = if exit.oom_killed {
+                "OOMKilled"
+            } else if exit.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .into();
+            s.pid = None;
+        } else if self.monitor_alive(&started) {
+            s.state = State::Running;
+        } else {
+            // The monitor died without recording the exit (e.g. killed by hand).
+            s.state = State::Exited;
+            s.exit_code = Some(255);
+            s.reason = "Error".into();
+            s.message = "the container's monitor exited without recording its exit".into();
+            s.pid = None;
+        }
+        Ok(s)
+    }
+
+    /// Starts the monitor, which starts the container's process; returns once it has exec'd.
+    pub fn start(&self) -> Result<i32> {
+        if self.started().is_some() || self.bundle.join("exit.json").exists() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} was already started",
+                self.id
+            )));
+        }
+        let mut child = Command::new(&self.opts.helper_exe)
+            .args(&self.opts.helper_args)
+            .arg("monitor")
+            .arg(&self.bundle)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::internal("spawn monitor", e))?;
+        let mut line = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            // EOF comes when the detached monitor reports and closes its copy.
+            let _ = out.read_to_string(&mut line);
+        }
+        let _ = child.wait();
+        let line = line.trim();
+        if let Some(pid) = line.strip_prefix("ok ") {
+            return pid
+                .parse()
+                .map_err(|e| Error::internal("monitor answer", e));
+        }
+        let msg = line.strip_prefix("error ").unwrap_or(line);
+        Err(Error::FailedPrecondition(format!(
+            "start container {}: {}",
+            self.id,
+            if msg.is_empty() {
+                "the monitor exited without answering"
+            } else {
+                msg
+            }
+        )))
+    }
+
+    /// Sends `signal` to the init (and with `all`, every process of its cgroup). A no-op once it
+    /// exited.
+    pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
+        let line = format!("kill {signal}{}", if all { " all" } else { "" });
+        match monitor::request(&self.bundle, &line) {
+            Some(a) if a.starts_with("error") => Err(Error::InvalidArgument(a)),
+            _ => Ok(()),
+        }
+    }
+
+    fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .status()
+                .map(|s| s.state != State::Running)
+                .unwrap_or(true)
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The stop signal (the image's, else SIGTERM), then SIGKILL to everything in the cgroup after
+    /// `timeout`. Idempotent.
+    pub fn stop(&self, timeout: Duration) -> Result<()> {
+        if self.status()?.state != State::Running {
+            return Ok(());
+        }
+        let sig = self.record()?.config.stop_signal.unwrap_or(libc::SIGTERM);
+        if !timeout.is_zero() {
+            self.kill(sig, false)?;
+            if self.wait_exit(timeout) {
+                return Ok(());
+            }
+        }
+        self.kill(libc::SIGKILL, true)?;
+        if self.wait_exit(Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            Err(Error::DeadlineExceeded(format!(
+                "container {} did not die after SIGKILL",
+                self.id
+            )))
+        }
+    }
+
+    /// Stops it if needed, then releases everything: cgroup, writable layer, bundle. Idempotent.
+    pub fn delete(&self) -> Result<()> {
+        if !self.bundle.exists() && !self.fs_dir.exists() {
+            return Ok(());
+        }
+        let record = self.record().ok();
+        if self
+            .status()
+            .map(|s| s.state == State::Running)
+            .unwrap_or(false)
+        {
+            self.stop(Duration::ZERO)?;
+        }
+        if let Some(started) = self.started() {
+            // The monitor removes its socket and exits right after recording the exit.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process_alive(started.monitor_pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if let Some(r) = &record {
+            ContainerCgroup::new(&r.cgroup_path).destroy(Duration::from_secs(5))?;
+        }
+        for d in [&self.fs_dir, &self.bundle] {
+            match std::fs::remove_dir_all(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", d, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// ReopenContainerLog.
+    pub fn reopen_log(&self) -> Result<()> {
+        match monitor::request(&self.bundle, "reopen") {
+            Some(a) if a == "ok" => Ok(()),
+            Some(a) => Err(Error::Internal(a)),
+            None => Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                self.id
+            ))),
+        }
+    }
+
+    /// UpdateContainerResources: the cgroup changes live and the record keeps the new values.
+    pub fn update_resources(&self, resources: &Resources) -> Result<()> {
+        let mut record = self.record()?;
+        ContainerCgroup::new(&record.cgroup_path)
+            .update(&crate::spec::linux_resources(resources)?)?;
+        record.config.cgroup.resources = resources.clone();
+        monitor::write_json(&self.bundle.join("container.json"), &record)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        ContainerCgroup::new(&self.record()?.cgroup_path).stats()
+    }
+
+    /// The cgroup's directories (one per v1 controller), for callers that read more.
+    pub fn cgroup_dirs(&self) -> Result<Vec<PathBuf>> {
+        Ok(ContainerCgroup::new(&self.record()?.cgroup_path).dirs())
+    }
+
+    /// ExecSync: runs `args` in the container's namespaces and cgroup with its user, capabilities
+    /// and seccomp; kills it when `timeout` passes (zero: no timeout).
+    pub fn exec_sync(&self, args: &[String], timeout: Duration) -> Result<ExecOutput> {
+        if self.status()?.state != State::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        if args.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let req = serde_json::to_vec(&monitor::ExecRequest {
+            args: args.to_vec(),
+            timeout_ms: timeout.as_millis() as u64,
+        })
+        .map_err(|e| Error::internal("exec request", e))?;
+        let started = Instant::now();
+        let mut child = Command::new(&self.opts.helper_exe)
+            .args(&self.opts.helper_args)
+            .arg("exec")
+            .arg(&self.bundle)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::internal("spawn exec helper", e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&req)
+                .map_err(|e| Error::internal("exec request", e))?;
+        }
+        let capped = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(r) = r {
+                    let _ = r.take(EXEC_OUTPUT_CAP as u64).read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = capped(
+            child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        );
+        let err = capped(
+            child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        );
+        let status = child
+            .wait()
+            .map_err(|e| Error::internal("wait exec helper", e))?;
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        let code = status.code().unwrap_or(255);
+        if !timeout.is_zero() && started.elapsed() >= timeout {
+            return Err(Error::DeadlineExceeded(format!(
+                "exec in {} timed out after {timeout:?}",
+                self.id
+            )));
+        }
+        if code == 125 {
+            return Err(Error::Internal(
+                String::from_utf8_lossy(&stderr).trim().to_string(),
+            ));
+        }
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code: code,
+        })
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,790 @@
+//! The built-in executor: from an OCI spec to a running process. In the monitor it forks the
+//! container's init into the pod's namespaces and a new mount (and PID) namespace, mounts the
+//! overlay root and everything the spec lists (targets resolved inside the root), pivots, masks
+//! paths, then sets user, rlimits, capabilities (all five sets), no_new_privs and seccomp last, and
+//! execs. The exec helper ([`exec_process`]) reuses the process half for ExecSync. It runs only in
+//! single-threaded helper processes, never in the daemon.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::{Mode, SFlag, fchmodat, makedev, mknodat, umask};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, pipe2, pivot_root, symlinkat};
+use oci_spec::runtime::{LinuxNamespaceType, Mount as OciMount, Process, Spec};
+
+use crate::cgroup::ContainerCgroup;
+use crate::error::{Context, Error, Result};
+use crate::fsutil::{Kind, fd_path, mkdir_all_in_root};
+use crate::seccomp;
+use crate::sys;
+
+/// The overlay that becomes the container's `/`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Overlay {
+    pub lower_dirs: Vec<PathBuf>,
+    pub upper_dir: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+impl Overlay {
+    fn options(&self) -> Result<String> {
+        let bad = |p: &Path| {
+            let s = p.to_string_lossy();
+            s.contains(',') || s.contains(':') || s.contains('\\')
+        };
+        let all = self
+            .lower_dirs
+            .iter()
+            .chain([&self.upper_dir, &self.work_dir]);
+        if let Some(p) = all.clone().find(|p| bad(p)) {
+            return Err(Error::InvalidArgument(format!(
+                "overlay path {} has a character overlayfs cannot take",
+                p.display()
+            )));
+        }
+        let lower: Vec<String> = self
+            .lower_dirs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        Ok(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            self.upper_dir.display(),
+            self.work_dir.display()
+        ))
+    }
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Time => CloneFlags::empty(),
+    }
+}
+
+fn open_ro(path: &Path) -> Result<OwnedFd> {
+    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .ctx(format_args!("open {}", path.display()))
+}
+
+/// Starts the container's init; returns its pid once it has exec'd (or the error that stopped it).
+/// `stdout`/`stderr` are the write ends of the monitor's pipes.
+pub(crate) fn spawn_init(
+    spec: &Spec,
+    overlay: &Overlay,
+    cgroup: &ContainerCgroup,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<Pid> {
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("spec has no linux section".into()))?;
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    // A PID namespace applies to children: join or create it here, before fork.
+    if let Some(pid_ns) = namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Pid)
+    {
+        match pid_ns.path() {
+            Some(p) => setns(open_ro(p)?, CloneFlags::CLONE_NEWPID).ctx("join pid namespace")?,
+            None => unshare(CloneFlags::CLONE_NEWPID).ctx("new pid namespace")?,
+        }
+    }
+    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    match sys::fork_single_threaded()? {
+        ForkResult::Child => {
+            drop((go_w, err_r));
+            let mut err_w = std::fs::File::from(err_w);
+            let result = (|| -> Result<std::convert::Infallible> {
+                let mut byte = [0u8; 1];
+                std::fs::File::from(go_r)
+                    .read_exact(&mut byte)
+                    .ctx("wait for the monitor")?;
+                let null = open(Path::new("/dev/null"), OFlag::O_RDWR, Mode::empty())
+                    .ctx("open /dev/null")?;
+                nix::unistd::dup2_stdin(&null).ctx("stdin")?;
+                nix::unistd::dup2_stdout(&stdout).ctx("stdout")?;
+                nix::unistd::dup2_stderr(&stderr).ctx("stderr")?;
+                drop((null, stdout, stderr));
+                init_container(spec, overlay, cgroup)
+            })();
+            let Err(e) = result;
+            let _ = err_w.write_all(e.to_string().as_bytes());
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => {
+            drop((go_r, err_w, stdout, stderr));
+            let fail = |e: Error| {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                e
+            };
+            // In the cgroup before it runs a single instruction of its own.
+            cgroup.add_process(child.as_raw()).map_err(fail)?;
+            std::fs::File::from(go_w)
+                .write_all(b"g")
+                .ctx("release init")
+                .map_err(fail)?;
+            let mut msg = String::new();
+            let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(Error::FailedPrecondition(format!("container init: {msg}")));
+            }
+            Ok(child)
+        }
+    }
+}
+
+/// Everything the init does between fork and exec. Returns only on error.
+fn init_container(
+    spec: &Spec,
+    overlay: &Overlay,
+    cgroup: &ContainerCgroup,
+) -> Result<std::convert::Infallible> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    let mut new = CloneFlags::empty();
+    for ns in &namespaces {
+        let t = ns.typ();
+        if t == LinuxNamespaceType::Pid {
+            continue;
+        }
+        match ns.path() {
+            Some(p) => setns(open_ro(p)?, ns_flag(t)).ctx(format_args!("join {t} namespace"))?,
+            None => new |= ns_flag(t),
+        }
+    }
+    unshare(new | CloneFlags::CLONE_NEWNS).ctx("unshare")?;
+    // Nothing we mount from here on may propagate back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .ctx("make / rslave")?;
+    umask(Mode::from_bits_truncate(0o022));
+
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| Error::InvalidArgument("spec has no root".into()))?;
+    mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(overlay.options()?.as_str()),
+    )
+    .ctx("mount overlay rootfs")?;
+    let root_fd = open(
+        &root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open rootfs")?;
+
+    for m in spec.mounts().iter().flatten() {
+        mount_one(&root_fd, m, cgroup)
+            .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?;
+    }
+
+    chdir(&root).ctx("chdir rootfs")?;
+    pivot_root(".", ".").ctx("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).ctx("detach old root")?;
+    chdir("/").ctx("chdir /")?;
+
+    for p in linux.masked_paths().iter().flatten() {
+        mask_path(p)?;
+    }
+    for p in linux.readonly_paths().iter().flatten() {
+        readonly_path(p)?;
+    }
+    let new_uts = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
+    if let (true, Some(h)) = (new_uts, spec.hostname()) {
+        nix::unistd::sethostname(h).ctx("sethostname")?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .ctx("remount / read-only")?;
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("spec has no process".into()))?;
+    exec_process(process, linux.seccomp().as_ref())
+}
+
+/// Mount flags and the data string from OCI mount options.
+fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut prop = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "private" => prop = MsFlags::MS_PRIVATE,
+            "rprivate" => prop = MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            "slave" => prop = MsFlags::MS_SLAVE,
+            "rslave" => prop = MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            "shared" => prop = MsFlags::MS_SHARED,
+            "rshared" => prop = MsFlags::MS_SHARED | MsFlags::MS_REC,
+            "suid" | "dev" | "exec" | "atime" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, prop, data)
+}
+
+fn mount_one(root: &OwnedFd, m: &OciMount, cgroup: &ContainerCgroup) -> Result<()> {
+    let dest = m.destination().to_string_lossy().to_string();
+    let typ = m.typ().clone().unwrap_or_default();
+    let (flags, prop, data) = parse_options(m.options().as_deref().unwrap_or_default());
+    if typ == "cgroup" {
+        return mount_cgroup(root, &dest, cgroup, flags);
+    }
+    let is_bind = flags.contains(MsFlags::MS_BIND) || typ == "bind";
+    let source = m.source().clone().unwrap_or_default();
+    let kind = if is_bind && !source.is_dir() {
+        Kind::File
+    } else {
+        Kind::Dir
+    };
+    if is_bind && !source.exists() {
+        return Err(Error::NotFound(format!(
+            "mount source {}",
+            source.display()
+        )));
+    }
+    let target = mkdir_all_in_root(root, &dest, kind)?;
+    let data = data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    if is_bind {
+        mount(
+            Some(&source),
+            &fd_path(&target),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx("bind")?;
+        // Reopen: the old fd names the directory under the new mount, not the mount itself.
+        let target = mkdir_all_in_root(root, &dest, kind)?;
+        let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !extra.is_empty() {
+            mount(
+                None::<&str>,
+                &fd_path(&target),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                None::<&str>,
+            )
+            .ctx("remount bind")?;
+        }
+        if !prop.is_empty() {
+            mount(
+                None::<&str>,
+                &fd_path(&target),
+                None::<&str>,
+                prop,
+                None::<&str>,
+            )
+            .ctx("propagation")?;
+        }
+        return Ok(());
+    }
+    mount(
+        Some(&source),
+        &fd_path(&target),
+        Some(typ.as_str()),
+        flags,
+        data,
+    )
+    .ctx(&typ)?;
+    if dest == "/dev" {
+        let dev = mkdir_all_in_root(root, "/dev", Kind::Dir)?;
+        let dev = open(
+            &fd_path(&dev),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open /dev")?;
+        make_devices(&dev)?;
+    }
+    Ok(())
+}
+
+/// The default device nodes every container gets, and the usual /dev symlinks.
+fn make_devices(dev: &OwnedFd) -> Result<()> {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        mknodat(
+            dev.as_fd(),
+            name,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .ctx(format_args!("mknod /dev/{name}"))?;
+        fchmodat(
+            dev.as_fd(),
+            name,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .ctx(format_args!("chmod /dev/{name}"))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        symlinkat(target, dev.as_fd(), link).ctx(format_args!("symlink /dev/{link}"))?;
+    }
+    Ok(())
+}
+
+/// The cgroup filesystem, read-only and showing only this container's own cgroup: on v1 a tmpfs
+/// with each controller's directory bound in; on v2 the container's directory itself.
+fn mount_cgroup(
+    root: &OwnedFd,
+    dest: &str,
+    cgroup: &ContainerCgroup,
+    flags: MsFlags,
+) -> Result<()> {
+    let target = mkdir_all_in_root(root, dest, Kind::Dir)?;
+    let ro = flags & MsFlags::MS_RDONLY;
+    let bind_ro = |src: &Path, fd: &OwnedFd| -> Result<()> {
+        mount(
+            Some(src),
+            &fd_path(fd),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx("bind cgroup")?;
+        Ok(())
+    };
+    if ContainerCgroup::is_v2() {
+        let dir = cgroup
+            .dirs()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("no cgroup dir".into()))?;
+        bind_ro(&dir, &target)?;
+    } else {
+        mount(
+            Some("tmpfs"),
+            &fd_path(&target),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .ctx("cgroup tmpfs")?;
+        for dir in cgroup.dirs() {
+            // .../<mountpoint>/<cgroup path>: the controller is the mountpoint's last component.
+            let rel = Path::new(cgroup.path());
+            let Some(mountpoint) = dir.ancestors().nth(rel.components().count()) else {
+                continue;
+            };
+            let Some(name) = mountpoint.file_name() else {
+                continue;
+            };
+            let sub = format!("{dest}/{}", name.to_string_lossy());
+            let fd = mkdir_all_in_root(root, &sub, Kind::Dir)?;
+            bind_ro(&dir, &fd)?;
+            let fd = mkdir_all_in_root(root, &sub, Kind::Dir)?;
+            mount(
+                None::<&str>,
+                &fd_path(&fd),
+                None::<&str>,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .ctx("remount cgroup read-only")?;
+        }
+    }
+    let target = mkdir_all_in_root(root, dest, Kind::Dir)?;
+    mount(
+        None::<&str>,
+        &fd_path(&target),
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | ro
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .ctx("remount cgroup")?;
+    Ok(())
+}
+
+fn mask_path(p: &str) -> Result<()> {
+    let path = Path::new(p);
+    let r = if path.is_dir() {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    match r {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::Internal(format!("mask {p}: {}", e.desc()))),
+    }
+}
+
+fn readonly_path(p: &str) -> Result<()> {
+    match mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
+        Err(Errno::ENOENT) => return Ok(()),
+        r => r.ctx(format_args!("bind {p}"))?,
+    }
+    mount(
+        None::<&str>,
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_REC
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .ctx(format_args!("remount {p} read-only"))
+}
+
+/// Writes the OOM score, clamped: without CAP_SYS_RESOURCE a lower score than the current one is
+/// refused by the kernel, so we keep the current one instead of failing the container.
+fn set_oom_score_adj(adj: i32) -> Result<()> {
+    let path = "/proc/self/oom_score_adj";
+    match std::fs::write(path, adj.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => Ok(()),
+        Err(e) => Err(Error::internal("write oom_score_adj", e)),
+    }
+}
+
+fn rlimit_resource(kind: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource::*;
+    Some(match kind {
+        "RLIMIT_AS" => RLIMIT_AS,
+        "RLIMIT_CORE" => RLIMIT_CORE,
+        "RLIMIT_CPU" => RLIMIT_CPU,
+        "RLIMIT_DATA" => RLIMIT_DATA,
+        "RLIMIT_FSIZE" => RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => RLIMIT_NICE,
+        "RLIMIT_NOFILE" => RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => RLIMIT_NPROC,
+        "RLIMIT_RSS" => RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+fn cap_set<'a>(
+    names: impl IntoIterator<Item = &'a oci_spec::runtime::Capability>,
+    bounding_now: &caps::CapsHashSet,
+) -> caps::CapsHashSet {
+    names
+        .into_iter()
+        .filter_map(|c| {
+            let name = serde_json::to_value(c).ok()?.as_str()?.to_string();
+            name.parse::<caps::Capability>().ok()
+        })
+        // What the host's bounding set lacks cannot be granted (e.g. CAP_SYS_RESOURCE here).
+        .filter(|c| bounding_now.contains(c))
+        .collect()
+}
+
+/// The process half, shared by the container's init and ExecSync: OOM score, rlimits, user and
+/// groups, capabilities, cwd (checked inside the root), no_new_privs, seccomp last, exec.
+pub(crate) fn exec_process(
+    process: &Process,
+    seccomp_profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<std::convert::Infallible> {
+    if let Some(adj) = process.oom_score_adj() {
+        set_oom_score_adj(adj)?;
+    }
+    for r in process.rlimits().iter().flatten() {
+        let kind = serde_json::to_value(r.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let res = rlimit_resource(&kind)
+            .ok_or_else(|| Error::InvalidArgument(format!("rlimit {kind}")))?;
+        nix::sys::resource::setrlimit(res, r.soft(), r.hard())
+            .ctx(format_args!("setrlimit {kind}"))?;
+    }
+    let filter = seccomp_profile.map(seccomp::compile).transpose()?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we still have it.
+    // The default profile allows every syscall the rest of the setup makes.
+    if let (false, Some(f)) = (nnp, &filter) {
+        sys::install_seccomp(f)?;
+    }
+
+    let bounding_now =
+        caps::read(None, caps::CapSet::Bounding).map_err(|e| Error::internal("read caps", e))?;
+    let c = process.capabilities().clone().unwrap_or_default();
+    let bounding = cap_set(c.bounding().iter().flatten(), &bounding_now);
+    for cap in bounding_now.difference(&bounding) {
+        caps::drop(None, caps::CapSet::Bounding, *cap)
+            .map_err(|e| Error::internal("drop bounding cap", e))?;
+    }
+    let user = process.user();
+    nix::sys::prctl::set_keepcaps(true).ctx("keep caps")?;
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).ctx("setgroups")?;
+    let (gid, uid) = (Gid::from_raw(user.gid()), Uid::from_raw(user.uid()));
+    nix::unistd::setresgid(gid, gid, gid).ctx("setresgid")?;
+    nix::unistd::setresuid(uid, uid, uid).ctx("setresuid")?;
+    nix::sys::prctl::set_keepcaps(false).ctx("clear keep caps")?;
+    // All five sets, explicitly. Effective must stay within permitted at every capset(2): shrink
+    // effective first (still within the old permitted), then permitted, then the others.
+    let set = |which, s: &caps::CapsHashSet| {
+        caps::set(None, which, s)
+            .map_err(|e| Error::internal(format_args!("set {which:?} caps"), e))
+    };
+    let effective = cap_set(c.effective().iter().flatten(), &bounding_now);
+    let permitted = cap_set(c.permitted().iter().flatten(), &bounding_now);
+    set(
+        caps::CapSet::Effective,
+        &effective.intersection(&permitted).copied().collect(),
+    )?;
+    set(caps::CapSet::Permitted, &permitted)?;
+    set(
+        caps::CapSet::Inheritable,
+        &cap_set(c.inheritable().iter().flatten(), &bounding_now),
+    )?;
+    set(
+        caps::CapSet::Ambient,
+        &cap_set(c.ambient().iter().flatten(), &bounding_now),
+    )?;
+
+    chdir(process.cwd()).ctx(format_args!("chdir {}", process.cwd().display()))?;
+    // CVE-2024-21626: a cwd reached through a leaked fd is outside the root; getcwd then does not
+    // return an absolute path.
+    let cwd = nix::unistd::getcwd().ctx("getcwd")?;
+    if !cwd.is_absolute() || cwd.to_string_lossy().starts_with("(unreachable)") {
+        return Err(Error::FailedPrecondition(
+            "working directory is outside the container".into(),
+        ));
+    }
+    let env: Vec<CString> = process
+        .env()
+        .iter()
+        .flatten()
+        .filter_map(|e| CString::new(e.as_bytes()).ok())
+        .collect();
+    let args: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::InvalidArgument("NUL in args".into()))?;
+    let argv0 = args
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("no args".into()))?;
+    let path = lookup(
+        argv0.to_str().unwrap_or_default(),
+        process.env().as_deref().unwrap_or_default(),
+    )?;
+
+    sys::cloexec_from_3()?;
+    if nnp {
+        nix::sys::prctl::set_no_new_privs().ctx("no_new_privs")?;
+    }
+    if let (true, Some(f)) = (nnp, &filter) {
+        sys::install_seccomp(f)?;
+    }
+    let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
+    Err(Error::FailedPrecondition(format!(
+        "exec {}: {}",
+        path.to_string_lossy(),
+        err.desc()
+    )))
+}
+
+/// `argv[0]` as execvp finds it, in the container's `PATH`.
+fn lookup(arg0: &str, env: &[String]) -> Result<CString> {
+    let cstr = |p: &str| CString::new(p).map_err(|_| Error::InvalidArgument("NUL in path".into()));
+    if arg0.contains('/') {
+        return cstr(arg0);
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = format!("{dir}/{arg0}");
+        if nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
+            && !Path::new(&candidate).is_dir()
+        {
+            return cstr(&candidate);
+        }
+    }
+    Err(Error::NotFound(format!("executable {arg0:?} in $PATH")))
+}
+
+/// For ExecSync: enter every namespace of `pid` (the container's init) and its cgroup, then fork
+/// the command, which runs `exec_process` with the container's profile. Returns the child's pid.
+pub(crate) fn spawn_in_container(
+    init_pid: i32,
+    spec: &Spec,
+    process: &Process,
+    cgroup: &ContainerCgroup,
+) -> Result<Pid> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    // Open all first: after joining the mount namespace /proc may be the container's.
+    let mut fds = Vec::new();
+    for (name, flag) in [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let own = open_ro(Path::new(&format!("/proc/self/ns/{name}")))?;
+        let theirs = open_ro(Path::new(&format!("/proc/{init_pid}/ns/{name}")))?;
+        let same = nix::sys::stat::fstat(&own).ok().map(|s| s.st_ino)
+            == nix::sys::stat::fstat(&theirs).ok().map(|s| s.st_ino);
+        if !same {
+            fds.push((theirs, flag));
+        }
+    }
+    let root = open_ro(Path::new(&format!("/proc/{init_pid}/root")))?;
+    // The mount namespace is joined in the child: once in it, our /proc/self is gone (that /proc
+    // belongs to the container's PID namespace) and the fork check could not count our threads.
+    let mut mnt = None;
+    for (fd, flag) in fds {
+        if flag == CloneFlags::CLONE_NEWNS {
+            mnt = Some(fd);
+        } else {
+            setns(fd, flag).ctx("join container namespace")?;
+        }
+    }
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    match sys::fork_single_threaded()? {
+        ForkResult::Child => {
+            drop(err_r);
+            let r = (|| -> Result<std::convert::Infallible> {
+                if let Some(fd) = mnt {
+                    setns(fd, CloneFlags::CLONE_NEWNS).ctx("join mount namespace")?;
+                }
+                nix::unistd::fchdir(root.as_fd()).ctx("fchdir root")?;
+                nix::unistd::chroot(".").ctx("chroot")?;
+                drop(root);
+                exec_process(process, linux.seccomp().as_ref())
+            })();
+            let Err(e) = r;
+            let _ = std::fs::File::from(err_w).write_all(e.to_string().as_bytes());
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let _ = cgroup.add_process(child.as_raw());
+            let mut msg = String::new();
+            let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(Error::FailedPrecondition(format!(
+                    "exec in container: {msg}"
+                )));
+            }
+            let _ = root.as_raw_fd();
+            Ok(child)
+        }
+    }
+}
+
+/// Capability names of a set, for tests and status.
+pub fn capability_names(set: &caps::CapsHashSet) -> BTreeSet<String> {
+    set.iter().map(|c| c.to_string()).collect()
+}

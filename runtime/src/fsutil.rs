@@ -1,0 +1,211 @@
+//! File helpers every other module shares: crash-safe writes (temp, fsync, rename, fsync dir),
+//! resolving and creating paths inside a container root without following symlinks out of it
+//! (openat2 `RESOLVE_IN_ROOT`), and RFC 3339 timestamps. Nothing here mounts or spawns.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::{Mode, mkdirat};
+
+use crate::error::{Context, Error, Result};
+
+/// Writes `bytes` to `path` so that after a crash the file holds either the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal(format!("{} has no parent", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename to", path, e))?;
+        // The rename itself must reach the disk too.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync", dir, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The components of an absolute container path, refusing `..` so nothing climbs out even before
+/// the kernel's scoping applies.
+fn components(path: &str) -> Result<Vec<&str>> {
+    let mut out = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n.to_str().unwrap_or_default()),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::InvalidArgument(format!("path {path:?} has ..")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn open_in_root(root: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let rel = if rel.is_empty() { "." } else { rel };
+    openat2(root.as_fd(), rel, how)
+}
+
+/// What to create at the end of a mount target when it is missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Opens (creating as needed) `path` inside the directory `root` as an `O_PATH` fd, resolving every
+/// component — symlinks included — as if `root` were `/`. Mounting onto `/proc/self/fd/<fd>` then
+/// hits exactly that inode, whatever a container image's symlinks say.
+pub fn mkdir_all_in_root(root: &OwnedFd, path: &str, last: Kind) -> Result<OwnedFd> {
+    let comps = components(path)?;
+    let mut sofar = String::new();
+    for (i, c) in comps.iter().enumerate() {
+        let parent = sofar.clone();
+        if !sofar.is_empty() {
+            sofar.push('/');
+        }
+        sofar.push_str(c);
+        let is_last = i + 1 == comps.len();
+        match open_in_root(root, &sofar, OFlag::O_PATH) {
+            Ok(fd) => {
+                if is_last {
+                    return Ok(fd);
+                }
+                continue;
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "open {path} in root: {}",
+                    e.desc()
+                )));
+            }
+        }
+        let dir = open_in_root(root, &parent, OFlag::O_DIRECTORY | OFlag::O_RDONLY)
+            .ctx(format_args!("open {parent:?} in root"))?;
+        if is_last && last == Kind::File {
+            let how = OpenHow::new()
+                .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+                .mode(Mode::from_bits_truncate(0o644))
+                .resolve(ResolveFlag::RESOLVE_BENEATH);
+            openat2(dir.as_fd(), *c, how).ctx(format_args!("create {path} in root"))?;
+        } else {
+            match mkdirat(dir.as_fd(), *c, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(Error::Internal(format!("mkdir {path}: {}", e.desc()))),
+            }
+        }
+    }
+    open_in_root(root, &sofar, OFlag::O_PATH).ctx(format_args!("open {path} in root"))
+}
+
+/// The `/proc/self/fd/N` path of `fd`, to hand an exact inode to mount(2).
+pub fn fd_path(fd: &OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `time` as Go's `time.RFC3339Nano` in UTC (trailing zeros of the fraction trimmed), which is what
+/// the kubelet parses in CRI logs.
+pub fn rfc3339_nano(time: SystemTime) -> String {
+    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let nanos = d.subsec_nanos();
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// Nanoseconds since the epoch, as the CRI reports times.
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_match_go_rfc3339nano() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 120_000_000);
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20.12Z");
+        assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = UNIX_EPOCH + Duration::new(951_782_400, 1);
+        assert_eq!(rfc3339_nano(leap), "2000-02-29T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn atomic_write_replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        // An image symlink naming a host path resolves inside the root: dangling there, refused.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
+        let fd: OwnedFd = std::fs::File::open(root.path()).unwrap().into();
+        assert!(mkdir_all_in_root(&fd, "/evil/x", Kind::Dir).is_err());
+        assert!(!outside.path().join("x").exists());
+        // An absolute symlink to a directory of the image is followed within the root.
+        std::fs::create_dir(root.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/real", root.path().join("ok")).unwrap();
+        mkdir_all_in_root(&fd, "/ok/x", Kind::Dir).unwrap();
+        assert!(root.path().join("real/x").is_dir());
+        mkdir_all_in_root(&fd, "/etc/hosts", Kind::File).unwrap();
+        assert!(root.path().join("etc/hosts").is_file());
+        assert!(mkdir_all_in_root(&fd, "/../x", Kind::Dir).is_err());
+    }
+}

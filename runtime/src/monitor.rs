@@ -1,0 +1,430 @@
+//! The per-container monitor and the exec helper: roles of the `carapace` binary re-exec'd by the
+//! daemon (`carapace runtime-helper monitor <bundle>` / `... exec <bundle>`). The monitor detaches
+//! (fork + setsid) so it outlives the daemon, starts the container's init through the executor,
+//! owns its stdout/stderr and writes them as CRI logs, reaps it, records the exit atomically and
+//! answers a unix control socket (`reopen`, `kill <sig> [all]`, `ping`). Both roles first re-exec
+//! from a read-only bind of their own binary, so no container process can ever open the host's
+//! carapace binary for writing through `/proc/<pid>/exe` (CVE-2019-5736). It never talks CRI.
+
+use std::ffi::{CString, OsString};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::ContainerCgroup;
+use crate::error::{Context, Error, Result};
+use crate::executor;
+use crate::fsutil::{unix_nanos, write_atomic};
+use crate::logs::{LogWriter, MAX_LINE, Stream};
+
+/// The hidden subcommand the `carapace` binary dispatches to [`helper_main`].
+pub const HELPER_SUBCOMMAND: &str = "runtime-helper";
+const SEALED_ENV: &str = "_CARAPACE_SEALED_EXE";
+
+/// What the daemon persisted at create and the monitor reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub config: crate::config::ContainerConfig,
+    pub overlay: executor::Overlay,
+    pub cgroup_path: String,
+    pub created_at: i64,
+}
+
+/// Written by the monitor once the init has exec'd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Started {
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub started_at: i64,
+}
+
+/// Written by the monitor once the init has been reaped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code, or 128 + signal when killed by one.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    /// Nanoseconds since the epoch.
+    pub finished_at: i64,
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::internal(path.display(), e))
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(v).map_err(|e| Error::internal(path.display(), e))?;
+    write_atomic(path, &bytes)
+}
+
+/// Entry point of the helper roles: `args` are what follows [`HELPER_SUBCOMMAND`] on the command
+/// line: `monitor <bundle>` or `exec <bundle>`. Call it before any thread (tokio) starts.
+pub fn helper_main(args: Vec<OsString>) -> ExitCode {
+    let role = args
+        .first()
+        .and_then(|a| a.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let Some(bundle) = args.get(1).map(PathBuf::from) else {
+        eprintln!("usage: carapace {HELPER_SUBCOMMAND} monitor|exec <bundle>");
+        return ExitCode::from(2);
+    };
+    if let Err(e) = seal_exe(&bundle) {
+        eprintln!("carapace {role}: {e}");
+        return ExitCode::from(125);
+    }
+    let r = match role.as_str() {
+        "monitor" => monitor(&bundle),
+        "exec" => exec_helper(&bundle),
+        _ => Err(Error::InvalidArgument(format!("unknown role {role:?}"))),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("carapace {role}: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+/// Re-executes this process from a read-only bind mount of its own binary, in a private mount
+/// namespace, then detaches that mount: `/proc/<pid>/exe` of every helper (and of the container's
+/// init until it execs) names a file on a read-only mount, so it cannot be opened for writing.
+fn seal_exe(bundle: &Path) -> Result<()> {
+    if std::env::var_os(SEALED_ENV).is_some() {
+        return Ok(());
+    }
+    unshare(CloneFlags::CLONE_NEWNS).ctx("unshare mount namespace")?;
+    // Host mounts and unmounts still reach us; ours never reach the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .ctx("make / rslave")?;
+    let spot = bundle.join(".exe");
+    std::fs::write(&spot, b"").map_err(|e| Error::io("create", &spot, e))?;
+    // By path: the file behind /proc/self/exe sits on a mount of the namespace we just left, which
+    // bind(2) refuses; the same path in our copy of the namespace is the same file.
+    let exe = std::fs::read_link("/proc/self/exe").ctx("readlink /proc/self/exe")?;
+    mount(
+        Some(&exe),
+        &spot,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx("bind exe")?;
+    mount(
+        None::<&str>,
+        &spot,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .ctx("remount exe read-only")?;
+    let fd = open(&spot, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ctx("open sealed exe")?;
+    umount2(&spot, MntFlags::MNT_DETACH).ctx("detach sealed exe")?;
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.into_encoded_bytes()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::InvalidArgument("NUL in argv".into()))?;
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.push(CString::new(format!("{SEALED_ENV}=1")).map_err(|e| Error::internal("env", e))?);
+    let e = nix::unistd::fexecve(fd.as_fd(), &args, &env).unwrap_err();
+    Err(Error::Internal(format!(
+        "re-exec sealed binary: {}",
+        e.desc()
+    )))
+}
+
+fn report(out: &mut Option<std::fs::File>, line: &str) {
+    if let Some(mut f) = out.take() {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn monitor(bundle: &Path) -> Result<u8> {
+    // Detach: the daemon waits for this first process only; the child lives on under init.
+    match crate::sys::fork_single_threaded()? {
+        ForkResult::Parent { .. } => return Ok(0),
+        ForkResult::Child => {}
+    }
+    nix::unistd::setsid().ctx("setsid")?;
+    // The daemon reads our stdout for one line: `ok <pid>` or `error <message>`.
+    let mut out = Some(std::fs::File::from(
+        nix::unistd::dup(std::io::stdout().as_fd()).ctx("dup stdout")?,
+    ));
+    let null = open(
+        Path::new("/dev/null"),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open /dev/null")?;
+    for target in [0, 1, 2] {
+        let _ = match target {
+            0 => nix::unistd::dup2_stdin(&null),
+            1 => nix::unistd::dup2_stdout(&null),
+            _ => nix::unistd::dup2_stderr(&null),
+        };
+    }
+    match run_monitor(bundle, &mut out) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            report(&mut out, &format!("error {e}\n"));
+            Ok(1)
+        }
+    }
+}
+
+fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
+    let record: Record = read_json(&bundle.join("container.json"))?;
+    let spec = crate::spec::load(bundle)?;
+    let cgroup = ContainerCgroup::new(&record.cgroup_path);
+    let mut logs = LogWriter::new(record.config.log_path.clone(), MAX_LINE)?;
+
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().ctx("block SIGCHLD")?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .ctx("signalfd")?;
+    let _ = unsafe_free_ignore_sigpipe();
+
+    let sock_path = bundle.join("monitor.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let listener = UnixListener::bind(&sock_path).map_err(|e| Error::io("bind", &sock_path, e))?;
+    listener.set_nonblocking(true).ctx("nonblocking socket")?;
+
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    let pid = executor::spawn_init(&spec, &record.overlay, &cgroup, out_w, err_w)?;
+    write_json(
+        &bundle.join("runtime.json"),
+        &Started {
+            pid: pid.as_raw(),
+            monitor_pid: std::process::id() as i32,
+            started_at: unix_nanos(SystemTime::now()),
+        },
+    )?;
+    report(out, &format!("ok {pid}\n"));
+
+    let mut streams: Vec<(Option<std::fs::File>, Stream)> = vec![
+        (Some(std::fs::File::from(out_r)), Stream::Stdout),
+        (Some(std::fs::File::from(err_r)), Stream::Stderr),
+    ];
+    let mut exit: Option<(WaitStatus, Instant)> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open_streams = streams.iter().filter(|s| s.0.is_some()).count();
+        if let Some((_, at)) = exit {
+            // Once init is gone, wait a little for processes that still hold the pipes.
+            if open_streams == 0 || at.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        let mut fds = vec![
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+        ];
+        for (f, _) in &streams {
+            if let Some(f) = f {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(s) if s.pid() == Some(pid) => exit = Some((s, Instant::now())),
+                    Ok(_) => {}
+                }
+            }
+        }
+        if ready[1] {
+            while let Ok((conn, _)) = listener.accept() {
+                serve(conn, pid, exit.is_some(), &cgroup, &mut logs);
+            }
+        }
+        let mut i = 2;
+        for (f, stream) in streams.iter_mut() {
+            if f.is_none() {
+                continue;
+            }
+            if ready[i] {
+                let n = f.as_mut().map(|f| f.read(&mut buf)).unwrap_or(Ok(0));
+                match n {
+                    Ok(0) | Err(_) => {
+                        logs.finish(*stream);
+                        *f = None;
+                    }
+                    Ok(n) => logs.write(*stream, &buf[..n]),
+                }
+            }
+            i += 1;
+        }
+    }
+    for (f, stream) in &streams {
+        if f.is_some() {
+            logs.finish(*stream);
+        }
+    }
+    let (status, _) = exit.ok_or_else(|| Error::Internal("monitor lost its container".into()))?;
+    let (exit_code, signal) = match status {
+        WaitStatus::Exited(_, c) => (c, None),
+        WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
+        _ => (255, None),
+    };
+    write_json(
+        &bundle.join("exit.json"),
+        &Exit {
+            exit_code,
+            signal,
+            oom_killed: cgroup.oom_kills() > 0,
+            finished_at: unix_nanos(SystemTime::now()),
+        },
+    )?;
+    let _ = std::fs::remove_file(&sock_path);
+    Ok(())
+}
+
+/// SIGPIPE would kill the monitor when a client hangs up mid-answer; writes then fail with EPIPE.
+fn unsafe_free_ignore_sigpipe() -> Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    set.add(Signal::SIGHUP);
+    set.thread_block().ctx("block SIGPIPE")
+}
+
+/// One control request: a line in, a line out.
+fn serve(
+    conn: std::os::unix::net::UnixStream,
+    pid: Pid,
+    exited: bool,
+    cgroup: &ContainerCgroup,
+    logs: &mut LogWriter,
+) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut line = String::new();
+    let mut reader = BufReader::new(&conn);
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let answer = match words.as_slice() {
+        ["ping"] => format!("ok {pid} {}", if exited { "exited" } else { "running" }),
+        ["reopen"] => match logs.reopen() {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error {e}"),
+        },
+        ["kill", sig, rest @ ..] => match sig
+            .parse::<i32>()
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+        {
+            Some(sig) => {
+                // Not after reaping: the pid may belong to someone else by now.
+                if !exited {
+                    let _ = kill(pid, sig);
+                }
+                if rest.first() == Some(&"all") {
+                    for p in cgroup.procs() {
+                        let _ = kill(Pid::from_raw(p), sig);
+                    }
+                }
+                "ok".to_string()
+            }
+            None => "error bad signal".to_string(),
+        },
+        _ => "error unknown command".to_string(),
+    };
+    let mut conn = &conn;
+    let _ = conn.write_all(format!("{answer}\n").as_bytes());
+}
+
+/// The ExecSync request, on the helper's stdin.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ExecRequest {
+    pub args: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+fn exec_helper(bundle: &Path) -> Result<u8> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .ctx("read exec request")?;
+    let req: ExecRequest = serde_json::from_str(&input)
+        .map_err(|e| Error::InvalidArgument(format!("exec request: {e}")))?;
+    let record: Record = read_json(&bundle.join("container.json"))?;
+    let started: Started = read_json(&bundle.join("runtime.json"))?;
+    let spec = crate::spec::load(bundle)?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| Error::Internal("spec has no process".into()))?;
+    process.set_args(Some(req.args));
+    let cgroup = ContainerCgroup::new(&record.cgroup_path);
+    let child = executor::spawn_in_container(started.pid, &spec, &process, &cgroup)?;
+    let deadline =
+        (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return Ok(c as u8),
+            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128u8.wrapping_add(s as u8)),
+            Ok(_) => {}
+            Err(e) => return Err(Error::Internal(format!("wait: {}", e.desc()))),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Ok(124);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends one control request to a container's monitor; `None` when no monitor answers.
+pub(crate) fn request(bundle: &Path, line: &str) -> Option<String> {
+    let mut conn = std::os::unix::net::UnixStream::connect(bundle.join("monitor.sock")).ok()?;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    conn.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    BufReader::new(conn).read_line(&mut answer).ok()?;
+    Some(answer.trim().to_string())
+}

@@ -1,0 +1,81 @@
+//! The syscall edge that needs `unsafe`: fork, installing a seccomp filter, and marking every fd
+//! close-on-exec. Everything else goes through `nix`'s safe wrappers. Each block says why it is
+//! sound; nothing outside this module may use `unsafe`.
+#![allow(unsafe_code)]
+
+use nix::unistd::ForkResult;
+
+use crate::error::{Error, Result};
+use crate::seccomp::SockFilter;
+
+/// How many threads this process has, from `/proc/self/status`.
+fn thread_count() -> Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| Error::internal("read /proc/self/status", e))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| Error::Internal("no Threads: line in /proc/self/status".into()))
+}
+
+/// fork(2), refused unless this process is single-threaded.
+pub(crate) fn fork_single_threaded() -> Result<ForkResult> {
+    if thread_count()? != 1 {
+        return Err(Error::Internal(
+            "refusing to fork a multi-threaded process; run the executor in the monitor".into(),
+        ));
+    }
+    // SAFETY: with exactly one thread there is no other thread whose locks (allocator, stdio) the
+    // child could inherit mid-update, so the child may run ordinary Rust code until it execs or
+    // exits. We checked the count just above and nothing in this call starts a thread.
+    unsafe { nix::unistd::fork() }.map_err(|e| Error::Internal(format!("fork: {}", e.desc())))
+}
+
+/// Installs `filter` on the calling thread (the container's init, single-threaded, just before
+/// exec). The caller must have set no_new_privs or hold CAP_SYS_ADMIN.
+pub(crate) fn install_seccomp(filter: &[SockFilter]) -> Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len())
+            .map_err(|_| Error::InvalidArgument("seccomp filter too long".into()))?,
+        // `SockFilter` is `#[repr(C)]` with the same fields as `struct sock_filter`.
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filter`, which outlives the call; the kernel copies the program
+    // during prctl and keeps no pointer to our memory.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Internal(format!(
+            "load seccomp filter: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Marks every fd from 3 up close-on-exec, so nothing of the monitor's (or a leaked host directory,
+/// CVE-2024-21626) survives into the container's process.
+pub(crate) fn cloexec_from_3() -> Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds; it touches no memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Internal(format!(
+            "close_range: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
