@@ -3,4 +3,28 @@
 //! `/etc/hosts` and `/etc/resolv.conf` files, its `/dev/shm`, its sysctls and its cgroup. It persists
 //! each sandbox's state atomically and undoes every step of a failed start. It never sees gRPC types and
 //! never starts containers: it hands plain paths to whoever does.
+//!
+//! The daemon never changes namespace itself: namespaces are created on a thread of their own that
+//! pins them and ends ([`kernel`]). Every kernel operation goes through the [`Kernel`] seam.
 #![deny(unsafe_code)]
+
+mod cgroup;
+mod error;
+mod files;
+mod infra;
+pub mod kernel;
+mod sandbox;
+mod spec;
+mod sys;
+mod sysctl;
+
+pub use cgroup::{CgroupDriver, PodCgroup, expand as cgroup_path};
+pub use error::Error;
+pub use infra::{InfraCommand, InfraProcess, infra_main};
+pub use kernel::Kernel;
+pub use sandbox::{
+    DEFAULT_SHM_SIZE, NamespacePaths, Options, POD_IFNAME, Sandbox, SandboxState, Sandboxes,
+};
+pub use spec::{
+    DnsConfig, Metadata, NamespaceMode, NamespaceOptions, PodResources, PortMapping, SandboxConfig,
+};

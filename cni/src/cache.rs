@@ -1,0 +1,136 @@
+//! The per-attachment cache of ADD results, as libcni keeps one: DEL and CHECK after a daemon
+//! restart run the configuration that ADD ran, with its result as `prevResult`. Each entry is one
+//! JSON file written atomically (temporary file, fsync, rename, fsync of the directory), so a crash
+//! leaves either the old entry or the new one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Attachment, Error};
+
+const KIND: &str = "carapaceCniCacheV1";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Entry {
+    pub kind: String,
+    pub network_name: String,
+    pub container_id: String,
+    pub if_name: String,
+    pub attachment: Attachment,
+    /// The network configuration list that ADD ran.
+    pub config: Value,
+    /// The final result of ADD, as the last plugin printed it.
+    pub result: Value,
+}
+
+#[derive(Debug)]
+pub(crate) struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    pub fn new(cache_dir: &Path) -> Self {
+        Self {
+            dir: cache_dir.join("results"),
+        }
+    }
+
+    /// Names were validated (`is_safe_name`, interface name rules), so the file name cannot
+    /// climb out of the cache directory.
+    fn path(&self, network: &str, att: &Attachment) -> PathBuf {
+        self.dir
+            .join(format!("{network}-{}-{}", att.container_id, att.ifname))
+    }
+
+    pub fn load(&self, network: &str, att: &Attachment) -> Result<Option<Entry>, Error> {
+        let path = self.path(network, att);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Cache { path, source }),
+        };
+        let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| Error::Cache {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        if entry.kind != KIND || entry.container_id != att.container_id {
+            return Err(Error::Cache {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a cache entry of this attachment",
+                ),
+            });
+        }
+        Ok(Some(entry))
+    }
+
+    pub fn store(
+        &self,
+        network: &str,
+        att: &Attachment,
+        config: Value,
+        result: Value,
+    ) -> Result<(), Error> {
+        let entry = Entry {
+            kind: KIND.into(),
+            network_name: network.into(),
+            container_id: att.container_id.clone(),
+            if_name: att.ifname.clone(),
+            attachment: att.clone(),
+            config,
+            result,
+        };
+        let path = self.path(network, att);
+        let bytes = serde_json::to_vec(&entry).map_err(|e| Error::Cache {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&path, &bytes).map_err(|source| Error::Cache { path, source })
+    }
+
+    pub fn remove(&self, network: &str, att: &Attachment) -> Result<(), Error> {
+        let path = self.path(network, att);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Cache { path, source }),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole new one, even across a
+/// crash: a temporary file beside it, fsync, rename over, fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

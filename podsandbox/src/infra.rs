@@ -1,0 +1,231 @@
+//! The infra process of a pod with a shared PID namespace: PID 1 of that namespace, which reaps
+//! zombies and holds the namespace alive (a PID namespace whose PID 1 is gone takes no new
+//! process). It is the `carapace` binary re-executed in an infra role, not a pause image.
+//!
+//! Two processes: the *outer* one, a child of the daemon in the host PID namespace, unshares a
+//! PID namespace and starts the *inner* one (itself again) as that namespace's PID 1, then waits
+//! for it. The inner one dies with the outer one (parent-death signal), so killing the outer one,
+//! even after a daemon restart, ends the namespace.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// Set in the inner process's environment: its role.
+const PID1_ENV: &str = "CARAPACE_INFRA_PID1";
+/// What PID 1 prints once its parent-death signal is armed.
+const ARMED: &str = "carapace-infra-armed";
+/// The line the outer process prints once PID 1 runs: `<marker><pid of PID 1 on the host>`.
+const READY_MARKER: &str = "carapace-infra-pid1=";
+
+/// How the daemon starts the infra process: a program and its arguments, e.g. the `carapace`
+/// binary itself (`/proc/self/exe`) with the argument that selects the infra role, which must
+/// call [`infra_main`] before starting any thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfraCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// A running infra process, as recorded in the sandbox state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfraProcess {
+    /// The outer process (host PID namespace).
+    pub pid: i32,
+    /// Its start time in clock ticks since boot, so a recycled pid is never killed.
+    pub start_time: u64,
+    /// PID 1 of the pod's PID namespace, as the host numbers it.
+    pub pid1: i32,
+}
+
+/// The entry point of the infra role; returns the exit code. Call it first thing in `main`
+/// when the binary is started in that role, before any thread (tokio) exists.
+pub fn infra_main() -> i32 {
+    let r = if std::env::var_os(PID1_ENV).is_some() {
+        pid1()
+    } else {
+        outer()
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("carapace infra: {e}");
+            1
+        }
+    }
+}
+
+fn outer() -> std::io::Result<i32> {
+    // Our children, not we, land in the new namespace: the first one is its PID 1.
+    unshare(CloneFlags::CLONE_NEWPID)?;
+    let mut child = Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .env(PID1_ENV, "1")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    // PID 1 says "ready" once its parent-death signal is armed (other lines are noise, e.g. a
+    // test harness's).
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let ready = BufReader::new(stdout)
+        .lines()
+        .any(|l| l.is_ok_and(|l| l.ends_with(ARMED)));
+    if !ready {
+        let _ = child.kill();
+        return Err(std::io::Error::other("PID 1 did not start"));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{READY_MARKER}{}", child.id())?;
+    out.flush()?;
+    drop(out);
+    let status = child.wait()?;
+    Ok(status.code().unwrap_or(1))
+}
+
+fn pid1() -> std::io::Result<i32> {
+    // Die with the outer process, so the namespace goes when the daemon kills it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    signals.thread_block()?;
+    println!("{ARMED}");
+    loop {
+        match signals.wait()? {
+            Signal::SIGCHLD => reap(),
+            Signal::SIGTERM | Signal::SIGINT => return Ok(0),
+            _ => {}
+        }
+    }
+}
+
+/// Reaps every exited child: processes of the pod whose parents died are reparented to us.
+fn reap() {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A process's start time (field 22 of `/proc/<pid>/stat`), and whether it is a zombie.
+pub(crate) fn proc_start(pid: i32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let zombie = fields.first() == Some(&"Z");
+    Some((fields.get(19)?.parse().ok()?, zombie))
+}
+
+/// Starts the infra process and pins its PID namespace at `pin`.
+pub(crate) fn start(cmd: &InfraCommand, pin: &Path) -> std::io::Result<InfraProcess> {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(&cmd.program)
+        .args(&cmd.args)
+        .env_remove(PID1_ENV)
+        .current_dir("/")
+        // Not in the daemon's process group: a ^C to the daemon is not a ^C to the pods.
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as i32;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find(READY_MARKER) {
+                found = line[at + READY_MARKER.len()..].trim().parse::<i32>().ok();
+                break;
+            }
+        }
+        let _ = tx.send(found);
+    });
+    let pid1 = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Some(p)) => p,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "infra process {} did not start ({})",
+                cmd.program.display(),
+                if other.is_err() {
+                    "timed out"
+                } else {
+                    "exited"
+                }
+            )));
+        }
+    };
+    // Reap the outer process whenever it ends, so it never lingers as a zombie of the daemon.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    let Some((start_time, _)) = proc_start(pid) else {
+        return Err(std::io::Error::other(
+            "infra process exited right after starting",
+        ));
+    };
+    let infra = InfraProcess {
+        pid,
+        start_time,
+        pid1,
+    };
+    let ns = PathBuf::from(format!("/proc/{pid1}/ns/pid"));
+    if let Err(e) = crate::kernel::bind_pin(&ns, pin) {
+        let _ = stop(&infra);
+        return Err(e);
+    }
+    Ok(infra)
+}
+
+/// Kills the infra process (its PID 1 and so every process of the namespace follow), if it is
+/// still the one that was started, and waits for it to go.
+pub(crate) fn stop(infra: &InfraProcess) -> std::io::Result<()> {
+    let alive = |p: i32| matches!(proc_start(p), Some((t, false)) if t == infra.start_time);
+    if !alive(infra.pid) {
+        return Ok(());
+    }
+    match nix::sys::signal::kill(Pid::from_raw(infra.pid), Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // PID 1 dies of its parent-death signal right after; wait for that too, so the namespace
+    // is empty when the caller goes on to unpin it.
+    let pid1_alive = || matches!(proc_start(infra.pid1), Some((_, false)));
+    for _ in 0..500 {
+        if !alive(infra.pid) && !pid1_alive() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(std::io::Error::other(format!(
+        "infra process {} did not exit",
+        infra.pid
+    )))
+}

@@ -1,0 +1,1121 @@
+//! The sandboxes of a node: run, stop, remove, look up and list, with state persisted under
+//! `<state>/sandboxes/<id>/sandbox.json` and reloaded at start.
+//!
+//! A run records every step in the sandbox's state *before* taking it, so one teardown routine
+//! serves as the undo of a failed run, as Stop and Remove, and after a crash: it undoes exactly
+//! what the record says may exist, and tolerates what is already gone.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use carapace_cni::{Attachment, Bandwidth, Capabilities, Cni, DnsCapability};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{self, CgroupDriver, CgroupLayout, PodCgroup};
+use crate::infra::{InfraCommand, InfraProcess};
+use crate::kernel::{Kernel, NamespaceRequest};
+use crate::{Error, NamespaceMode, SandboxConfig, files, sysctl};
+
+/// The size of a pod's `/dev/shm`, as Docker and containerd default it.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+/// The interface name of the pod network inside the pod.
+pub const POD_IFNAME: &str = "eth0";
+
+/// Where and how sandboxes are made.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The daemon's state dir; sandboxes live in `<state_dir>/sandboxes`.
+    pub state_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_timeout: Duration,
+    pub cgroup_driver: CgroupDriver,
+    /// Normally `/sys/fs/cgroup`.
+    pub cgroup_root: PathBuf,
+    /// How to start the infra process of a pod with a shared PID namespace.
+    pub infra: Option<InfraCommand>,
+    pub host_resolv_conf: PathBuf,
+    pub host_hosts: PathBuf,
+    pub shm_size: u64,
+}
+
+impl Options {
+    pub fn new(
+        state_dir: impl Into<PathBuf>,
+        cni_conf_dir: impl Into<PathBuf>,
+        cni_bin_dirs: Vec<PathBuf>,
+    ) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            cni_conf_dir: cni_conf_dir.into(),
+            cni_bin_dirs,
+            cni_timeout: carapace_cni::DEFAULT_TIMEOUT,
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            cgroup_root: "/sys/fs/cgroup".into(),
+            infra: None,
+            host_resolv_conf: "/etc/resolv.conf".into(),
+            host_hosts: "/etc/hosts".into(),
+            shm_size: DEFAULT_SHM_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    /// Being made (only ever seen on disk, after a crash mid-run).
+    Creating,
+    Ready,
+    NotReady,
+}
+
+/// The pinned namespaces of a pod; `None` where it uses the host's (or a container's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespacePaths {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub pid: Option<PathBuf>,
+}
+
+/// A sandbox, as persisted and as the CRI layer reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub config: SandboxConfig,
+    pub state: SandboxState,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    /// The pod IPs, primary first; empty with host network.
+    pub ips: Vec<IpAddr>,
+    /// The CNI network this sandbox is (or may be partly) attached to.
+    pub network: Option<String>,
+    pub namespaces: NamespacePaths,
+    pub infra: Option<InfraProcess>,
+    pub cgroup: Option<PodCgroup>,
+    pub dir: PathBuf,
+    pub hostname: String,
+    pub hostname_path: PathBuf,
+    pub hosts_path: PathBuf,
+    pub resolv_conf_path: PathBuf,
+    /// The pod's `/dev/shm` tmpfs; `None` with host IPC.
+    pub shm: Option<PathBuf>,
+}
+
+impl Sandbox {
+    pub fn name(&self) -> String {
+        self.config.metadata.sandbox_name()
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    sandboxes: HashMap<String, Sandbox>,
+    /// Names of runs in flight: a second run with the same name waits for the first.
+    creating: HashSet<String>,
+    /// Ids with a stop or remove in flight.
+    busy: HashSet<String>,
+}
+
+/// The node's sandboxes. Calls block (namespaces, CNI plugins): call them off the async runtime.
+#[derive(Debug)]
+pub struct Sandboxes {
+    opts: Options,
+    root: PathBuf,
+    kernel: Arc<dyn Kernel>,
+    cni: Cni,
+    cgroups: CgroupLayout,
+    table: Mutex<Table>,
+    changed: Condvar,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("sandboxes", &self.sandboxes.len())
+            .finish()
+    }
+}
+
+/// Releases a name or id reservation when dropped, whatever path the call took.
+struct Reservation<'a> {
+    owner: &'a Sandboxes,
+    key: String,
+    name: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut t = self.owner.lock();
+        if self.name {
+            t.creating.remove(&self.key);
+        } else {
+            t.busy.remove(&self.key);
+        }
+        self.owner.changed.notify_all();
+    }
+}
+
+impl Sandboxes {
+    /// Opens the sandbox store, reloading every sandbox persisted under the state dir. A sandbox
+    /// found half-made (the daemon died in its run) is NOTREADY, for the kubelet to remove.
+    pub fn open(opts: Options, kernel: Arc<dyn Kernel>) -> Result<Self, Error> {
+        let root = opts.state_dir.join("sandboxes");
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
+        let cni = Cni::new(opts.cni_bin_dirs.clone(), &opts.state_dir.join("cni"))
+            .with_timeout(opts.cni_timeout);
+        let mut table = Table::default();
+        let entries = std::fs::read_dir(&root).map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path().join("sandbox.json");
+            match load(&path) {
+                Ok(mut sb) => {
+                    if sb.state == SandboxState::Creating {
+                        sb.state = SandboxState::NotReady;
+                    }
+                    table.sandboxes.insert(sb.id.clone(), sb);
+                }
+                Err(e) => {
+                    // A directory without state is one the daemon died in before anything was
+                    // made (the state is written before every step): an empty dir, removed.
+                    tracing::warn!(error = %e, "skipping sandbox state");
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+        }
+        tracing::info!(sandboxes = table.sandboxes.len(), "sandbox state loaded");
+        Ok(Self {
+            cgroups: CgroupLayout::detect(&opts.cgroup_root),
+            root,
+            kernel,
+            cni,
+            opts,
+            table: Mutex::new(table),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pod network as the CNI configuration dir has it now.
+    pub fn network_status(&self) -> Result<carapace_cni::Network, carapace_cni::Error> {
+        carapace_cni::load_network(&self.opts.cni_conf_dir)
+    }
+
+    /// Runs a sandbox and returns its id. The same metadata again (a kubelet retry) returns the
+    /// ready sandbox it made, waiting for it if that run is still in flight; a NOTREADY one of
+    /// the same name is removed first, so a name is never reserved forever.
+    pub fn run(&self, config: SandboxConfig) -> Result<String, Error> {
+        let plan = self.plan(&config)?;
+        let name = config.metadata.sandbox_name();
+        let stale = {
+            let mut t = self.lock();
+            while t.creating.contains(&name) {
+                t = self.changed.wait(t).unwrap_or_else(|e| e.into_inner());
+            }
+            let existing = t.sandboxes.values().find(|s| s.name() == name);
+            if let Some(s) = existing.filter(|s| s.state == SandboxState::Ready) {
+                return Ok(s.id.clone());
+            }
+            let stale = existing.map(|s| s.id.clone());
+            t.creating.insert(name.clone());
+            stale
+        };
+        let _reservation = Reservation {
+            owner: self,
+            key: name,
+            name: true,
+        };
+        if let Some(id) = stale {
+            tracing::info!(pod_id = %id, "removing a NOTREADY sandbox of the same name before a new run");
+            self.remove(&id)?;
+        }
+        let id = new_id();
+        let dir = self.root.join(&id);
+        let mut sb = Sandbox {
+            id: id.clone(),
+            state: SandboxState::Creating,
+            created_at: now_nanos(),
+            ips: Vec::new(),
+            network: None,
+            namespaces: NamespacePaths::default(),
+            infra: None,
+            cgroup: None,
+            hostname: String::new(),
+            hostname_path: dir.join("hostname"),
+            hosts_path: dir.join("hosts"),
+            resolv_conf_path: dir.join("resolv.conf"),
+            shm: None,
+            dir,
+            config,
+        };
+        std::fs::create_dir(&sb.dir).map_err(|source| Error::Io {
+            path: sb.dir.clone(),
+            source,
+        })?;
+        let made = self.persist(&sb).and_then(|()| self.make(&mut sb, &plan));
+        if let Err(e) = made {
+            tracing::warn!(pod_id = %id, error = %e, "sandbox run failed; undoing it");
+            match self.teardown(&mut sb) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&sb.dir);
+                }
+                Err(undo) => {
+                    tracing::error!(pod_id = %id, error = %undo, "undo incomplete; sandbox kept as NOTREADY");
+                    sb.state = SandboxState::NotReady;
+                    let _ = self.persist(&sb);
+                    self.lock().sandboxes.insert(id, sb);
+                }
+            }
+            return Err(e);
+        }
+        sb.state = SandboxState::Ready;
+        self.persist(&sb)?;
+        tracing::info!(pod_id = %id, ips = ?sb.ips, "sandbox ready");
+        self.lock().sandboxes.insert(id.clone(), sb);
+        Ok(id)
+    }
+
+    /// Everything checked before anything is made.
+    fn plan(&self, config: &SandboxConfig) -> Result<Plan, Error> {
+        let m = &config.metadata;
+        if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
+            return Err(Error::InvalidConfig(
+                "metadata needs name, namespace and uid".into(),
+            ));
+        }
+        let bad_arg = |s: &str| s.contains([';', '=', '\0', '\n', '/']);
+        if bad_arg(&m.name) || bad_arg(&m.namespace) || bad_arg(&m.uid) {
+            return Err(Error::InvalidConfig(
+                "metadata holds a forbidden character".into(),
+            ));
+        }
+        if !config.hostname.is_empty() {
+            files::validate_hostname(&config.hostname)?;
+        }
+        if let Some(dns) = &config.dns {
+            files::validate_dns(dns)?;
+        }
+        for p in &config.port_mappings {
+            if !matches!(p.protocol.as_str(), "tcp" | "udp" | "sctp") {
+                return Err(Error::InvalidConfig(format!(
+                    "port mapping protocol {:?}",
+                    p.protocol
+                )));
+            }
+        }
+        let ns = config.namespaces;
+        if ns.pid == NamespaceMode::Pod && self.opts.infra.is_none() {
+            return Err(Error::NoInfraProgram);
+        }
+        let sysctls = sysctl::validate(&config.sysctls, ns.host_network(), ns.host_ipc())?;
+        let cgroup = if config.cgroup_parent.is_empty() {
+            None
+        } else {
+            Some(cgroup::expand(
+                self.opts.cgroup_driver,
+                &config.cgroup_parent,
+            )?)
+        };
+        let bandwidth = bandwidth(&config.annotations)?;
+        Ok(Plan {
+            sysctls,
+            cgroup,
+            bandwidth,
+        })
+    }
+
+    /// The steps of a run; each is recorded in `sb` (and on disk) before it is taken.
+    fn make(&self, sb: &mut Sandbox, plan: &Plan) -> Result<(), Error> {
+        let ns = sb.config.namespaces;
+        let kernel_err = |op, path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Kernel { op, path, source }
+        };
+        if let Some(rel) = &plan.cgroup {
+            let cg = sb.cgroup.insert(PodCgroup {
+                path: rel.clone(),
+                created: Vec::new(),
+            });
+            let created = cgroup::create(&self.cgroups, rel, &mut cg.created);
+            self.persist(sb)?;
+            created?;
+            if !sb.config.resources.is_empty() {
+                cgroup::apply(&self.cgroups, rel, &sb.config.resources)?;
+            }
+        }
+        sb.hostname = if sb.config.hostname.is_empty() || ns.host_network() {
+            self.kernel
+                .hostname()
+                .map_err(kernel_err("gethostname", Path::new("")))?
+        } else {
+            sb.config.hostname.clone()
+        };
+        let ns_dir = sb.dir.join("ns");
+        std::fs::create_dir(&ns_dir).map_err(|source| Error::Io {
+            path: ns_dir.clone(),
+            source,
+        })?;
+        let own_net = !ns.host_network();
+        sb.namespaces = NamespacePaths {
+            net: own_net.then(|| ns_dir.join("net")),
+            // The UTS namespace follows the network's, as in Kubernetes.
+            uts: own_net.then(|| ns_dir.join("uts")),
+            ipc: (!ns.host_ipc()).then(|| ns_dir.join("ipc")),
+            pid: (ns.pid == NamespaceMode::Pod).then(|| ns_dir.join("pid")),
+        };
+        self.persist(sb)?;
+        let req = NamespaceRequest {
+            net: sb.namespaces.net.clone(),
+            ipc: sb.namespaces.ipc.clone(),
+            uts: sb.namespaces.uts.clone(),
+            hostname: own_net.then(|| sb.hostname.clone()),
+            sysctls: plan.sysctls.clone(),
+        };
+        self.kernel
+            .create_namespaces(&req)
+            .map_err(kernel_err("creating namespaces in", &ns_dir))?;
+        if let (Some(pin), Some(cmd)) = (&sb.namespaces.pid, &self.opts.infra) {
+            let infra = self
+                .kernel
+                .start_infra(cmd, pin)
+                .map_err(kernel_err("starting the infra process for", pin))?;
+            sb.infra = Some(infra);
+            self.persist(sb)?;
+        }
+        if !ns.host_ipc() {
+            let shm = sb.dir.join("shm");
+            sb.shm = Some(shm.clone());
+            self.persist(sb)?;
+            self.kernel
+                .mount_shm(&shm, self.opts.shm_size)
+                .map_err(kernel_err("mounting /dev/shm at", &shm))?;
+        }
+        if own_net {
+            let network = carapace_cni::load_network(&self.opts.cni_conf_dir)
+                .map_err(Error::NetworkNotReady)?;
+            sb.network = Some(network.name().to_owned());
+            self.persist(sb)?;
+            let result = self
+                .cni
+                .add(&network, &self.attachment(sb, plan.bandwidth.clone()))
+                .map_err(Error::Network)?;
+            sb.ips = result.addresses();
+        }
+        self.write_files(sb)?;
+        if let Some(logs) = &sb.config.log_directory {
+            std::fs::create_dir_all(logs).map_err(|source| Error::Io {
+                path: logs.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn write_files(&self, sb: &Sandbox) -> Result<(), Error> {
+        let host_net = sb.config.namespaces.host_network();
+        let copy_host = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| Error::Io {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        let hosts = if host_net {
+            copy_host(&self.opts.host_hosts)?
+        } else {
+            files::hosts_file(&sb.hostname, &sb.ips)
+        };
+        let resolv = match &sb.config.dns {
+            Some(dns)
+                if !(dns.servers.is_empty()
+                    && dns.searches.is_empty()
+                    && dns.options.is_empty()) =>
+            {
+                files::resolv_conf(dns)
+            }
+            _ => copy_host(&self.opts.host_resolv_conf)?,
+        };
+        for (path, text) in [
+            (&sb.hostname_path, files::hostname_file(&sb.hostname)),
+            (&sb.hosts_path, hosts),
+            (&sb.resolv_conf_path, resolv),
+        ] {
+            std::fs::write(path, text).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn attachment(&self, sb: &Sandbox, bandwidth: Option<Bandwidth>) -> Attachment {
+        let m = &sb.config.metadata;
+        Attachment {
+            container_id: sb.id.clone(),
+            netns: sb.namespaces.net.clone().unwrap_or_default(),
+            ifname: POD_IFNAME.into(),
+            args: vec![
+                ("K8S_POD_NAMESPACE".into(), m.namespace.clone()),
+                ("K8S_POD_NAME".into(), m.name.clone()),
+                ("K8S_POD_INFRA_CONTAINER_ID".into(), sb.id.clone()),
+                ("K8S_POD_UID".into(), m.uid.clone()),
+            ],
+            capabilities: Capabilities {
+                port_mappings: sb
+                    .config
+                    .port_mappings
+                    .iter()
+                    .filter(|p| p.host_port > 0)
+                    .map(|p| carapace_cni::PortMapping {
+                        host_port: p.host_port,
+                        container_port: p.container_port,
+                        protocol: p.protocol.clone(),
+                        host_ip: p.host_ip.clone(),
+                    })
+                    .collect(),
+                dns: sb.config.dns.as_ref().map(|d| DnsCapability {
+                    servers: d.servers.clone(),
+                    searches: d.searches.clone(),
+                    options: d.options.clone(),
+                }),
+                bandwidth,
+                cgroup_path: (!sb.config.cgroup_parent.is_empty())
+                    .then(|| sb.config.cgroup_parent.clone()),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The stop half of a teardown: the infra process and the network attachment.
+    fn stop_parts(&self, sb: &mut Sandbox, errors: &mut Vec<String>) {
+        if let Some(infra) = sb.infra {
+            match self.kernel.stop_infra(&infra) {
+                Ok(()) => sb.infra = None,
+                Err(e) => errors.push(format!("stopping the infra process {}: {e}", infra.pid)),
+            }
+        }
+        if let Some(name) = sb.network.clone() {
+            let bandwidth = bandwidth(&sb.config.annotations).ok().flatten();
+            let att = self.attachment(sb, bandwidth);
+            // Without a cached ADD (it failed half-way), the current configuration of that name.
+            let fallback = carapace_cni::load_network(&self.opts.cni_conf_dir).ok();
+            match self.cni.del(&name, &att, fallback.as_ref()) {
+                Ok(()) => sb.network = None,
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+
+    /// The rest: namespaces, `/dev/shm`, the cgroup dirs we made.
+    fn remove_parts(&self, sb: &mut Sandbox, errors: &mut Vec<String>) {
+        let unpin = |p: &mut Option<PathBuf>, errors: &mut Vec<String>| {
+            if let Some(path) = p {
+                match self.kernel.unpin(path) {
+                    Ok(()) => *p = None,
+                    Err(e) => errors.push(format!("unpinning {}: {e}", path.display())),
+                }
+            }
+        };
+        let ns = &mut sb.namespaces;
+        for p in [
+            &mut ns.net,
+            &mut ns.ipc,
+            &mut ns.uts,
+            &mut ns.pid,
+            &mut sb.shm,
+        ] {
+            unpin(p, errors);
+        }
+        if let Some(cg) = &mut sb.cgroup {
+            while let Some(dir) = cg.created.last() {
+                match self.kernel.remove_cgroup(dir) {
+                    Ok(()) => {
+                        cg.created.pop();
+                    }
+                    Err(e) => {
+                        errors.push(format!("removing cgroup {}: {e}", dir.display()));
+                        break;
+                    }
+                }
+            }
+            if cg.created.is_empty() {
+                sb.cgroup = None;
+            }
+        }
+    }
+
+    fn teardown(&self, sb: &mut Sandbox) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        self.stop_parts(sb, &mut errors);
+        self.remove_parts(sb, &mut errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Teardown {
+                id: sb.id.clone(),
+                errors: errors.join("; "),
+            })
+        }
+    }
+
+    /// Resolves a full id or a unique prefix of one.
+    pub fn resolve(&self, id: &str) -> Result<String, Error> {
+        let t = self.lock();
+        if t.sandboxes.contains_key(id) {
+            return Ok(id.to_owned());
+        }
+        let mut matches = t
+            .sandboxes
+            .keys()
+            .filter(|k| !id.is_empty() && k.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(k), None) => Ok(k.clone()),
+            (Some(_), Some(_)) => Err(Error::Ambiguous(id.to_owned())),
+            _ => Err(Error::NotFound(id.to_owned())),
+        }
+    }
+
+    /// Waits until no stop or remove of `id` is in flight and reserves it.
+    fn reserve(&self, id: &str) -> Reservation<'_> {
+        let mut t = self.lock();
+        while t.busy.contains(id) {
+            t = self.changed.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        t.busy.insert(id.to_owned());
+        Reservation {
+            owner: self,
+            key: id.to_owned(),
+            name: false,
+        }
+    }
+
+    /// Stops a sandbox: its infra process and its network (CNI DEL). Idempotent; what failed
+    /// is retried by the next stop or remove.
+    pub fn stop(&self, id: &str) -> Result<(), Error> {
+        let id = self.resolve(id)?;
+        let _r = self.reserve(&id);
+        let Some(mut sb) = self.get(&id) else {
+            return Err(Error::NotFound(id));
+        };
+        let mut errors = Vec::new();
+        self.stop_parts(&mut sb, &mut errors);
+        let changed = sb.state != SandboxState::NotReady || !errors.is_empty();
+        sb.state = SandboxState::NotReady;
+        if changed {
+            self.persist(&sb)?;
+        }
+        self.lock().sandboxes.insert(id.clone(), sb);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Teardown {
+                id,
+                errors: errors.join("; "),
+            })
+        }
+    }
+
+    /// Removes a sandbox, stopping it first. Idempotent: removing an unknown id is `NotFound`,
+    /// which the caller treats as done.
+    pub fn remove(&self, id: &str) -> Result<(), Error> {
+        let id = self.resolve(id)?;
+        let _r = self.reserve(&id);
+        let Some(mut sb) = self.get(&id) else {
+            return Err(Error::NotFound(id));
+        };
+        sb.state = SandboxState::NotReady;
+        if let Err(e) = self.teardown(&mut sb) {
+            let _ = self.persist(&sb);
+            self.lock().sandboxes.insert(id, sb);
+            return Err(e);
+        }
+        std::fs::remove_dir_all(&sb.dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|source| Error::Io {
+                path: sb.dir.clone(),
+                source,
+            })?;
+        self.lock().sandboxes.remove(&id);
+        tracing::info!(pod_id = %id, "sandbox removed");
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Sandbox> {
+        self.lock().sandboxes.get(id).cloned()
+    }
+
+    /// Every sandbox, oldest first.
+    pub fn list(&self) -> Vec<Sandbox> {
+        let mut v: Vec<Sandbox> = self.lock().sandboxes.values().cloned().collect();
+        v.sort_by_key(|s| (s.created_at, s.id.clone()));
+        v
+    }
+
+    fn persist(&self, sb: &Sandbox) -> Result<(), Error> {
+        let path = sb.dir.join("sandbox.json");
+        let bytes = serde_json::to_vec_pretty(sb).map_err(|e| Error::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &bytes).map_err(|source| Error::Io { path, source })
+    }
+}
+
+struct Plan {
+    sysctls: Vec<sysctl::Sysctl>,
+    cgroup: Option<PathBuf>,
+    bandwidth: Option<Bandwidth>,
+}
+
+fn load(path: &Path) -> Result<Sandbox, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::State {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Temporary file, fsync, rename over, fsync of the directory: readers and a restart after a
+/// crash see the old state or the new one, never half of one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent"))?;
+    let tmp = dir.join(".sandbox.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// 64 hex digits from the kernel's random source, as container ids are.
+fn new_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        // Never reached on Linux; still unique enough for one node.
+        let n = now_nanos().to_le_bytes();
+        b[..8].copy_from_slice(&n);
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bandwidth plugin's limits from the pod annotations Kubernetes defines
+/// (`kubernetes.io/ingress-bandwidth`, `kubernetes.io/egress-bandwidth`, e.g. `10M`).
+fn bandwidth(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<Bandwidth>, Error> {
+    let rate = |key: &str| -> Result<Option<u64>, Error> {
+        annotations
+            .get(key)
+            .map(|v| {
+                parse_quantity(v)
+                    .ok_or_else(|| Error::InvalidConfig(format!("annotation {key}: {v:?}")))
+            })
+            .transpose()
+    };
+    let ingress = rate("kubernetes.io/ingress-bandwidth")?;
+    let egress = rate("kubernetes.io/egress-bandwidth")?;
+    if ingress.is_none() && egress.is_none() {
+        return Ok(None);
+    }
+    // The kubelet's own choice of burst: effectively unlimited.
+    let burst = i32::MAX as u64;
+    Ok(Some(Bandwidth {
+        ingress_rate: ingress,
+        ingress_burst: ingress.map(|_| burst),
+        egress_rate: egress,
+        egress_burst: egress.map(|_| burst),
+    }))
+}
+
+/// A Kubernetes quantity such as `10M`, `1.5Gi` or `500k`, as a whole number.
+fn parse_quantity(s: &str) -> Option<u64> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        "Pi" => 1024.0f64.powi(5),
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    let v = n * mult;
+    (v.is_finite() && v >= 1.0 && v < u64::MAX as f64).then_some(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::Recording;
+    use crate::{DnsConfig, Metadata, NamespaceOptions};
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        kernel: Arc<Recording>,
+        sandboxes: Sandboxes,
+    }
+
+    /// A fake CNI plugin: logs each call and answers ADD with 10.77.0.9 (or fails if asked to).
+    fn plugin(bin: &Path, log: &Path) {
+        let script = format!(
+            "#!/bin/sh\necho \"$CNI_COMMAND $CNI_CONTAINERID $CNI_NETNS\" >> {log}\ncat > /dev/null\n\
+             [ -e {fail} ] && [ \"$CNI_COMMAND\" = ADD ] && {{ echo '{{\"code\":7,\"msg\":\"bridge says no\"}}'; exit 1; }}\n\
+             [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.77.0.9/24\"}}]}}'\nexit 0\n",
+            log = log.display(),
+            fail = bin.join("fail").display()
+        );
+        std::fs::write(bin.join("fakenet"), script).unwrap();
+        std::fs::set_permissions(bin.join("fakenet"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+
+    fn options(dir: &Path) -> Options {
+        let mut o = Options::new(dir.join("state"), dir.join("net.d"), vec![dir.join("bin")]);
+        o.cgroup_root = dir.join("cgroup");
+        o.host_resolv_conf = dir.join("host-resolv.conf");
+        o.host_hosts = dir.join("host-hosts");
+        o.infra = Some(InfraCommand {
+            program: "/nonexistent".into(),
+            args: vec![],
+        });
+        o
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["bin", "net.d", "cgroup/cpu", "cgroup/memory"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        plugin(&dir.path().join("bin"), &dir.path().join("cni.log"));
+        std::fs::write(
+            dir.path().join("net.d/10-fake.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"fake","plugins":[{"type":"fakenet"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("host-resolv.conf"),
+            "nameserver 192.0.2.53\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("host-hosts"), "127.0.0.1 localhost node1\n").unwrap();
+        let kernel = Arc::new(Recording::default());
+        let sandboxes = Sandboxes::open(options(dir.path()), kernel.clone()).unwrap();
+        Fixture {
+            dir,
+            kernel,
+            sandboxes,
+        }
+    }
+
+    fn config(name: &str) -> SandboxConfig {
+        SandboxConfig {
+            metadata: Metadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            },
+            hostname: name.into(),
+            cgroup_parent: format!("/kubepods/burstable/pod{name}"),
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                "0".to_owned(),
+            )]
+            .into(),
+            namespaces: NamespaceOptions {
+                pid: NamespaceMode::Container,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn cni_log(f: &Fixture) -> String {
+        std::fs::read_to_string(f.dir.path().join("cni.log")).unwrap_or_default()
+    }
+
+    #[test]
+    fn run_makes_every_part_and_remove_takes_them_all_away() {
+        let f = fixture();
+        let mut cfg = config("web");
+        cfg.dns = Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["svc.cluster.local".into()],
+            options: vec![],
+        });
+        let id = f.sandboxes.run(cfg).unwrap();
+        let sb = f.sandboxes.get(&id).unwrap();
+        assert_eq!(sb.state, SandboxState::Ready);
+        assert_eq!(sb.ips, ["10.77.0.9".parse::<IpAddr>().unwrap()]);
+        let ns = sb.dir.join("ns");
+        let req = f.kernel.requests.lock().unwrap()[0].clone();
+        assert_eq!(req.net, Some(ns.join("net")));
+        assert_eq!(req.uts, Some(ns.join("uts")));
+        assert_eq!(req.ipc, Some(ns.join("ipc")));
+        assert_eq!(req.hostname.as_deref(), Some("web"));
+        assert_eq!(
+            req.sysctls[0].path,
+            PathBuf::from("net/ipv4/ip_unprivileged_port_start")
+        );
+        assert_eq!(sb.namespaces.pid, None);
+        assert_eq!(std::fs::read_to_string(&sb.hostname_path).unwrap(), "web\n");
+        assert!(
+            std::fs::read_to_string(&sb.hosts_path)
+                .unwrap()
+                .contains("10.77.0.9\tweb\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&sb.resolv_conf_path).unwrap(),
+            "search svc.cluster.local\nnameserver 10.96.0.10\n"
+        );
+        assert!(
+            f.dir
+                .path()
+                .join("cgroup/memory/kubepods/burstable/podweb")
+                .is_dir()
+        );
+        assert_eq!(
+            cni_log(&f),
+            format!("ADD {id} {}\n", ns.join("net").display())
+        );
+
+        f.sandboxes.stop(&id).unwrap();
+        f.sandboxes.stop(&id).unwrap();
+        assert_eq!(f.sandboxes.get(&id).unwrap().state, SandboxState::NotReady);
+        assert_eq!(
+            cni_log(&f).lines().filter(|l| l.starts_with("DEL")).count(),
+            1,
+            "one DEL for two stops"
+        );
+        f.sandboxes.remove(&id).unwrap();
+        assert!(matches!(f.sandboxes.remove(&id), Err(Error::NotFound(_))));
+        assert!(!sb.dir.exists());
+        assert!(
+            !f.dir.path().join("cgroup/cpu/kubepods").exists(),
+            "made by us, so removed"
+        );
+        assert!(f.sandboxes.list().is_empty());
+    }
+
+    #[test]
+    fn a_retry_with_the_same_metadata_returns_the_same_sandbox_even_concurrently() {
+        let f = fixture();
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| f.sandboxes.run(config("web")).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+        assert_eq!(f.sandboxes.list().len(), 1);
+        let mut next = config("web");
+        next.metadata.attempt = 1;
+        assert_ne!(f.sandboxes.run(next).unwrap(), ids[0]);
+    }
+
+    #[test]
+    fn a_failed_cni_add_undoes_every_step_and_keeps_the_plugins_message() {
+        let f = fixture();
+        std::fs::write(f.dir.path().join("bin/fail"), "").unwrap();
+        let e = f.sandboxes.run(config("web")).unwrap_err();
+        assert!(e.to_string().contains("bridge says no"), "{e}");
+        assert!(f.sandboxes.list().is_empty());
+        assert_eq!(
+            std::fs::read_dir(f.dir.path().join("state/sandboxes"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(!f.dir.path().join("cgroup/cpu/kubepods").exists());
+        assert_eq!(
+            cni_log(&f).lines().map(|l| &l[..3]).collect::<Vec<_>>(),
+            ["ADD", "DEL"]
+        );
+        let calls = f.kernel.calls();
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("unpin") && c.ends_with("ns/net")),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn failures_at_each_kernel_step_leave_nothing() {
+        for op in ["create_namespaces", "mount_shm", "start_infra"] {
+            let f = fixture();
+            *f.kernel.fail_on.lock().unwrap() = Some(op);
+            let mut cfg = config("web");
+            cfg.namespaces.pid = NamespaceMode::Pod;
+            let e = f.sandboxes.run(cfg).unwrap_err();
+            assert!(
+                e.to_string().contains(op) || e.to_string().contains("injected"),
+                "{op}: {e}"
+            );
+            assert!(f.sandboxes.list().is_empty(), "{op}");
+            assert_eq!(
+                std::fs::read_dir(f.dir.path().join("state/sandboxes"))
+                    .unwrap()
+                    .count(),
+                0,
+                "{op}"
+            );
+            assert!(!f.dir.path().join("cgroup/cpu/kubepods").exists(), "{op}");
+            assert!(
+                !cni_log(&f).contains("ADD"),
+                "{op}: no network before the namespaces"
+            );
+        }
+    }
+
+    #[test]
+    fn an_undo_that_fails_keeps_the_sandbox_notready_until_remove_succeeds() {
+        let f = fixture();
+        std::fs::write(f.dir.path().join("bin/fail"), "").unwrap();
+        *f.kernel.fail_on.lock().unwrap() = Some("unpin");
+        assert!(f.sandboxes.run(config("web")).is_err());
+        let list = f.sandboxes.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].state, SandboxState::NotReady);
+        *f.kernel.fail_on.lock().unwrap() = None;
+        std::fs::remove_file(f.dir.path().join("bin/fail")).unwrap();
+        // A retry of the same pod clears the stale one and succeeds.
+        let id = f.sandboxes.run(config("web")).unwrap();
+        assert_ne!(id, list[0].id);
+        assert_eq!(f.sandboxes.list().len(), 1);
+    }
+
+    #[test]
+    fn state_survives_a_restart_and_a_half_made_sandbox_is_notready() {
+        let f = fixture();
+        let id = f.sandboxes.run(config("web")).unwrap();
+        let before = f.sandboxes.get(&id).unwrap();
+        // A crash mid-run: a sandbox left in Creating.
+        let mut half = before.clone();
+        half.id = "f".repeat(64);
+        half.dir = f.dir.path().join("state/sandboxes").join(&half.id);
+        half.state = SandboxState::Creating;
+        half.config.metadata.name = "half".into();
+        std::fs::create_dir(&half.dir).unwrap();
+        std::fs::write(
+            half.dir.join("sandbox.json"),
+            serde_json::to_vec(&half).unwrap(),
+        )
+        .unwrap();
+        std::fs::create_dir(f.dir.path().join("state/sandboxes/empty")).unwrap();
+
+        let again = Sandboxes::open(options(f.dir.path()), f.kernel.clone()).unwrap();
+        assert_eq!(again.get(&id).unwrap(), before);
+        assert_eq!(again.get(&half.id).unwrap().state, SandboxState::NotReady);
+        assert!(!f.dir.path().join("state/sandboxes/empty").exists());
+        assert_eq!(again.resolve(&id[..12]).unwrap(), id);
+        again.remove(&id).unwrap();
+        again.remove(&half.id).unwrap();
+        assert!(again.list().is_empty());
+    }
+
+    #[test]
+    fn host_namespaces_make_no_namespace_network_or_shm() {
+        let f = fixture();
+        let mut cfg = config("hostpod");
+        cfg.namespaces = NamespaceOptions {
+            network: NamespaceMode::Node,
+            pid: NamespaceMode::Node,
+            ipc: NamespaceMode::Node,
+        };
+        cfg.sysctls.clear();
+        let id = f.sandboxes.run(cfg.clone()).unwrap();
+        let sb = f.sandboxes.get(&id).unwrap();
+        assert_eq!(sb.namespaces, NamespacePaths::default());
+        assert_eq!(sb.shm, None);
+        assert!(sb.ips.is_empty());
+        assert_eq!(sb.hostname, "node1");
+        assert_eq!(
+            std::fs::read_to_string(&sb.hosts_path).unwrap(),
+            "127.0.0.1 localhost node1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&sb.resolv_conf_path).unwrap(),
+            "nameserver 192.0.2.53\n"
+        );
+        assert_eq!(cni_log(&f), "");
+        // A net.* sysctl is refused with host network, before anything is made.
+        cfg.metadata.attempt = 1;
+        cfg.sysctls = [("net.ipv4.ip_forward".to_owned(), "1".to_owned())].into();
+        assert!(matches!(
+            f.sandboxes.run(cfg),
+            Err(Error::InvalidSysctl { .. })
+        ));
+    }
+
+    #[test]
+    fn no_network_configured_fails_with_network_not_ready() {
+        let f = fixture();
+        std::fs::remove_file(f.dir.path().join("net.d/10-fake.conflist")).unwrap();
+        let e = f.sandboxes.run(config("web")).unwrap_err();
+        assert!(matches!(e, Error::NetworkNotReady(_)), "{e:?}");
+        assert!(f.sandboxes.list().is_empty());
+    }
+
+    #[test]
+    fn quantities_and_bandwidth_annotations() {
+        assert_eq!(parse_quantity("10M"), Some(10_000_000));
+        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
+        assert_eq!(parse_quantity("1.5k"), Some(1500));
+        assert_eq!(parse_quantity("10X"), None);
+        assert_eq!(parse_quantity("-1"), None);
+        let b = bandwidth(
+            &[(
+                "kubernetes.io/ingress-bandwidth".to_owned(),
+                "1M".to_owned(),
+            )]
+            .into(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((b.ingress_rate, b.egress_rate), (Some(1_000_000), None));
+    }
+}
