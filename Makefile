@@ -23,7 +23,7 @@ test-deps:
 test: test-deps lint
 	$(CARGO) build --bin carapace
 	set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log
-	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log
+	@awk '/^test result: / {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log
 
 lint:
 	$(CARGO) fmt --all -- --check

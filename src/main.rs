@@ -5,10 +5,14 @@
 mod notify;
 mod serve;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The pod infra role: PID 1 of a pod's shared PID namespace, reaping zombies.
+const INFRA_SUBCOMMAND: &str = "infra";
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +52,18 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // The helper roles (container monitor, exec) fork: they must run before any thread starts,
+    // and they are not for people, so they stay out of the CLI's help.
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == carapace_runtime::monitor::HELPER_SUBCOMMAND)
+    {
+        return carapace_runtime::monitor::helper_main(argv[2..].to_vec());
+    }
+    if argv.get(1).is_some_and(|a| a == INFRA_SUBCOMMAND) {
+        return ExitCode::from(u8::try_from(carapace_cri::infra_main()).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve::run(config),

@@ -70,7 +70,23 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
     let _lock = lock_root(&config.root)?;
 
     let metrics = carapace_metrics::Metrics::new(env!("CARGO_PKG_VERSION"))?;
-    let cri = carapace_cri::Cri::new(config.clone(), env!("CARGO_PKG_VERSION"));
+    let cri = carapace_cri::Cri::open(
+        config.clone(),
+        env!("CARGO_PKG_VERSION"),
+        metrics.registry(),
+    )
+    .context("opening the image store")?
+    // The pod infra process (PID 1 of a shared PID namespace) is this binary in its `infra` role.
+    .with_sandboxes(Some(carapace_cri::InfraCommand {
+        program: "/proc/self/exe".into(),
+        args: vec![crate::INFRA_SUBCOMMAND.into()],
+    }))
+    .context("opening the sandbox store")?
+    .with_containers()
+    .context("opening the container store")?
+    .with_streaming()
+    .await
+    .context("starting the streaming server")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -42,7 +42,10 @@ fn parse_args() -> Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut val = || it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut val = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
         match flag.as_str() {
             "--endpoint" => {
                 let v = val()?;
@@ -237,7 +240,9 @@ impl Runtime {
                 .context("ContainerStatus without status")?;
             match cri::ContainerState::try_from(st.state) {
                 Ok(cri::ContainerState::ContainerRunning) => return Ok(id),
-                Ok(cri::ContainerState::ContainerExited) => bail!("{}: container exited", self.name),
+                Ok(cri::ContainerState::ContainerExited) => {
+                    bail!("{}: container exited", self.name)
+                }
                 _ => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         }
@@ -328,9 +333,8 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
             let c = r.start_container(&pod, &cfg, &a.image).await?;
             for _ in 0..rounds {
                 let (_, ms) = timed(async {
-                    let out = r
-                        .rt
-                        .exec_sync(cri::ExecSyncRequest {
+                    let out =
+                        r.rt.exec_sync(cri::ExecSyncRequest {
                             container_id: c.clone(),
                             cmd: vec!["true".into()],
                             timeout: 10,
@@ -354,8 +358,10 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
             }
             for _ in 0..rounds {
                 let (_, ms) = timed(async {
-                    r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await?;
-                    r.rt.list_containers(cri::ListContainersRequest::default()).await?;
+                    r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                        .await?;
+                    r.rt.list_containers(cri::ListContainersRequest::default())
+                        .await?;
                     Ok(())
                 })
                 .await?;
@@ -400,7 +406,12 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
             let after = mem_used_mib()?;
             s.push((after - before) / a.pods as f64);
             if let Some(pid) = a.pids.get(&r.name) {
-                eprintln!("  {}: daemon RSS with {} pods: {:.1} MiB", r.name, a.pods, rss_mib(*pid)?);
+                eprintln!(
+                    "  {}: daemon RSS with {} pods: {:.1} MiB",
+                    r.name,
+                    a.pods,
+                    rss_mib(*pid)?
+                );
             }
             for p in pods {
                 r.remove_pod(&p).await?;
@@ -453,7 +464,11 @@ async fn main() -> Result<()> {
         "memory",
     ];
     let workloads: Vec<&str> = match &a.only {
-        Some(o) => all.iter().copied().filter(|w| o.iter().any(|x| x == w)).collect(),
+        Some(o) => all
+            .iter()
+            .copied()
+            .filter(|w| o.iter().any(|x| x == w))
+            .collect(),
         None => all.to_vec(),
     };
     let mut rows = Vec::new();
@@ -476,9 +491,7 @@ async fn main() -> Result<()> {
         rows.push((w, samples));
     }
     let (na, nb) = (&rts[0].name, &rts[1].name);
-    println!(
-        "| workload | {na} p50 | {na} p95 | {nb} p50 | {nb} p95 | ratio p50 {na}/{nb} |"
-    );
+    println!("| workload | {na} p50 | {na} p95 | {nb} p50 | {nb} p95 | ratio p50 {na}/{nb} |");
     println!("|---|---|---|---|---|---|");
     for (w, s) in rows {
         let unit = if w == "memory" { " MiB/pod" } else { " ms" };

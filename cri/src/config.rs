@@ -39,6 +39,7 @@ pub struct Config {
     pub cni: Cni,
     pub cgroup: Cgroup,
     pub registry: Registry,
+    pub image: Image,
     pub log: Log,
 }
 
@@ -93,6 +94,20 @@ pub struct Registry {
     pub config_path: PathBuf,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Image {
+    /// A pull that receives no data for this many seconds fails (containerd's
+    /// `image_pull_progress_timeout`).
+    pub pull_progress_timeout_secs: u64,
+    /// Blobs downloaded at once, over all pulls (containerd's `max_concurrent_downloads`).
+    pub max_concurrent_downloads: usize,
+    /// A layer with more tar entries than this is refused.
+    pub max_layer_entries: u64,
+    /// A layer larger than this uncompressed is refused.
+    pub max_layer_bytes: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -128,6 +143,7 @@ impl Default for Config {
             cni: Cni::default(),
             cgroup: Cgroup::default(),
             registry: Registry::default(),
+            image: Image::default(),
             log: Log::default(),
         }
     }
@@ -178,6 +194,17 @@ impl Default for Registry {
     fn default() -> Self {
         Self {
             config_path: "/etc/carapace/certs.d".into(),
+        }
+    }
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        Self {
+            pull_progress_timeout_secs: 300,
+            max_concurrent_downloads: 3,
+            max_layer_entries: 1_000_000,
+            max_layer_bytes: 64 << 30,
         }
     }
 }
@@ -253,6 +280,18 @@ impl Config {
                 "must differ from `root`: state is wiped by a reboot, root is not".into(),
             ));
         }
+        if self.image.pull_progress_timeout_secs == 0 {
+            return Err(invalid(
+                "image.pull_progress_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.image.max_concurrent_downloads == 0 {
+            return Err(invalid(
+                "image.max_concurrent_downloads",
+                "must be at least 1".into(),
+            ));
+        }
         // sun_path is 108 bytes with its NUL; a longer path fails at bind with a vague EINVAL.
         if self.grpc.address.as_os_str().len() > 107 {
             return Err(invalid(
@@ -302,6 +341,15 @@ driver = "cgroupfs"
 [registry]
 # containerd-style certs.d: <host>/hosts.toml per registry (mirrors, CA, skip_verify), _default/hosts.toml for the rest.
 config_path = "/etc/carapace/certs.d"
+
+[image]
+# A pull that receives no data for this many seconds fails (containerd: image_pull_progress_timeout).
+pull_progress_timeout_secs = 300
+# Blobs downloaded at once, over all pulls.
+max_concurrent_downloads = 3
+# Layers with more tar entries, or more uncompressed bytes (64 GiB), are refused.
+max_layer_entries = 1000000
+max_layer_bytes = 68719476736
 
 [log]
 # error, warn, info, debug or trace.
@@ -358,6 +406,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("address"), "{e}");
+        let e = parse("[image]\nmax_concurrent_downloads = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_concurrent_downloads"), "{e}");
         let e = parse("root = \"relative\"\n").unwrap_err().to_string();
         assert!(e.contains("`root`") && e.contains("absolute"), "{e}");
     }

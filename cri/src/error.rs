@@ -14,6 +14,83 @@ pub enum Error {
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0} is unavailable")]
+    Unavailable(String),
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+    #[error(transparent)]
+    Container(#[from] carapace_runtime::Error),
+    #[error(transparent)]
+    Image(#[from] carapace_imageservice::Error),
+    #[error(transparent)]
+    Sandbox(#[from] carapace_podsandbox::Error),
+    #[error(transparent)]
+    Stream(#[from] crate::stream::StreamError),
+}
+
+/// Sandbox errors by kind. A CNI plugin's failure keeps the plugin's message in the status.
+fn sandbox_code(e: &carapace_podsandbox::Error) -> Code {
+    use carapace_podsandbox::Error as E;
+    match e {
+        E::InvalidConfig(_)
+        | E::InvalidSysctl { .. }
+        | E::InvalidCgroupParent { .. }
+        | E::Ambiguous(_) => Code::InvalidArgument,
+        E::NotFound(_) => Code::NotFound,
+        // The node is not set up for this pod yet: no CNI network, no infra program.
+        E::NetworkNotReady(_) | E::NoInfraProgram => Code::FailedPrecondition,
+        E::Network(_) | E::Kernel { .. } | E::Io { .. } | E::State { .. } | E::Teardown { .. } => {
+            Code::Internal
+        }
+    }
+}
+
+/// Container runtime errors: the runtime's kinds are the gRPC codes' already.
+fn container_code(e: &carapace_runtime::Error) -> Code {
+    use carapace_runtime::Error as E;
+    match e {
+        E::NotFound(_) => Code::NotFound,
+        E::InvalidArgument(_) => Code::InvalidArgument,
+        E::FailedPrecondition(_) => Code::FailedPrecondition,
+        E::AlreadyExists(_) => Code::AlreadyExists,
+        // The kubelet reads DeadlineExceeded from ExecSync as a probe timeout.
+        E::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        E::Internal(_) => Code::Internal,
+    }
+}
+
+/// Streaming-server errors: a bad Exec/Attach/PortForward request, or too many pending URLs.
+fn stream_code(e: &crate::stream::StreamError) -> Code {
+    use crate::stream::StreamError as E;
+    match e {
+        E::InvalidRequest(_) => Code::InvalidArgument,
+        E::TooManyPending(_) => Code::ResourceExhausted,
+        E::Bind { .. } | E::Random(_) => Code::Internal,
+    }
+}
+
+/// Image errors by kind: the caller's mistake, the registry's answer, or ours.
+fn image_code(e: &carapace_imageservice::Error) -> Code {
+    use carapace_imageservice::Error as E;
+    match e {
+        E::InvalidReference { .. } => Code::InvalidArgument,
+        E::ImageNotFound(_) | E::NotFoundInRegistry { .. } => Code::NotFound,
+        E::Unauthorized { .. } => Code::PermissionDenied,
+        // A registry that is down or stalls may answer on the next try.
+        E::Registry { .. } | E::Stalled { .. } => Code::Unavailable,
+        // The image itself is unusable (hostile or malformed layer, bad manifest).
+        E::Refused { .. } => Code::InvalidArgument,
+        // Schema1, artifacts, no manifest for this platform: fixable only by a new push.
+        E::Unsupported(_) => Code::FailedPrecondition,
+        // The operator's hosts.toml or CA file is wrong.
+        E::Config { .. } => Code::FailedPrecondition,
+        E::Verification { .. } => Code::DataLoss,
+        E::Io { .. } | E::Internal(_) => Code::Internal,
+    }
 }
 
 impl From<Error> for Status {
@@ -23,6 +100,14 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::Internal(_) => Code::Internal,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Container(c) => container_code(c),
+            Error::Image(i) => image_code(i),
+            Error::Sandbox(s) => sandbox_code(s),
+            Error::Stream(s) => stream_code(s),
         };
         if code == Code::Internal {
             tracing::error!(error = %e, "CRI call failed");
@@ -43,6 +128,61 @@ mod tests {
         assert_eq!(s.code(), Code::Unimplemented);
         assert!(s.message().contains("RunPodSandbox"));
         let s: Status = Error::NotFound("container \"abc\"".into()).into();
+        assert_eq!(s.code(), Code::NotFound);
+    }
+
+    #[test]
+    fn sandbox_errors_map_by_kind() {
+        use carapace_podsandbox::Error as E;
+        let s: Status = Error::from(E::InvalidSysctl {
+            key: "kernel.core_pattern".into(),
+            reason: "not a namespaced sysctl".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let s: Status = Error::from(E::NotFound("abc".into())).into();
+        assert_eq!(s.code(), Code::NotFound);
+        let plugin = carapace_cni::Error::Plugin {
+            plugin: "bridge".into(),
+            command: "ADD",
+            code: 11,
+            msg: "no IP addresses available".into(),
+            details: String::new(),
+        };
+        let s: Status = Error::from(E::Network(plugin)).into();
+        assert!(
+            s.message().contains("no IP addresses available"),
+            "{}",
+            s.message()
+        );
+    }
+
+    #[test]
+    fn container_errors_map_by_kind() {
+        use carapace_runtime::Error as E;
+        let s: Status = Error::from(E::DeadlineExceeded("exec timed out".into())).into();
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        let s: Status = Error::from(E::FailedPrecondition("not running".into())).into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            Status::from(Error::AlreadyExists("x".into())).code(),
+            Code::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn image_errors_map_by_kind() {
+        use carapace_imageservice::Error as E;
+        let s: Status = Error::from(E::Unauthorized {
+            host: "r".into(),
+            message: "401: bad password".into(),
+        })
+        .into();
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert!(s.message().contains("bad password"), "{}", s.message());
+        let bad = carapace_imageservice::Reference::parse("Bad").unwrap_err();
+        assert_eq!(Status::from(Error::from(bad)).code(), Code::InvalidArgument);
+        let s: Status = Error::from(E::ImageNotFound("x".into())).into();
         assert_eq!(s.code(), Code::NotFound);
     }
 }

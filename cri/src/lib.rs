@@ -5,12 +5,18 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+mod container;
 mod error;
 mod image;
 mod runtime;
+mod sandbox;
+pub mod stream;
+mod streaming;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+pub use carapace_podsandbox::{InfraCommand, infra_main};
 pub use error::Error;
 pub use k8s_cri::v1 as api;
 
@@ -34,10 +40,19 @@ struct Node {
 /// The CRI services of one daemon, ready to be added to a tonic server.
 pub struct Cri {
     node: Arc<Node>,
+    /// The image store; `None` only for services built by [`Cri::new`], whose image calls answer
+    /// `Unavailable`. (It moves into `Node` once container creation needs lower dirs.)
+    images: Option<carapace_imageservice::Images>,
+    /// The pod sandbox store; `None` until [`Cri::with_sandboxes`], sandbox calls answer
+    /// `Unavailable` until then.
+    sandboxes: Option<Arc<carapace_podsandbox::Sandboxes>>,
+    containers: Option<container::ContainerApi>,
+    stream: Option<Arc<stream::StreamServer>>,
 }
 
 impl Cri {
-    /// `version` is the daemon's own version, reported by `Version` and in metrics.
+    /// Services without an image store: image calls answer `Unavailable`. Kept while the daemon
+    /// moves to [`Cri::open`].
     pub fn new(config: Config, version: impl Into<String>) -> Self {
         Self {
             node: Arc::new(Node {
@@ -45,15 +60,106 @@ impl Cri {
                 version: version.into(),
                 pod_cidr: tokio::sync::RwLock::new(String::new()),
             }),
+            images: None,
+            sandboxes: None,
+            containers: None,
+            stream: None,
         }
     }
 
+    /// Opens the stores under `config.root` (creating them, reloading image records, removing what
+    /// an interrupted pull left) and registers their metrics in `metrics`. `version` is the
+    /// daemon's own version, reported by `Version`.
+    pub fn open(
+        config: Config,
+        version: impl Into<String>,
+        metrics: &prometheus::Registry,
+    ) -> Result<Self, Error> {
+        let mut ic =
+            carapace_imageservice::ImagesConfig::new(&config.root, &config.registry.config_path);
+        ic.stall_timeout = Duration::from_secs(config.image.pull_progress_timeout_secs);
+        ic.max_concurrent_downloads = config.image.max_concurrent_downloads;
+        ic.limits.max_entries = config.image.max_layer_entries;
+        ic.limits.max_bytes = config.image.max_layer_bytes;
+        let images = carapace_imageservice::Images::open(ic, metrics)?;
+        Ok(Self {
+            node: Arc::new(Node {
+                config,
+                version: version.into(),
+                pod_cidr: tokio::sync::RwLock::new(String::new()),
+            }),
+            images: Some(images),
+            sandboxes: None,
+            containers: None,
+            stream: None,
+        })
+    }
+
+    /// Opens the pod sandbox store under `config.state` (reloading every sandbox a previous run
+    /// left), with the real kernel. `infra` starts the PID 1 of pods that share a PID namespace:
+    /// the `carapace` binary in its infra role; `None` refuses such pods. Call it before
+    /// [`Cri::runtime_service`], as root, in the host's namespaces.
+    pub fn with_sandboxes(mut self, infra: Option<InfraCommand>) -> Result<Self, Error> {
+        let c = &self.node.config;
+        let mut opts =
+            carapace_podsandbox::Options::new(&c.state, &c.cni.conf_dir, c.cni.bin_dirs.clone());
+        opts.cgroup_driver = match c.cgroup.driver {
+            config::CgroupDriver::Cgroupfs => carapace_podsandbox::CgroupDriver::Cgroupfs,
+            config::CgroupDriver::Systemd => carapace_podsandbox::CgroupDriver::Systemd,
+        };
+        opts.infra = infra;
+        let kernel = Arc::new(carapace_podsandbox::kernel::Linux);
+        self.sandboxes = Some(Arc::new(carapace_podsandbox::Sandboxes::open(
+            opts, kernel,
+        )?));
+        Ok(self)
+    }
+
+    /// Opens the container store under `root`/`state` and finds again the containers (and their
+    /// monitors) that a previous run left. Blocks; call it before serving.
+    pub fn with_containers(mut self) -> Result<Self, Error> {
+        let c = &self.node.config;
+        let opts = carapace_runtime::container::RuntimeOptions::for_daemon(
+            c.root.clone(),
+            c.state.clone(),
+        )?;
+        self.containers = Some(container::ContainerApi::open(opts)?);
+        Ok(self)
+    }
+
+    /// Starts the exec/attach/port-forward server on `[stream] address`. Without it, those RPCs
+    /// answer `Unavailable`.
+    pub async fn with_streaming(mut self) -> Result<Self, Error> {
+        let backend = streaming::Backend {
+            containers: self.containers.clone(),
+            sandboxes: self.sandboxes.clone(),
+        };
+        let server = stream::StreamServer::start(
+            self.node.config.stream.address,
+            Arc::new(backend),
+            stream::Limits::default(),
+        )
+        .await?;
+        tracing::info!(address = %server.local_addr(), "streaming server listening");
+        self.stream = Some(Arc::new(server));
+        Ok(self)
+    }
+
     pub fn runtime_service(&self) -> RuntimeServiceServer<runtime::RuntimeApi> {
-        RuntimeServiceServer::new(runtime::RuntimeApi::new(self.node.clone()))
+        RuntimeServiceServer::new(runtime::RuntimeApi::new(
+            self.node.clone(),
+            sandbox::SandboxApi::new(self.sandboxes.clone()),
+            runtime::Stores {
+                containers: self.containers.clone(),
+                images: self.images.clone(),
+                sandboxes: self.sandboxes.clone(),
+                stream: self.stream.clone(),
+            },
+        ))
     }
 
     pub fn image_service(&self) -> ImageServiceServer<image::ImageApi> {
-        ImageServiceServer::new(image::ImageApi::new(self.node.clone()))
+        ImageServiceServer::new(image::ImageApi::new(self.images.clone()))
     }
 }
 

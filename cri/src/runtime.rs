@@ -2,7 +2,6 @@
 //! as later work lands, pod sandboxes and containers.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -10,16 +9,60 @@ use tonic::{Request, Response, Status};
 
 use crate::api::runtime_service_server::RuntimeService;
 use crate::api::*;
+use crate::container::ContainerApi;
 use crate::error::Error;
+use crate::sandbox::{SandboxApi, network_condition};
+use crate::stream::StreamServer;
 use crate::{Node, RUNTIME_API_VERSION, RUNTIME_NAME};
 
 pub struct RuntimeApi {
     node: Arc<Node>,
+    sandboxes: SandboxApi,
+    stores: Stores,
+}
+
+/// The stores behind the container and streaming calls; a missing one makes its calls answer
+/// `Unavailable`.
+#[derive(Default)]
+pub(crate) struct Stores {
+    pub(crate) containers: Option<ContainerApi>,
+    pub(crate) images: Option<carapace_imageservice::Images>,
+    pub(crate) sandboxes: Option<Arc<carapace_podsandbox::Sandboxes>>,
+    pub(crate) stream: Option<Arc<StreamServer>>,
 }
 
 impl RuntimeApi {
-    pub(crate) fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub(crate) fn new(node: Arc<Node>, sandboxes: SandboxApi, stores: Stores) -> Self {
+        Self {
+            node,
+            sandboxes,
+            stores,
+        }
+    }
+
+    fn containers(&self) -> Result<&ContainerApi, Error> {
+        self.stores
+            .containers
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the container store".into()))
+    }
+
+    fn stream(&self) -> Result<&StreamServer, Error> {
+        self.stores
+            .stream
+            .as_deref()
+            .ok_or_else(|| Error::Unavailable("the streaming server".into()))
+    }
+
+    /// The full id of a sandbox, for the container calls a sandbox call makes first; `None` when
+    /// no sandbox matches (the sandbox call itself then answers as it does for unknown ids).
+    async fn sandbox_id(&self, id: &str) -> Option<String> {
+        let store = self.stores.sandboxes.clone()?;
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || store.resolve(&id).ok())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -28,37 +71,6 @@ type Rpc<T> = Result<Response<T>, Status>;
 /// An RPC that is not built yet: a clear `Unimplemented` that names it, never a panic.
 fn unimplemented<T>(rpc: &'static str) -> Rpc<T> {
     Err(Error::Unimplemented(rpc).into())
-}
-
-/// The `NetworkReady` condition: true once the CNI configuration directory holds a network
-/// configuration, as containerd and CRI-O report it (the kubelet keeps pods off a node until then).
-fn network_condition(conf_dir: &Path) -> RuntimeCondition {
-    let found = std::fs::read_dir(conf_dir).ok().and_then(|entries| {
-        entries.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|x| x.to_str()),
-                    Some("conflist" | "conf" | "json")
-                )
-        })
-    });
-    match found {
-        Some(p) => RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: true,
-            reason: "NetworkConfigFound".into(),
-            message: format!("network configuration {}", p.display()),
-        },
-        None => RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: format!(
-                "Network plugin returns error: no network config found in {}",
-                conf_dir.display()
-            ),
-        },
-    }
 }
 
 #[tonic::async_trait]
@@ -148,90 +160,173 @@ impl RuntimeService for RuntimeApi {
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<RunPodSandboxRequest>,
+        req: Request<RunPodSandboxRequest>,
     ) -> Rpc<RunPodSandboxResponse> {
-        unimplemented("RunPodSandbox")
+        Ok(Response::new(self.sandboxes.run(req.into_inner()).await?))
     }
     async fn stop_pod_sandbox(
         &self,
-        _: Request<StopPodSandboxRequest>,
+        req: Request<StopPodSandboxRequest>,
     ) -> Rpc<StopPodSandboxResponse> {
-        unimplemented("StopPodSandbox")
+        let req = req.into_inner();
+        if let (Some(id), Some(c)) = (
+            self.sandbox_id(&req.pod_sandbox_id).await,
+            self.stores.containers.as_ref(),
+        ) {
+            // As containerd: the pod's containers are killed at once, the kubelet stopped
+            // them gracefully before if it wanted to.
+            c.stop_sandbox_containers(&id, std::time::Duration::ZERO)
+                .await?;
+        }
+        Ok(Response::new(self.sandboxes.stop(req).await?))
     }
     async fn remove_pod_sandbox(
         &self,
-        _: Request<RemovePodSandboxRequest>,
+        req: Request<RemovePodSandboxRequest>,
     ) -> Rpc<RemovePodSandboxResponse> {
-        unimplemented("RemovePodSandbox")
+        let req = req.into_inner();
+        if let (Some(id), Some(c)) = (
+            self.sandbox_id(&req.pod_sandbox_id).await,
+            self.stores.containers.as_ref(),
+        ) {
+            c.remove_sandbox_containers_releasing(&id, self.stores.images.as_ref())
+                .await?;
+        }
+        Ok(Response::new(self.sandboxes.remove(req).await?))
     }
     async fn pod_sandbox_status(
         &self,
-        _: Request<PodSandboxStatusRequest>,
+        req: Request<PodSandboxStatusRequest>,
     ) -> Rpc<PodSandboxStatusResponse> {
-        unimplemented("PodSandboxStatus")
+        Ok(Response::new(
+            self.sandboxes.status(req.into_inner()).await?,
+        ))
     }
     async fn list_pod_sandbox(
         &self,
-        _: Request<ListPodSandboxRequest>,
+        req: Request<ListPodSandboxRequest>,
     ) -> Rpc<ListPodSandboxResponse> {
-        unimplemented("ListPodSandbox")
+        Ok(Response::new(self.sandboxes.list(req.into_inner()).await?))
     }
     async fn create_container(
         &self,
-        _: Request<CreateContainerRequest>,
+        req: Request<CreateContainerRequest>,
     ) -> Rpc<CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        let c = self.containers()?;
+        let images = self
+            .stores
+            .images
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the image store".into()))?;
+        let sandboxes = self
+            .stores
+            .sandboxes
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the pod sandbox store".into()))?;
+        Ok(Response::new(
+            c.create_from_stores(req.into_inner(), images, sandboxes)
+                .await?,
+        ))
     }
     async fn start_container(
         &self,
-        _: Request<StartContainerRequest>,
+        req: Request<StartContainerRequest>,
     ) -> Rpc<StartContainerResponse> {
-        unimplemented("StartContainer")
+        Ok(Response::new(
+            self.containers()?.start(req.into_inner()).await?,
+        ))
     }
-    async fn stop_container(&self, _: Request<StopContainerRequest>) -> Rpc<StopContainerResponse> {
-        unimplemented("StopContainer")
+    async fn stop_container(
+        &self,
+        req: Request<StopContainerRequest>,
+    ) -> Rpc<StopContainerResponse> {
+        Ok(Response::new(
+            self.containers()?.stop(req.into_inner()).await?,
+        ))
     }
     async fn remove_container(
         &self,
-        _: Request<RemoveContainerRequest>,
+        req: Request<RemoveContainerRequest>,
     ) -> Rpc<RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        let c = self.containers()?;
+        let resp = match self.stores.images.as_ref() {
+            Some(images) => c.remove_releasing(req.into_inner(), images).await?,
+            None => c.remove(req.into_inner()).await?,
+        };
+        Ok(Response::new(resp))
     }
     async fn list_containers(
         &self,
-        _: Request<ListContainersRequest>,
+        req: Request<ListContainersRequest>,
     ) -> Rpc<ListContainersResponse> {
-        unimplemented("ListContainers")
+        Ok(Response::new(
+            self.containers()?.list(req.into_inner()).await?,
+        ))
     }
     async fn container_status(
         &self,
-        _: Request<ContainerStatusRequest>,
+        req: Request<ContainerStatusRequest>,
     ) -> Rpc<ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        Ok(Response::new(
+            self.containers()?.status(req.into_inner()).await?,
+        ))
     }
     async fn update_container_resources(
         &self,
-        _: Request<UpdateContainerResourcesRequest>,
+        req: Request<UpdateContainerResourcesRequest>,
     ) -> Rpc<UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        Ok(Response::new(
+            self.containers()?
+                .update_resources(req.into_inner())
+                .await?,
+        ))
     }
     async fn reopen_container_log(
         &self,
-        _: Request<ReopenContainerLogRequest>,
+        req: Request<ReopenContainerLogRequest>,
     ) -> Rpc<ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        Ok(Response::new(
+            self.containers()?.reopen_log(req.into_inner()).await?,
+        ))
     }
-    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Rpc<ExecSyncResponse> {
-        unimplemented("ExecSync")
+    async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> Rpc<ExecSyncResponse> {
+        Ok(Response::new(
+            self.containers()?.exec_sync(req.into_inner()).await?,
+        ))
     }
-    async fn exec(&self, _: Request<ExecRequest>) -> Rpc<ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, req: Request<ExecRequest>) -> Rpc<ExecResponse> {
+        let req = req.into_inner();
+        // The URL is only handed out for a container that runs now.
+        self.containers()?.pid(&req.container_id).await?;
+        let url = self
+            .stream()?
+            .exec_url(crate::stream::ExecRequest {
+                container_id: req.container_id,
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })
+            .map_err(Error::from)?;
+        Ok(Response::new(ExecResponse { url }))
     }
     async fn attach(&self, _: Request<AttachRequest>) -> Rpc<AttachResponse> {
         unimplemented("Attach")
     }
-    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Rpc<PortForwardResponse> {
-        unimplemented("PortForward")
+    async fn port_forward(&self, req: Request<PortForwardRequest>) -> Rpc<PortForwardResponse> {
+        let req = req.into_inner();
+        if self.sandbox_id(&req.pod_sandbox_id).await.is_none() {
+            return Err(Error::NotFound(format!("sandbox {:?}", req.pod_sandbox_id)).into());
+        }
+        let url = self
+            .stream()?
+            .port_forward_url(crate::stream::PortForwardRequest {
+                pod_sandbox_id: req.pod_sandbox_id,
+                ports: req.port,
+            })
+            .map_err(Error::from)?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
     async fn container_stats(
         &self,
@@ -298,11 +393,15 @@ mod tests {
     use crate::config::Config;
 
     fn api(config: Config) -> RuntimeApi {
-        RuntimeApi::new(Arc::new(Node {
-            config,
-            version: "9.9.9".into(),
-            pod_cidr: Default::default(),
-        }))
+        RuntimeApi::new(
+            Arc::new(Node {
+                config,
+                version: "9.9.9".into(),
+                pod_cidr: Default::default(),
+            }),
+            SandboxApi::new(None),
+            Stores::default(),
+        )
     }
 
     #[tokio::test]
@@ -336,7 +435,23 @@ mod tests {
         let c = cond(r.into_inner());
         assert!(!c.status);
         assert_eq!(c.reason, "NetworkPluginNotReady");
-        std::fs::write(dir.path().join("10-net.conflist"), "{}").unwrap();
+        // An invalid file is not a network; the reason names it.
+        std::fs::write(dir.path().join("05-bad.conflist"), "{}").unwrap();
+        let r = api
+            .status(Request::new(StatusRequest { verbose: false }))
+            .await
+            .unwrap();
+        let c = cond(r.into_inner());
+        assert!(
+            !c.status && c.message.contains("05-bad.conflist"),
+            "{}",
+            c.message
+        );
+        std::fs::write(
+            dir.path().join("10-net.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"bridge"}]}"#,
+        )
+        .unwrap();
         let r = api
             .status(Request::new(StatusRequest { verbose: false }))
             .await
@@ -386,10 +501,19 @@ mod tests {
     #[tokio::test]
     async fn unbuilt_rpcs_are_unimplemented_and_named() {
         let e = api(Config::default())
-            .run_pod_sandbox(Request::new(RunPodSandboxRequest::default()))
+            .checkpoint_container(Request::new(CheckpointContainerRequest::default()))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented);
-        assert!(e.message().contains("RunPodSandbox"));
+        assert!(e.message().contains("CheckpointContainer"));
+    }
+
+    #[tokio::test]
+    async fn container_calls_without_a_store_are_unavailable() {
+        let e = api(Config::default())
+            .create_container(Request::new(CreateContainerRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
     }
 }

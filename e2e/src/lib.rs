@@ -288,6 +288,26 @@ impl Daemon {
         body
     }
 
+    /// Stops the daemon with SIGTERM and starts it again on the same configuration, as an
+    /// operator's `systemctl restart` does: pods and containers are meant to live on.
+    pub async fn restart(mut self) -> Daemon {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let pid = Pid::from_raw(child.id().expect("daemon pid") as i32);
+        kill(pid, Signal::SIGTERM).expect("sending SIGTERM");
+        let status = tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("carapace did not stop within {STOP_TIMEOUT:?}"))
+            .expect("waiting for carapace");
+        assert!(
+            status.success(),
+            "carapace exited with {status}:\n{}",
+            self.log_text()
+        );
+        // Take the config out without running Drop's cleanup (the child is already gone).
+        let config = std::mem::take(&mut self.config);
+        Daemon::start_with(config).await
+    }
+
     /// SIGTERM, then checks: exit status 0, socket removed, no mount under the test's dir, no
     /// process left that names the test's dir. Returns the daemon's log.
     pub async fn stop(mut self) -> String {
@@ -448,4 +468,73 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A pod network for one test: a bridge + host-local conflist in the daemon's private CNI
+/// directory, with a bridge name and subnet of the test's own. Dropping it deletes the bridge and
+/// the IPAM leases, so nothing outlives the test on the host.
+pub struct PodNetwork {
+    pub name: String,
+    pub bridge: String,
+    /// The first three octets of the /24, e.g. "10.213.7".
+    pub prefix: String,
+}
+
+impl PodNetwork {
+    /// `index` (0..=255) keeps concurrent tests apart: bridge `cre2e<index>`, subnet 10.213.<index>.0/24.
+    pub fn bridge(config: &DaemonConfig, index: u8) -> PodNetwork {
+        let net = PodNetwork {
+            name: format!("carapace-e2e-{index}"),
+            bridge: format!("cre2e{index}"),
+            prefix: format!("10.213.{index}"),
+        };
+        let conf_dir = config.dir().join("cni/net.d");
+        std::fs::create_dir_all(&conf_dir).expect("creating the CNI conf dir");
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": net.name,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": net.bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{ "subnet": format!("{}.0/24", net.prefix) }]],
+                        "routes": [{ "dst": "0.0.0.0/0" }]
+                    }
+                },
+                { "type": "portmap", "capabilities": { "portMappings": true } }
+            ]
+        });
+        std::fs::write(conf_dir.join("10-e2e.conflist"), conflist.to_string())
+            .expect("writing the conflist");
+        net
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/var/lib/cni/networks/{}", self.name));
+    }
+}
+
+/// Runs `cmd` inside the network namespace pinned at `netns` and returns its stdout.
+pub fn in_netns(netns: &str, cmd: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(cmd)
+        .output()
+        .expect("running nsenter");
+    assert!(
+        out.status.success(),
+        "nsenter {netns} {cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

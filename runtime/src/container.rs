@@ -411,6 +411,32 @@ impl Container {
 
     /// ExecSync: runs `args` in the container's namespaces and cgroup with its user, capabilities
     /// and seccomp; kills it when `timeout` passes (zero: no timeout).
+    /// The command that runs `args` in this running container with the command's own stdio as
+    /// the process's stdio (for streaming exec): the caller sets stdio, spawns and waits. The exit
+    /// status is the process's (128 + signal when killed).
+    pub fn exec_command(&self, args: &[String]) -> Result<Command> {
+        if self.status()?.state != State::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        if args.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let req = serde_json::to_string(&monitor::ExecRequest {
+            args: args.to_vec(),
+            timeout_ms: 0,
+        })
+        .map_err(|e| Error::internal("exec request", e))?;
+        let mut cmd = Command::new(&self.opts.helper_exe);
+        cmd.args(&self.opts.helper_args)
+            .arg("exec")
+            .arg(&self.bundle)
+            .env(monitor::EXEC_REQUEST_ENV, req);
+        Ok(cmd)
+    }
+
     pub fn exec_sync(&self, args: &[String], timeout: Duration) -> Result<ExecOutput> {
         if self.status()?.state != State::Running {
             return Err(Error::FailedPrecondition(format!(

@@ -384,11 +384,21 @@ pub(crate) struct ExecRequest {
     pub timeout_ms: u64,
 }
 
+/// Where a streaming exec passes its request, leaving stdin to the process (see
+/// `Container::exec_command`).
+pub(crate) const EXEC_REQUEST_ENV: &str = "_CARAPACE_EXEC_REQUEST";
+
 fn exec_helper(bundle: &Path) -> Result<u8> {
     let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .ctx("read exec request")?;
+    match std::env::var(EXEC_REQUEST_ENV) {
+        // The process gets the spec's environment (execve), never the helper's.
+        Ok(v) => input = v,
+        Err(_) => {
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .ctx("read exec request")?;
+        }
+    }
     let req: ExecRequest = serde_json::from_str(&input)
         .map_err(|e| Error::InvalidArgument(format!("exec request: {e}")))?;
     let record: Record = read_json(&bundle.join("container.json"))?;
