@@ -1585,6 +1585,99 @@ impl ContainerApi {
         Ok(ListContainersResponse { containers })
     }
 
+    /// ContainerStats for one container.
+    pub(crate) async fn stats(
+        &self,
+        req: ContainerStatsRequest,
+    ) -> Result<ContainerStatsResponse, Error> {
+        let id = self.inner.resolve(&req.container_id)?;
+        record_ids(&self.inner, &id);
+        let filter = ContainerStatsFilter {
+            id,
+            ..Default::default()
+        };
+        let stats = self.collect_stats(&filter).await?.into_iter().next();
+        Ok(ContainerStatsResponse { stats })
+    }
+
+    /// ListContainerStats: every container the filter selects, created and exited ones too (their
+    /// usage reads as zero), as containerd lists them.
+    pub(crate) async fn list_stats(
+        &self,
+        req: ListContainerStatsRequest,
+    ) -> Result<ListContainerStatsResponse, Error> {
+        let filter = req.filter.unwrap_or_default();
+        Ok(ListContainerStatsResponse {
+            stats: self.collect_stats(&filter).await?,
+        })
+    }
+
+    async fn collect_stats(&self, f: &ContainerStatsFilter) -> Result<Vec<ContainerStats>, Error> {
+        let filter = ContainerFilter {
+            id: f.id.clone(),
+            state: None,
+            pod_sandbox_id: f.pod_sandbox_id.clone(),
+            label_selector: f.label_selector.clone(),
+        };
+        let metas: Vec<Meta> = self
+            .inner
+            .table()
+            .containers
+            .values()
+            .filter(|m| matches(&filter, m))
+            .cloned()
+            .collect();
+        // cgroup files are read on the blocking pool: a slow cgroupfs must not stall gRPC threads.
+        self.blocking(move |i| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            Ok(metas
+                .into_iter()
+                .map(|m| {
+                    // A container that never started has no cgroup yet: its usage is zero.
+                    let st = i
+                        .runtime
+                        .get(&m.id)
+                        .and_then(|c| c.stats())
+                        .unwrap_or_default();
+                    ContainerStats {
+                        attributes: Some(ContainerAttributes {
+                            id: m.id.clone(),
+                            metadata: Some(ContainerMetadata {
+                                name: m.metadata_name.clone(),
+                                attempt: m.attempt,
+                            }),
+                            labels: to_hash(&m.labels),
+                            annotations: to_hash(&m.annotations),
+                        }),
+                        cpu: Some(CpuUsage {
+                            timestamp: now,
+                            usage_core_nano_seconds: Some(UInt64Value {
+                                value: st.cpu_usage_ns,
+                            }),
+                            usage_nano_cores: None,
+                        }),
+                        memory: Some(MemoryUsage {
+                            timestamp: now,
+                            // Usage less page cache is not read yet: the working set is the usage.
+                            working_set_bytes: Some(UInt64Value {
+                                value: st.memory_usage_bytes,
+                            }),
+                            usage_bytes: Some(UInt64Value {
+                                value: st.memory_usage_bytes,
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }
+                })
+                .collect())
+        })
+        .await
+    }
+
     pub(crate) async fn status(
         &self,
         req: ContainerStatusRequest,

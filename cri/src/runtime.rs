@@ -330,15 +330,19 @@ impl RuntimeService for RuntimeApi {
     }
     async fn container_stats(
         &self,
-        _: Request<ContainerStatsRequest>,
+        req: Request<ContainerStatsRequest>,
     ) -> Rpc<ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        Ok(Response::new(
+            self.containers()?.stats(req.into_inner()).await?,
+        ))
     }
     async fn list_container_stats(
         &self,
-        _: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> Rpc<ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        Ok(Response::new(
+            self.containers()?.list_stats(req.into_inner()).await?,
+        ))
     }
     async fn pod_sandbox_stats(
         &self,

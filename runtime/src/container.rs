@@ -409,8 +409,6 @@ impl Container {
         Ok(ContainerCgroup::new(&self.record()?.cgroup_path).dirs())
     }
 
-    /// ExecSync: runs `args` in the container's namespaces and cgroup with its user, capabilities
-    /// and seccomp; kills it when `timeout` passes (zero: no timeout).
     /// The command that runs `args` in this running container with the command's own stdio as
     /// the process's stdio (for streaming exec): the caller sets stdio, spawns and waits. The exit
     /// status is the process's (128 + signal when killed).
@@ -437,6 +435,8 @@ impl Container {
         Ok(cmd)
     }
 
+    /// ExecSync: runs `args` in the container's namespaces and cgroup with its user, capabilities
+    /// and seccomp; kills it when `timeout` passes (zero: no timeout).
     pub fn exec_sync(&self, args: &[String], timeout: Duration) -> Result<ExecOutput> {
         if self.status()?.state != State::Running {
             return Err(Error::FailedPrecondition(format!(
