@@ -3,6 +3,9 @@
 //!
 //! The binary is `$CARAPACE_BIN`, else `target/debug/carapace` of this workspace (built by
 //! `make test` before the tests run).
+//!
+//! [`registry`] has a real image registry on loopback with a busybox image, for the image and
+//! container tests.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -19,6 +22,8 @@ use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use k8s_cri::v1 as cri;
+
+pub mod registry;
 
 /// How long the daemon may take to answer on its socket before a test gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

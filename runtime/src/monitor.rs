@@ -217,7 +217,12 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
 
     let sock_path = bundle.join("monitor.sock");
     let _ = std::fs::remove_file(&sock_path);
-    let listener = UnixListener::bind(&sock_path).map_err(|e| Error::io("bind", &sock_path, e))?;
+    let listener = {
+        // Bound through a /proc/self/fd path: the bundle's own path may be longer than the 107
+        // bytes a socket address holds.
+        let dir = std::fs::File::open(bundle).map_err(|e| Error::io("open", bundle, e))?;
+        UnixListener::bind(short_path(&dir)).map_err(|e| Error::io("bind", &sock_path, e))?
+    };
     listener.set_nonblocking(true).ctx("nonblocking socket")?;
 
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
@@ -429,9 +434,17 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
     }
 }
 
+/// `<dir>/monitor.sock` named through the open directory, so the address stays short whatever
+/// the state dir's length.
+fn short_path(dir: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}/monitor.sock", dir.as_raw_fd()))
+}
+
 /// Sends one control request to a container's monitor; `None` when no monitor answers.
 pub(crate) fn request(bundle: &Path, line: &str) -> Option<String> {
-    let mut conn = std::os::unix::net::UnixStream::connect(bundle.join("monitor.sock")).ok()?;
+    let dir = std::fs::File::open(bundle).ok()?;
+    let mut conn = std::os::unix::net::UnixStream::connect(short_path(&dir)).ok()?;
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     conn.write_all(format!("{line}\n").as_bytes()).ok()?;
     let mut answer = String::new();

@@ -1,0 +1,873 @@
+//! Containers through the real daemon: a busybox image pulled from a real registry on loopback
+//! (see `carapace_e2e::registry`), a pod on a real bridge network, then the container lifecycle
+//! as the kubelet drives it — create, start, status, CRI logs, list filters, ExecSync, stop,
+//! remove — plus containers that exit by themselves, a read-only rootfs, kubelet retries, a daemon
+//! restart, bad requests and a streaming exec over WebSocket. Every test removes what it made and
+//! ends with `Daemon::stop`, which checks that no mount or process is left.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use carapace_e2e::cri::runtime_service_client::RuntimeServiceClient;
+use carapace_e2e::registry::Registry;
+use carapace_e2e::{
+    Daemon, DaemonConfig, PodNetwork, cri, eventually, mounts_under, processes_naming,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// One test's node: a registry with the busybox image, a pod network, a daemon that has pulled
+/// the image, and a runtime client.
+struct Node {
+    d: Daemon,
+    rt: RuntimeServiceClient<Channel>,
+    registry: Registry,
+    net: PodNetwork,
+    /// The daemon's `state`, outside the test's dir (see [`short_state`]).
+    state: tempfile::TempDir,
+}
+
+/// A `state` directory with a short path. The daemon binds each container's monitor socket at
+/// `<state>/containers/<64 hex id>/monitor.sock`, which only fits a unix socket address (107
+/// bytes) when `state` is at most 18 bytes long; the test's own dir under /tmp is longer. See
+/// `a_container_starts_with_the_default_test_state_path` for the daemon bug.
+fn short_state() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("cs.")
+        .tempdir_in("/tmp")
+        .expect("creating the state dir")
+}
+
+impl Node {
+    /// `index`: the test's own bridge and subnet (see [`PodNetwork::bridge`]).
+    async fn start(index: u8) -> Node {
+        let state = short_state();
+        let mut cfg = DaemonConfig::new();
+        cfg.set(
+            "state",
+            toml::Value::String(state.path().display().to_string()),
+        );
+        Self::start_with(index, cfg, state).await
+    }
+
+    async fn start_with(index: u8, cfg: DaemonConfig, state: tempfile::TempDir) -> Node {
+        let registry = Registry::start().await;
+        registry.configure(&cfg);
+        let net = PodNetwork::bridge(&cfg, index);
+        let d = Daemon::start_with(cfg).await;
+        let rt = d.runtime().await;
+        let node = Node {
+            d,
+            rt,
+            registry,
+            net,
+            state,
+        };
+        node.pull().await;
+        node
+    }
+
+    async fn pull(&self) -> String {
+        self.d
+            .images()
+            .await
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: Registry::busybox(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .image_ref
+    }
+
+    /// The pod's config, with a log directory under the test's dir made as the kubelet makes it.
+    fn pod(&self, name: &str, uid: &str) -> cri::PodSandboxConfig {
+        let log_directory = self
+            .d
+            .config
+            .dir()
+            .join("pods")
+            .join(format!("e2e_{name}_{uid}"));
+        std::fs::create_dir_all(&log_directory).unwrap();
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.into(),
+                namespace: "e2e".into(),
+                attempt: 0,
+            }),
+            hostname: format!("{name}-host"),
+            log_directory: log_directory.display().to_string(),
+            labels: HashMap::from([("app".into(), name.into())]),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> String {
+        self.rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    async fn create(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: &cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config.clone()),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// Creates and starts; panics with the daemon's log on failure.
+    async fn create_started(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: &cri::ContainerConfig,
+    ) -> String {
+        let id = match self.create(pod_id, pod, config).await {
+            Ok(id) => id,
+            Err(e) => panic!("CreateContainer: {e}\n{}", self.d.log_text()),
+        };
+        if let Err(e) = self
+            .rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+        {
+            panic!("StartContainer: {e}\n{}", self.d.log_text());
+        }
+        id
+    }
+
+    /// The container's status and its verbose info.
+    async fn status(&mut self, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
+        let r = self
+            .rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}\n{}", self.d.log_text()))
+            .into_inner();
+        let info = r
+            .info
+            .get("info")
+            .map(|i| serde_json::from_str(i).unwrap())
+            .unwrap_or_default();
+        (r.status.unwrap(), info)
+    }
+
+    /// Waits for the container to exit and returns its status.
+    async fn exited(&mut self, id: &str) -> cri::ContainerStatus {
+        let rt = self.rt.clone();
+        eventually(Duration::from_secs(10), "the container to exit", || {
+            let mut rt = rt.clone();
+            let id = id.to_owned();
+            async move {
+                let st = rt
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: id,
+                        verbose: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status?;
+                (st.state == cri::ContainerState::ContainerExited as i32).then_some(st)
+            }
+        })
+        .await
+    }
+
+    async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn list(&mut self, filter: cri::ContainerFilter) -> Vec<cri::Container> {
+        let mut l = self
+            .rt
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        l.sort_by(|a, b| a.id.cmp(&b.id));
+        l
+    }
+
+    async fn stop_container(&mut self, id: &str, timeout: i64) {
+        if let Err(e) = self
+            .rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+        {
+            panic!("StopContainer {id}: {e}\n{}", self.d.log_text());
+        }
+    }
+
+    async fn remove_container(&mut self, id: &str) {
+        if let Err(e) = self
+            .rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+        {
+            panic!("RemoveContainer {id}: {e}\n{}", self.d.log_text());
+        }
+    }
+
+    /// StopPodSandbox then RemovePodSandbox, as the kubelet does.
+    async fn remove_pod(&mut self, id: &str) {
+        self.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", self.d.log_text()));
+        self.rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", self.d.log_text()));
+    }
+
+    /// Checks the test removed everything it made, then stops the daemon (which checks no mount
+    /// or process is left) and the registry. Returns the daemon's log.
+    async fn finish(mut self) -> String {
+        let left = self.list(cri::ContainerFilter::default()).await;
+        assert!(left.is_empty(), "containers left: {left:?}");
+        let pods = self
+            .rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(pods.is_empty(), "pods left: {pods:?}");
+        let Node {
+            d,
+            registry,
+            net,
+            state,
+            ..
+        } = self;
+        let log = d.stop().await;
+        let mounts = mounts_under(state.path());
+        assert!(
+            mounts.is_empty(),
+            "mounts left in the state dir: {mounts:?}"
+        );
+        let procs = processes_naming(state.path());
+        assert!(
+            procs.is_empty(),
+            "processes left naming the state dir: {procs:?}"
+        );
+        registry.stop().await;
+        drop(net);
+        log
+    }
+}
+
+/// A container config as the kubelet sends it: its own PID namespace, a log file
+/// `<name>/0.log` under the pod's log directory, label `c=<name>`.
+fn container(name: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: Registry::busybox(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("c".into(), name.into())]),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `2006-01-02T15:04:05.999999999Z07:00`, loosely: a date, a `T`, a time, a zone.
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && (s.ends_with('Z') || matches!(b[b.len() - 6], b'+' | b'-'))
+}
+
+/// The CRI log lines of a file: (timestamp, stream, tag, content).
+fn cri_log(path: &Path) -> Vec<(String, String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let mut next = || it.next().unwrap_or_default().to_owned();
+            (next(), next(), next(), next())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_container_runs_logs_execs_stops_and_is_removed() {
+    let mut n = Node::start(10).await;
+    let pod = n.pod("life", "0d1e2f30-0000-4000-8000-000000000010");
+    let pod_id = n.run_pod(&pod).await;
+
+    let before = SystemTimeNanos::now();
+    let cfg = container("main", &["sh", "-c", "echo out; echo err >&2; sleep 1000"]);
+    let id = n.create_started(&pod_id, &pod, &cfg).await;
+    let (st, info) = n.status(&id).await;
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{st:?}"
+    );
+    assert!(st.started_at >= before.0, "started_at {}", st.started_at);
+    assert!(st.created_at > 0 && st.created_at <= st.started_at);
+    assert_eq!(st.metadata.as_ref().unwrap().name, "main");
+    assert_eq!(st.labels["c"], "main");
+    assert_eq!(st.image.as_ref().unwrap().image, Registry::busybox());
+    let pid = info["pid"].as_i64().expect("verbose info has the pid");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} is not running"
+    );
+
+    // The log file, in the CRI format, under the pod's log directory.
+    let log_path = PathBuf::from(&st.log_path);
+    assert_eq!(
+        log_path,
+        Path::new(&pod.log_directory).join("main/0.log"),
+        "log path"
+    );
+    let lines = eventually(Duration::from_secs(5), "both log lines", || {
+        let lines = cri_log(&log_path);
+        async move { (lines.len() >= 2).then_some(lines) }
+    })
+    .await;
+    for (ts, _, _, _) in &lines {
+        assert!(is_rfc3339(ts), "timestamp {ts:?} in {lines:?}");
+    }
+    let mut streams: Vec<_> = lines
+        .iter()
+        .map(|(_, s, t, c)| (s.as_str(), t.as_str(), c.as_str()))
+        .collect();
+    streams.sort();
+    assert_eq!(streams, [("stderr", "F", "err"), ("stdout", "F", "out")]);
+
+    // A second container, created but not started, for the list filters.
+    let idle = n
+        .create(&pod_id, &pod, &container("idle", &["sleep", "1000"]))
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", n.d.log_text()));
+    let ids = |l: Vec<cri::Container>| l.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let mut both = vec![id.clone(), idle.clone()];
+    both.sort();
+    let by_pod = n
+        .list(cri::ContainerFilter {
+            pod_sandbox_id: pod_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(ids(by_pod), both);
+    let other_pod = n
+        .list(cri::ContainerFilter {
+            pod_sandbox_id: "f".repeat(64),
+            ..Default::default()
+        })
+        .await;
+    assert!(other_pod.is_empty(), "{other_pod:?}");
+    let running = n
+        .list(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(ids(running), [id.as_str()]);
+    let created = n
+        .list(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerCreated as i32,
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(ids(created), [idle.as_str()]);
+    let labelled = n
+        .list(cri::ContainerFilter {
+            label_selector: HashMap::from([("c".into(), "idle".into())]),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(ids(labelled), [idle.as_str()]);
+    let by_id = n
+        .list(cri::ContainerFilter {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(by_id[0].pod_sandbox_id, pod_id);
+    assert_eq!(by_id[0].state, cri::ContainerState::ContainerRunning as i32);
+
+    // ExecSync: the pod's hostname, exit codes, a timeout.
+    let r = n.exec_sync(&id, &["hostname"], 0).await.unwrap();
+    assert_eq!(
+        (String::from_utf8_lossy(&r.stdout).trim(), r.exit_code),
+        ("life-host", 0),
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let r = n.exec_sync(&id, &["sh", "-c", "exit 3"], 0).await.unwrap();
+    assert_eq!(r.exit_code, 3);
+    let t = Instant::now();
+    let e = n.exec_sync(&id, &["sleep", "10"], 1).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The timed-out process is killed, not left running in the container.
+    eventually(
+        Duration::from_secs(5),
+        "the timed-out exec to go",
+        || async { (!sleep_10_running()).then_some(()) },
+    )
+    .await;
+
+    // Stop with a 2 s grace: sh as PID 1 ignores SIGTERM, so SIGKILL after 2 s.
+    let t = Instant::now();
+    n.stop_container(&id, 2).await;
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let (st, _) = n.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert!(
+        [137, 143].contains(&st.exit_code),
+        "exit code {}",
+        st.exit_code
+    );
+    assert!(st.finished_at >= st.started_at);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} is still there"
+    );
+    // Stopping again is fine.
+    n.stop_container(&id, 2).await;
+
+    for _ in 0..2 {
+        n.remove_container(&id).await;
+        n.remove_container(&idle).await;
+    }
+    let e =
+        n.rt.container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+/// Whether a process runs `sleep 10` (the timed-out exec; no other test runs it).
+fn sleep_10_running() -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0010\x00"))
+}
+
+/// Nanoseconds since the epoch, as CRI timestamps are.
+struct SystemTimeNanos(i64);
+
+impl SystemTimeNanos {
+    fn now() -> Self {
+        Self(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64,
+        )
+    }
+}
+
+#[tokio::test]
+async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
+    let mut n = Node::start(11).await;
+    let pod = n.pod("exits", "0d1e2f30-0000-4000-8000-000000000011");
+    let pod_id = n.run_pod(&pod).await;
+
+    let failing = n
+        .create_started(&pod_id, &pod, &container("fails", &["sh", "-c", "exit 3"]))
+        .await;
+    let st = n.exited(&failing).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "{st:?}");
+    assert!(st.finished_at >= st.started_at && st.started_at > 0);
+
+    let ok = n
+        .create_started(&pod_id, &pod, &container("succeeds", &["true"]))
+        .await;
+    let st = n.exited(&ok).await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (0, "Completed"),
+        "{st:?}"
+    );
+
+    // A read-only rootfs: writing to / fails, in the container and in an exec.
+    let mut ro = container("ro", &["sh", "-c", "touch /x; echo touch=$?; sleep 1000"]);
+    ro.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .readonly_rootfs = true;
+    let ro_id = n.create_started(&pod_id, &pod, &ro).await;
+    let log = PathBuf::from(n.status(&ro_id).await.0.log_path);
+    let lines = eventually(Duration::from_secs(5), "the touch result", || {
+        let lines = cri_log(&log);
+        async move {
+            lines
+                .iter()
+                .any(|l| l.3.starts_with("touch="))
+                .then_some(lines)
+        }
+    })
+    .await;
+    assert!(
+        lines.iter().any(|l| l.3 == "touch=1"),
+        "touch /x succeeded on a read-only rootfs: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.1 == "stderr" && l.3.contains("Read-only file system")),
+        "{lines:?}"
+    );
+    let r = n.exec_sync(&ro_id, &["touch", "/y"], 5).await.unwrap();
+    assert_ne!(r.exit_code, 0, "touch /y in an exec succeeded");
+    // The pod's files are mounted read-only too.
+    let r = n
+        .exec_sync(&ro_id, &["sh", "-c", "echo x >> /etc/hosts"], 5)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0, "/etc/hosts is writable");
+
+    n.stop_container(&ro_id, 0).await;
+    for id in [&failing, &ok, &ro_id] {
+        n.remove_container(id).await;
+    }
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+#[tokio::test]
+async fn a_retried_create_container_returns_the_same_container() {
+    let mut n = Node::start(12).await;
+    let pod = n.pod("retry", "0d1e2f30-0000-4000-8000-000000000012");
+    let pod_id = n.run_pod(&pod).await;
+    let cfg = container("main", &["sleep", "1000"]);
+    let first = n
+        .create(&pod_id, &pod, &cfg)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", n.d.log_text()));
+    let again = n.create(&pod_id, &pod, &cfg).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(n.list(cri::ContainerFilter::default()).await.len(), 1);
+    // A new attempt is a new container.
+    let mut next = cfg.clone();
+    next.metadata.as_mut().unwrap().attempt = 1;
+    let second = n.create(&pod_id, &pod, &next).await.unwrap();
+    assert_ne!(second, first);
+
+    for id in [&first, &second] {
+        n.remove_container(id).await;
+    }
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+#[tokio::test]
+async fn a_running_container_survives_a_daemon_restart() {
+    let mut n = Node::start(13).await;
+    let pod = n.pod("restart", "0d1e2f30-0000-4000-8000-000000000013");
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
+        .await;
+    let (before, info) = n.status(&id).await;
+    let pid = info["pid"].as_i64().unwrap();
+
+    n.d = n.d.restart().await;
+    n.rt = n.d.runtime().await;
+    let (after, info) = n.status(&id).await;
+    assert_eq!(
+        after.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{after:?}\n{}",
+        n.d.log_text()
+    );
+    assert_eq!(info["pid"].as_i64(), Some(pid));
+    assert_eq!(after.started_at, before.started_at);
+    assert_eq!(after.log_path, before.log_path);
+    let r = n.exec_sync(&id, &["echo", "alive"], 5).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "alive\n");
+    assert_eq!(
+        n.list(cri::ContainerFilter {
+            pod_sandbox_id: pod_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+
+    n.stop_container(&id, 2).await;
+    assert_eq!(
+        n.status(&id).await.0.state,
+        cri::ContainerState::ContainerExited as i32
+    );
+    n.remove_container(&id).await;
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+#[tokio::test]
+async fn bad_container_requests_get_clear_codes() {
+    let mut n = Node::start(14).await;
+    let pod = n.pod("bad", "0d1e2f30-0000-4000-8000-000000000014");
+    let pod_id = n.run_pod(&pod).await;
+    let good = container("main", &["sleep", "1000"]);
+
+    let e = n.create(&"e".repeat(64), &pod, &good).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "unknown sandbox: {e}");
+
+    let mut unpulled = good.clone();
+    unpulled.image.as_mut().unwrap().image = format!("{}/e2e/never:pulled", "registry.e2e.test");
+    let e = n.create(&pod_id, &pod, &unpulled).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "image not pulled: {e}");
+
+    let mut no_metadata = good.clone();
+    no_metadata.metadata = None;
+    let e = n.create(&pod_id, &pod, &no_metadata).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "no metadata: {e}");
+
+    for bad in ["../escape.log", "main/../../escape.log", "/etc/passwd"] {
+        let mut escaping = good.clone();
+        escaping.log_path = bad.into();
+        let e = n.create(&pod_id, &pod, &escaping).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "log_path {bad:?}: {e}");
+    }
+
+    let e =
+        n.rt.start_container(cri::StartContainerRequest {
+            container_id: "d".repeat(64),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "start of an unknown id: {e}");
+
+    // None of these made a container, and the good config still works (no name left reserved).
+    assert!(n.list(cri::ContainerFilter::default()).await.is_empty());
+    let id = n.create(&pod_id, &pod, &good).await.unwrap();
+    n.remove_container(&id).await;
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+#[tokio::test]
+async fn a_streaming_exec_over_websocket_carries_stdin_stdout_and_the_exit_code() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let mut n = Node::start(15).await;
+    let pod = n.pod("stream", "0d1e2f30-0000-4000-8000-000000000015");
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
+        .await;
+
+    let url =
+        n.rt.exec(cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "cat; exit 3".into()],
+            tty: false,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Exec: {e}\n{}", n.d.log_text()))
+        .into_inner()
+        .url;
+    let rest = url
+        .strip_prefix("http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("exec URL {url}"));
+    let (port, token) = rest.split_once("/exec/").unwrap();
+    assert!(port.parse::<u16>().is_ok() && !token.is_empty(), "{url}");
+
+    let mut req = url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket handshake: {e}\n{}", n.d.log_text()));
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "v5.channel.k8s.io"
+    );
+    ws.send(Message::binary(b"\x00hello from stdin\n".to_vec()))
+        .await
+        .unwrap();
+    // v5: close stdin.
+    ws.send(Message::binary(vec![255, 0])).await.unwrap();
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), Vec::new());
+    let read = async {
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Binary(b) if !b.is_empty() => match b[0] {
+                    1 => out.extend_from_slice(&b[1..]),
+                    2 => err.extend_from_slice(&b[1..]),
+                    3 => status.extend_from_slice(&b[1..]),
+                    _ => {}
+                },
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the exec session did not end");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "hello from stdin\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&err)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status)
+        .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(&status)));
+    assert_eq!(status["status"], "Failure", "{status}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // The URL is single-use.
+    let mut again = url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    again.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    assert!(
+        tokio_tungstenite::client_async(again, tcp).await.is_err(),
+        "a used exec URL was accepted again"
+    );
+
+    n.stop_container(&id, 0).await;
+    n.remove_container(&id).await;
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+/// Regression: the daemon as the other e2e tests configure it, `state` under the test's dir in /tmp,
+/// 30 bytes long. Starting a container failed when its monitor socket path was longer than a
+/// unix socket address holds (the monitor now binds through /proc/self/fd).
+#[tokio::test]
+async fn a_container_starts_with_the_default_test_state_path() {
+    let cfg = DaemonConfig::new();
+    let state = tempfile::tempdir().unwrap(); // unused: the daemon's state stays in cfg's dir
+    let mut n = Node::start_with(16, cfg, state).await;
+    let pod = n.pod("long", "0d1e2f30-0000-4000-8000-000000000016");
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create(&pod_id, &pod, &container("main", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    let started =
+        n.rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    let failed = started.as_ref().err().map(|e| e.to_string());
+    n.remove_container(&id).await;
+    n.remove_pod(&pod_id).await;
+    let log = n.finish().await;
+    assert!(failed.is_none(), "StartContainer: {failed:?}\n{log}");
+}
