@@ -30,7 +30,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
   grep -o " $W[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
   ip link del "$BRIDGE" 2>/dev/null
-  rm -rf "$W" /var/lib/cni/networks/carapace-bench
+  rm -rf "$W" /var/lib/cni/networks/carapace-bench /tmp/carapace-bench-logs
 }
 trap cleanup EXIT
 
