@@ -8,6 +8,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 ## run: install the runtime packages, build the release binary and serve the CRI in the foreground
 run: deps build
+	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/10-carapace.conflist /etc/cni/net.d/10-carapace.conflist
 	exec ./target/release/carapace serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
 
 build:
