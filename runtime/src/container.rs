@@ -5,7 +5,7 @@
 //! process: the monitor and exec helper are separate (re-exec'd) processes.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -413,6 +413,12 @@ impl Container {
     /// the process's stdio (for streaming exec): the caller sets stdio, spawns and waits. The exit
     /// status is the process's (128 + signal when killed).
     pub fn exec_command(&self, args: &[String]) -> Result<Command> {
+        self.exec_helper(args, Duration::ZERO)
+    }
+
+    /// The exec helper for `args`, the request in its environment so that its stdio is the
+    /// process's; the helper kills the process when `timeout` passes (zero: never).
+    fn exec_helper(&self, args: &[String], timeout: Duration) -> Result<Command> {
         if self.status()?.state != State::Running {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
@@ -424,7 +430,7 @@ impl Container {
         }
         let req = serde_json::to_string(&monitor::ExecRequest {
             args: args.to_vec(),
-            timeout_ms: 0,
+            timeout_ms: timeout.as_millis() as u64,
         })
         .map_err(|e| Error::internal("exec request", e))?;
         let mut cmd = Command::new(&self.opts.helper_exe);
@@ -438,35 +444,14 @@ impl Container {
     /// ExecSync: runs `args` in the container's namespaces and cgroup with its user, capabilities
     /// and seccomp; kills it when `timeout` passes (zero: no timeout).
     pub fn exec_sync(&self, args: &[String], timeout: Duration) -> Result<ExecOutput> {
-        if self.status()?.state != State::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                self.id
-            )));
-        }
-        if args.is_empty() {
-            return Err(Error::InvalidArgument("exec needs a command".into()));
-        }
-        let req = serde_json::to_vec(&monitor::ExecRequest {
-            args: args.to_vec(),
-            timeout_ms: timeout.as_millis() as u64,
-        })
-        .map_err(|e| Error::internal("exec request", e))?;
         let started = Instant::now();
-        let mut child = Command::new(&self.opts.helper_exe)
-            .args(&self.opts.helper_args)
-            .arg("exec")
-            .arg(&self.bundle)
-            .stdin(Stdio::piped())
+        let mut child = self
+            .exec_helper(args, timeout)?
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::internal("spawn exec helper", e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&req)
-                .map_err(|e| Error::internal("exec request", e))?;
-        }
         let capped = |r: Option<Box<dyn Read + Send>>| {
             std::thread::spawn(move || {
                 let mut buf = Vec::new();

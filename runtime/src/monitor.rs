@@ -382,28 +382,22 @@ fn serve(
     let _ = conn.write_all(format!("{answer}\n").as_bytes());
 }
 
-/// The ExecSync request, on the helper's stdin.
+/// An exec request, in the helper's environment.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ExecRequest {
     pub args: Vec<String>,
     pub timeout_ms: u64,
 }
 
-/// Where a streaming exec passes its request, leaving stdin to the process (see
-/// `Container::exec_command`).
+/// Where the daemon passes an exec request, leaving stdin to the process.
 pub(crate) const EXEC_REQUEST_ENV: &str = "_CARAPACE_EXEC_REQUEST";
 
 fn exec_helper(bundle: &Path) -> Result<u8> {
-    let mut input = String::new();
-    match std::env::var(EXEC_REQUEST_ENV) {
-        // The process gets the spec's environment (execve), never the helper's.
-        Ok(v) => input = v,
-        Err(_) => {
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .ctx("read exec request")?;
-        }
-    }
+    // The request comes in the environment so that stdin stays the process's; the process gets
+    // the spec's environment (execve), never the helper's.
+    let input = std::env::var(EXEC_REQUEST_ENV).map_err(|_| {
+        Error::InvalidArgument(format!("exec request: {EXEC_REQUEST_ENV} is not set"))
+    })?;
     let req: ExecRequest = serde_json::from_str(&input)
         .map_err(|e| Error::InvalidArgument(format!("exec request: {e}")))?;
     let record: Record = read_json(&bundle.join("container.json"))?;
