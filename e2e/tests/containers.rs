@@ -24,8 +24,25 @@ struct Node {
     rt: RuntimeServiceClient<Channel>,
     registry: Registry,
     net: PodNetwork,
+    /// The test's index: its bridge, subnet and the last group of its pod uids.
+    index: u8,
     /// The daemon's `state`, outside the test's dir (see [`short_state`]).
     state: tempfile::TempDir,
+}
+
+/// Directories below `dir`, `depth` levels deep at most.
+fn walk_dirs(dir: &Path, depth: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(e.path().display().to_string());
+            out.extend(walk_dirs(&e.path(), depth - 1));
+        }
+    }
+    out
 }
 
 /// A `state` directory with a short path. The daemon binds each container's monitor socket at
@@ -62,6 +79,7 @@ impl Node {
             rt,
             registry,
             net,
+            index,
             state,
         };
         node.pull().await;
@@ -293,8 +311,19 @@ impl Node {
             registry,
             net,
             state,
+            index,
             ..
         } = self;
+        // No pod or container cgroup of this test's pods is left in any hierarchy.
+        let suffix = format!("-{index:012}");
+        let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|c| walk_dirs(&c.path().join("kubepods"), 4))
+            .filter(|p| p.contains(&suffix))
+            .collect();
+        assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
         let log = d.stop().await;
         let mounts = mounts_under(state.path());
         assert!(

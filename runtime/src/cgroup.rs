@@ -133,24 +133,22 @@ impl ContainerCgroup {
     /// Removes the cgroup once its processes are gone; waits up to `timeout` for the kernel to
     /// finish reaping them (rmdir says EBUSY until then). Missing is success.
     pub fn destroy(&self, timeout: Duration) -> Result<()> {
+        // rmdir per controller directory ourselves: every hierarchy must lose the directory (a
+        // memory cgroup left behind keeps the pod cgroup from ever being removed), and EBUSY while
+        // the last task is reaped is retried until the deadline.
         let deadline = Instant::now() + timeout;
-        loop {
-            let cg = Cgroup::load(hierarchies::auto(), &self.path);
-            if !cg.exists() {
-                return Ok(());
-            }
-            match cg.delete() {
-                Ok(()) if !cg.exists() => return Ok(()),
-                Ok(()) => {}
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(cg_err("remove", &self.path, e));
+        for dir in self.dirs() {
+            loop {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(cg_err("remove", &dir.display().to_string(), e));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
-                Err(_) => {}
             }
-            if Instant::now() >= deadline {
-                return Err(cg_err("remove", &self.path, "still present"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 }
