@@ -8,7 +8,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 ## run: install the runtime packages, build the release binary and serve the CRI in the foreground
 run: deps build
-	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/10-carapace.conflist /etc/cni/net.d/10-carapace.conflist
+	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/cni/10-carapace-bridge.conflist /etc/cni/net.d/10-carapace-bridge.conflist
 	exec ./target/release/carapace serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
 
 build:
@@ -36,7 +36,7 @@ install: deps build
 	install -D -m 0644 deploy/carapace.service /etc/systemd/system/carapace.service
 	install -D -m 0644 README.md /usr/local/share/doc/carapace/README.md
 	[ -e /etc/carapace/config.toml ] || install -D -m 0644 deploy/config.toml /etc/carapace/config.toml
-	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/10-carapace.conflist /etc/cni/net.d/10-carapace.conflist
+	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/cni/10-carapace-bridge.conflist /etc/cni/net.d/10-carapace-bridge.conflist
 	! command -v systemctl >/dev/null || systemctl daemon-reload
 
 clean:
