@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
 [--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--only w1,w2]
-workloads: pod-start container-start churn churn-parallel exec-sync list pull memory";
+workloads: pod-start pod-stop-remove container-start churn churn-parallel exec-sync list pull memory";
 
 struct Args {
     endpoints: Vec<(String, String)>,
@@ -283,6 +283,13 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
                 r.remove_pod(&id).await?;
             }
         }
+        "pod-stop-remove" => {
+            for _ in 0..rounds {
+                let (id, _) = r.run_pod().await?;
+                let (_, ms) = timed(r.remove_pod(&id)).await?;
+                s.push(ms);
+            }
+        }
         "container-start" => {
             let (pod, cfg) = r.run_pod().await?;
             for _ in 0..rounds {
@@ -455,6 +462,7 @@ async fn main() -> Result<()> {
     }
     let all = [
         "pod-start",
+        "pod-stop-remove",
         "container-start",
         "exec-sync",
         "list",

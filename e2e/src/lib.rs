@@ -313,6 +313,21 @@ impl Daemon {
         Daemon::start_with(config).await
     }
 
+    /// Kills the daemon with SIGKILL (no shutdown of its own at all, as after an OOM kill or a
+    /// crash) and starts a new one on the same configuration.
+    pub async fn kill_and_restart(mut self) -> Daemon {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let pid = Pid::from_raw(child.id().expect("daemon pid") as i32);
+        kill(pid, Signal::SIGKILL).expect("sending SIGKILL");
+        tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("carapace did not die within {STOP_TIMEOUT:?}"))
+            .expect("waiting for carapace");
+        // Take the config out without running Drop's cleanup (the child is already gone).
+        let config = std::mem::take(&mut self.config);
+        Daemon::start_with(config).await
+    }
+
     /// SIGTERM, then checks: exit status 0, socket removed, no mount under the test's dir, no
     /// process left that names the test's dir. Returns the daemon's log.
     pub async fn stop(mut self) -> String {
