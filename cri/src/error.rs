@@ -43,6 +43,11 @@ fn sandbox_code(e: &carapace_podsandbox::Error) -> Code {
         E::NotFound(_) => Code::NotFound,
         // The node is not set up for this pod yet: no CNI network, no infra program.
         E::NetworkNotReady(_) | E::NoInfraProgram => Code::FailedPrecondition,
+        // The kernel refusing a value the pod asked for (a sysctl value it cannot parse) is the
+        // request's fault, not the node's.
+        E::Kernel { source, .. } if source.kind() == std::io::ErrorKind::InvalidInput => {
+            Code::InvalidArgument
+        }
         E::Network(_) | E::Kernel { .. } | E::Io { .. } | E::State { .. } | E::Teardown { .. } => {
             Code::Internal
         }

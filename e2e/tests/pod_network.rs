@@ -414,7 +414,6 @@ async fn bad_and_non_namespaced_sysctls_are_invalid_arguments() {
 }
 
 #[tokio::test]
-#[ignore = "daemon bug: a namespaced sysctl value the kernel rejects (EINVAL) comes back as Internal, not InvalidArgument"]
 async fn a_namespaced_sysctl_with_a_bad_value_is_an_invalid_argument() {
     let cfg = DaemonConfig::new();
     let net = PodNetwork::bridge(&cfg, 27);
@@ -442,7 +441,6 @@ async fn a_namespaced_sysctl_with_a_bad_value_is_an_invalid_argument() {
 }
 
 #[tokio::test]
-#[ignore = "daemon bug: the undo's CNI DEL fails on the same missing plugin (ADD never ran), so the failed sandbox is kept as NOTREADY, stays listed, and RemovePodSandbox fails the same way"]
 async fn a_missing_plugin_fails_run_pod_sandbox_with_its_name_and_leaks_nothing() {
     let t = Instant::now();
     let cfg = DaemonConfig::new();

@@ -512,6 +512,19 @@ impl Sandboxes {
             let fallback = carapace_cni::load_network(&self.opts.cni_conf_dir).ok();
             match self.cni.del(&name, &att, fallback.as_ref()) {
                 Ok(()) => sb.network = None,
+                // A plugin that is not installed can run no DEL now nor ever: insisting would
+                // keep the pod for ever. Its pod-side interfaces go with the namespace; what it
+                // may have left on the host (an IPAM lease) is logged for the operator.
+                Err(carapace_cni::Error::PluginNotFound { plugin, dirs }) => {
+                    tracing::warn!(
+                        sandbox = %sb.id,
+                        network = %name,
+                        %plugin,
+                        ?dirs,
+                        "CNI DEL skipped: plugin not installed; host-side state it made, if any, stays"
+                    );
+                    sb.network = None;
+                }
                 Err(e) => errors.push(e.to_string()),
             }
         }
