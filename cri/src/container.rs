@@ -1480,20 +1480,30 @@ impl ContainerApi {
         .await
     }
 
+    /// The full id of `id` with the call's span filled in, or `None` for an id no container has:
+    /// Stop and Remove of an unknown container succeed (see the module doc).
+    fn resolve_if_known(&self, id: &str) -> Result<Option<String>, Error> {
+        match self.inner.resolve(id) {
+            Ok(full) => {
+                record_ids(&self.inner, &full);
+                Ok(Some(full))
+            }
+            Err(Error::NotFound(_)) => {
+                tracing::Span::current().record("container_id", id);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// StopContainer: an unknown id is not an error (see the module doc).
     pub(crate) async fn stop(
         &self,
         req: StopContainerRequest,
     ) -> Result<StopContainerResponse, Error> {
-        let id = match self.inner.resolve(&req.container_id) {
-            Ok(id) => id,
-            Err(Error::NotFound(_)) => {
-                tracing::Span::current().record("container_id", req.container_id.as_str());
-                return Ok(StopContainerResponse {});
-            }
-            Err(e) => return Err(e),
+        let Some(id) = self.resolve_if_known(&req.container_id)? else {
+            return Ok(StopContainerResponse {});
         };
-        record_ids(&self.inner, &id);
         let timeout = Duration::from_secs(req.timeout.max(0) as u64);
         self.stop_id(id, timeout).await?;
         Ok(StopContainerResponse {})
@@ -1519,15 +1529,9 @@ impl ContainerApi {
         &self,
         req: RemoveContainerRequest,
     ) -> Result<RemoveContainerResponse, Error> {
-        let id = match self.inner.resolve(&req.container_id) {
-            Ok(id) => id,
-            Err(Error::NotFound(_)) => {
-                tracing::Span::current().record("container_id", req.container_id.as_str());
-                return Ok(RemoveContainerResponse {});
-            }
-            Err(e) => return Err(e),
+        let Some(id) = self.resolve_if_known(&req.container_id)? else {
+            return Ok(RemoveContainerResponse {});
         };
-        record_ids(&self.inner, &id);
         self.remove_id(id).await?;
         tracing::info!("container removed");
         Ok(RemoveContainerResponse {})

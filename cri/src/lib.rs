@@ -40,33 +40,19 @@ struct Node {
 /// The CRI services of one daemon, ready to be added to a tonic server.
 pub struct Cri {
     node: Arc<Node>,
-    /// The image store; `None` only for services built by [`Cri::new`], whose image calls answer
-    /// `Unavailable`. (It moves into `Node` once container creation needs lower dirs.)
+    /// The image store, opened by [`Cri::open`]; an `Option` like the other stores so that a
+    /// service built without it answers `Unavailable` rather than panicking.
     images: Option<carapace_imageservice::Images>,
     /// The pod sandbox store; `None` until [`Cri::with_sandboxes`], sandbox calls answer
     /// `Unavailable` until then.
     sandboxes: Option<Arc<carapace_podsandbox::Sandboxes>>,
+    /// The container store; `None` until [`Cri::with_containers`].
     containers: Option<container::ContainerApi>,
+    /// The exec/port-forward server; `None` until [`Cri::with_streaming`].
     stream: Option<Arc<stream::StreamServer>>,
 }
 
 impl Cri {
-    /// Services without an image store: image calls answer `Unavailable`. Kept while the daemon
-    /// moves to [`Cri::open`].
-    pub fn new(config: Config, version: impl Into<String>) -> Self {
-        Self {
-            node: Arc::new(Node {
-                config,
-                version: version.into(),
-                pod_cidr: tokio::sync::RwLock::new(String::new()),
-            }),
-            images: None,
-            sandboxes: None,
-            containers: None,
-            stream: None,
-        }
-    }
-
     /// Opens the stores under `config.root` (creating them, reloading image records, removing what
     /// an interrupted pull left) and registers their metrics in `metrics`. `version` is the
     /// daemon's own version, reported by `Version`.

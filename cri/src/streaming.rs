@@ -76,13 +76,15 @@ impl Backend {
         .await
         .map_err(|e| Error::Internal(format!("port-forward task: {e}")))??;
         // Host-network pods have no namespace of their own: their ports are the node's.
-        let stream = match netns {
-            None => std::net::TcpStream::connect(("127.0.0.1", port))
-                .map_err(|e| Error::Internal(format!("dialling port {port}: {e}")))?,
-            Some(ns) => tokio::task::spawn_blocking(move || connect_in_netns(&ns, port))
+        let Some(ns) = netns else {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
-                .map_err(|e| Error::Internal(format!("port-forward task: {e}")))??,
+                .map_err(|e| Error::Internal(format!("dialling port {port}: {e}")))?;
+            return Ok(Box::new(stream));
         };
+        let stream = tokio::task::spawn_blocking(move || connect_in_netns(&ns, port))
+            .await
+            .map_err(|e| Error::Internal(format!("port-forward task: {e}")))??;
         stream
             .set_nonblocking(true)
             .map_err(|e| Error::Internal(format!("port-forward socket: {e}")))?;

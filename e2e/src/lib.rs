@@ -293,16 +293,21 @@ impl Daemon {
         body
     }
 
+    /// Sends `sig` to the daemon and waits for it to exit (the fixture then owns no child).
+    async fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let pid = Pid::from_raw(child.id().expect("daemon pid") as i32);
+        kill(pid, sig).unwrap_or_else(|e| panic!("sending {sig}: {e}"));
+        tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("carapace did not exit on {sig} within {STOP_TIMEOUT:?}"))
+            .expect("waiting for carapace")
+    }
+
     /// Stops the daemon with SIGTERM and starts it again on the same configuration, as an
     /// operator's `systemctl restart` does: pods and containers are meant to live on.
     pub async fn restart(mut self) -> Daemon {
-        let mut child = self.child.take().expect("daemon already stopped");
-        let pid = Pid::from_raw(child.id().expect("daemon pid") as i32);
-        kill(pid, Signal::SIGTERM).expect("sending SIGTERM");
-        let status = tokio::time::timeout(STOP_TIMEOUT, child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("carapace did not stop within {STOP_TIMEOUT:?}"))
-            .expect("waiting for carapace");
+        let status = self.signal_and_wait(Signal::SIGTERM).await;
         assert!(
             status.success(),
             "carapace exited with {status}:\n{}",
@@ -316,13 +321,7 @@ impl Daemon {
     /// Kills the daemon with SIGKILL (no shutdown of its own at all, as after an OOM kill or a
     /// crash) and starts a new one on the same configuration.
     pub async fn kill_and_restart(mut self) -> Daemon {
-        let mut child = self.child.take().expect("daemon already stopped");
-        let pid = Pid::from_raw(child.id().expect("daemon pid") as i32);
-        kill(pid, Signal::SIGKILL).expect("sending SIGKILL");
-        tokio::time::timeout(STOP_TIMEOUT, child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("carapace did not die within {STOP_TIMEOUT:?}"))
-            .expect("waiting for carapace");
+        self.signal_and_wait(Signal::SIGKILL).await;
         // Take the config out without running Drop's cleanup (the child is already gone).
         let config = std::mem::take(&mut self.config);
         Daemon::start_with(config).await
@@ -331,13 +330,7 @@ impl Daemon {
     /// SIGTERM, then checks: exit status 0, socket removed, no mount under the test's dir, no
     /// process left that names the test's dir. Returns the daemon's log.
     pub async fn stop(mut self) -> String {
-        let mut child = self.child.take().expect("daemon already stopped");
-        let pid = Pid::from_raw(child.id().expect("daemon pid") as i32);
-        kill(pid, Signal::SIGTERM).expect("sending SIGTERM");
-        let status = tokio::time::timeout(STOP_TIMEOUT, child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("carapace did not stop within {STOP_TIMEOUT:?}"))
-            .expect("waiting for carapace");
+        let status = self.signal_and_wait(Signal::SIGTERM).await;
         let log = self.log_text();
         assert!(status.success(), "carapace exited with {status}:\n{log}");
         assert!(
