@@ -73,13 +73,18 @@ cat > "$W/net.d/10-bench.conflist" <<JSON
 }
 JSON
 
+# Both runtimes keep their state (bundles, sandboxes, shim and monitor sockets) on a tmpfs, as
+# /run is on a node, and their root (images, snapshots, metadata) on disk.
+mkdir -p "$W/run"
+mount -t tmpfs -o mode=0711 tmpfs "$W/run"
+
 # containerd, configured like carapace: same CNI, same registry config, cgroupfs, overlayfs.
 restrict=false
 (echo -999 > /proc/self/oom_score_adj) 2>/dev/null || restrict=true
 cat > "$W/containerd.toml" <<TOML
 version = 2
 root = "$W/containerd/root"
-state = "$W/containerd/state"
+state = "$W/run/containerd"
 [grpc]
   address = "$W/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -106,7 +111,7 @@ CONTAINERD_PID=$!
 
 cat > "$W/carapace.toml" <<TOML
 root = "$W/carapace/root"
-state = "$W/carapace/state"
+state = "$W/run/carapace"
 [grpc]
 address = "$W/carapace.sock"
 [metrics]

@@ -76,17 +76,22 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         metrics.registry(),
     )
     .context("opening the image store")?
-    // The pod infra process (PID 1 of a shared PID namespace) is this binary in its `infra` role.
-    .with_sandboxes(Some(carapace_cri::InfraCommand {
-        program: "/proc/self/exe".into(),
-        args: vec![crate::INFRA_SUBCOMMAND.into()],
-    }))
-    .context("opening the sandbox store")?
     .with_containers()
-    .context("opening the container store")?
-    .with_streaming()
-    .await
-    .context("starting the streaming server")?;
+    .context("opening the container store")?;
+    // The pod infra process (PID 1 of a shared PID namespace) is this binary in its `infra` role,
+    // started from the same read-only bind as the container helpers.
+    let infra = carapace_cri::InfraCommand {
+        program: cri
+            .helper_exe()
+            .map_or_else(|| "/proc/self/exe".into(), |p| p.to_owned()),
+        args: vec![crate::INFRA_SUBCOMMAND.into()],
+    };
+    let cri = cri
+        .with_sandboxes(Some(infra))
+        .context("opening the sandbox store")?
+        .with_streaming()
+        .await
+        .context("starting the streaming server")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -403,6 +403,7 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
             // Memory the node lost per running pod (+ one container), all processes and kernel
             // objects included: what an operator pays for each pod on this runtime.
             let before = mem_used_mib()?;
+            let helpers_before = helpers_mib()?;
             let mut pods = Vec::new();
             for _ in 0..a.pods {
                 let (pod, cfg) = r.run_pod().await?;
@@ -412,6 +413,24 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = mem_used_mib()?;
             s.push((after - before) / a.pods as f64);
+            let (rss, pss) = helpers_mib()?;
+            let n = a.pods.max(1) as f64;
+            eprintln!(
+                "  {}: per-pod helper processes (shim/pause or monitor/infra): RSS {:.2} MiB, PSS {:.2} MiB",
+                r.name,
+                (rss - helpers_before.0) / n,
+                (pss - helpers_before.1) / n
+            );
+            extra_row(
+                &r.name,
+                "helper RSS per pod (shim + pause / monitor + infra)",
+                (rss - helpers_before.0) / n,
+            );
+            extra_row(
+                &r.name,
+                "helper PSS per pod (shim + pause / monitor + infra)",
+                (pss - helpers_before.1) / n,
+            );
             if let Some(pid) = a.pids.get(&r.name) {
                 eprintln!(
                     "  {}: daemon RSS with {} pods: {:.1} MiB",
@@ -439,6 +458,56 @@ fn mem_used_mib() -> Result<f64> {
             .with_context(|| format!("{k} missing from /proc/meminfo"))
     };
     Ok((field("MemTotal:")? - field("MemAvailable:")?) / 1024.0)
+}
+
+/// Rows measured inside another workload (the memory one): (row, runtime) -> samples.
+static EXTRA: std::sync::Mutex<Vec<(String, String, f64)>> = std::sync::Mutex::new(Vec::new());
+
+fn extra_row(runtime: &str, row: &str, v: f64) {
+    EXTRA
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((row.to_owned(), runtime.to_owned(), v));
+}
+
+/// Total RSS and PSS (MiB) of the per-pod processes a runtime keeps besides the workload:
+/// containerd's shims and pause containers (the bench's pause image runs `sleep 2147483647`),
+/// carapace's monitors and infra processes.
+fn helpers_mib() -> Result<(f64, f64)> {
+    let (mut rss, mut pss) = (0.0, 0.0);
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+        let helper = arg(0).contains("containerd-shim")
+            || (arg(0) == "sleep" && arg(1) == "2147483647")
+            || (arg(1) == "runtime-helper" && arg(2) == "monitor")
+            || (arg(0).contains("carapace") && arg(1) == "infra");
+        if !helper {
+            continue;
+        }
+        let Ok(roll) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            roll.lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        rss += field("Rss:") / 1024.0;
+        pss += field("Pss:") / 1024.0;
+    }
+    Ok((rss, pss))
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {
@@ -511,6 +580,33 @@ async fn main() -> Result<()> {
         );
         println!(
             "| {w} | {a50:.2}{unit} | {a95:.2}{unit} | {b50:.2}{unit} | {b95:.2}{unit} | {:.2} |",
+            a50 / b50
+        );
+    }
+    let extra = EXTRA.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut names: Vec<&String> = Vec::new();
+    for (row, _, _) in &extra {
+        if !names.contains(&row) {
+            names.push(row);
+        }
+    }
+    for row in names {
+        let of = |rt: &String| -> Vec<f64> {
+            extra
+                .iter()
+                .filter(|(r, n, _)| r == row && n == rt)
+                .map(|(_, _, v)| *v)
+                .collect()
+        };
+        let (a, b) = (of(na), of(nb));
+        let (a50, a95, b50, b95) = (
+            percentile(&a, 50.0),
+            percentile(&a, 95.0),
+            percentile(&b, 50.0),
+            percentile(&b, 95.0),
+        );
+        println!(
+            "| {row} | {a50:.2} MiB | {a95:.2} MiB | {b50:.2} MiB | {b95:.2} MiB | {:.2} |",
             a50 / b50
         );
     }

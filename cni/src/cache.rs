@@ -104,7 +104,8 @@ impl Cache {
 }
 
 /// Writes `bytes` to `path` so that readers see the old file or the whole new one, even across a
-/// crash: a temporary file beside it, fsync, rename over, fsync of the directory.
+/// crash of the daemon: a temporary file beside it, renamed over. No fsync: the cache lives under
+/// the state dir, with the namespaces its entries describe, which a reboot ends.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -125,9 +126,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .truncate(true)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

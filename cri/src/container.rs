@@ -1079,20 +1079,15 @@ struct Meta {
 
 const META_FILE: &str = "cri.json";
 
-/// Temp file, fsync, rename, fsync the directory: a crash leaves the old file or the new one.
+/// Temp file, rename: a crash of the daemon leaves the old file or the new one. No fsync: the
+/// record lives in the bundle under the state dir, whose containers a reboot ends anyway.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent directory"))?;
     let tmp = dir.join(format!(".{META_FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A random 64-hex container id.

@@ -48,6 +48,8 @@ pub struct Cri {
     sandboxes: Option<Arc<carapace_podsandbox::Sandboxes>>,
     /// The container store; `None` until [`Cri::with_containers`].
     containers: Option<container::ContainerApi>,
+    /// Where helper processes start from; set by [`Cri::with_containers`].
+    helper_exe: Option<std::path::PathBuf>,
     /// The exec/port-forward server; `None` until [`Cri::with_streaming`].
     stream: Option<Arc<stream::StreamServer>>,
 }
@@ -78,6 +80,7 @@ impl Cri {
             sandboxes: None,
             containers: None,
             stream: None,
+            helper_exe: None,
         })
     }
 
@@ -109,8 +112,15 @@ impl Cri {
             c.root.clone(),
             c.state.clone(),
         )?;
+        self.helper_exe = Some(opts.helper_exe().to_owned());
         self.containers = Some(container::ContainerApi::open(opts)?);
         Ok(self)
+    }
+
+    /// The read-only bind of this binary that [`Cri::with_containers`] made: what helper processes,
+    /// the pod infra process included, are started from.
+    pub fn helper_exe(&self) -> Option<&std::path::Path> {
+        self.helper_exe.as_deref()
     }
 
     /// Starts the exec/attach/port-forward server on `[stream] address`. Without it, those RPCs

@@ -475,9 +475,18 @@ impl Images {
     /// Changes the records through `f` on a copy, persists it, then makes it current: a failed
     /// write leaves memory as it was on disk.
     fn update<T>(&self, f: impl FnOnce(&mut Metadata) -> Result<T, Error>) -> Result<T, Error> {
+        self.update_with(true, f)
+    }
+
+    /// [`Self::update`], fsync'd only when `durable`.
+    fn update_with<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Metadata) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut meta = self.inner.meta.lock().unwrap_or_else(|p| p.into_inner());
         let before = meta.clone();
-        let res = f(&mut meta).and_then(|t| meta.save().map(|()| t));
+        let res = f(&mut meta).and_then(|t| meta.save(durable).map(|()| t));
         if res.is_err() {
             *meta = before;
         }
@@ -594,9 +603,10 @@ impl Images {
     }
 
     /// Marks the snapshots of `image` as used by `holder` (a container ID) until [`Self::release`]:
-    /// they outlive the image's removal, and a restart (holds are persisted).
+    /// they outlive the image's removal, and a restart of the daemon (holds are persisted, without
+    /// fsync: a reboot ends the containers that hold them).
     pub fn hold(&self, holder: &str, image: &Image) -> Result<(), Error> {
-        self.update(|meta| {
+        self.update_with(false, |meta| {
             meta.holds
                 .insert(holder.to_owned(), image.chain_ids.clone());
             Ok(())
@@ -605,7 +615,7 @@ impl Images {
 
     /// Drops `holder`'s hold (none is fine) and collects what it alone kept.
     pub async fn release(&self, holder: &str) -> Result<(), Error> {
-        let had = self.update(|meta| Ok(meta.holds.remove(holder).is_some()))?;
+        let had = self.update_with(false, |meta| Ok(meta.holds.remove(holder).is_some()))?;
         if had {
             self.inner.gc_pending.store(true, Ordering::SeqCst);
             self.collect_if_pending().await;

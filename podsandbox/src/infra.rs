@@ -3,8 +3,7 @@
 //! process). It is the `carapace` binary re-executed in an infra role, not a pause image.
 //!
 //! Two processes: the *outer* one, a child of the daemon in the host PID namespace, unshares a
-//! PID namespace and starts the *inner* one (itself again) as that namespace's PID 1, then waits
-//! for it. The inner one dies with the outer one (parent-death signal), so killing the outer one,
+//! PID namespace and forks the *inner* one as that namespace's PID 1, then waits for it. The inner one dies with the outer one (parent-death signal), so killing the outer one,
 //! even after a daemon restart, ends the namespace.
 
 use std::ffi::OsString;
@@ -19,10 +18,6 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-/// Set in the inner process's environment: its role.
-const PID1_ENV: &str = "CARAPACE_INFRA_PID1";
-/// What PID 1 prints once its parent-death signal is armed.
-const ARMED: &str = "carapace-infra-armed";
 /// The line the outer process prints once PID 1 runs: `<marker><pid of PID 1 on the host>`.
 const READY_MARKER: &str = "carapace-infra-pid1=";
 
@@ -49,12 +44,7 @@ pub struct InfraProcess {
 /// The entry point of the infra role; returns the exit code. Call it first thing in `main`
 /// when the binary is started in that role, before any thread (tokio) exists.
 pub fn infra_main() -> i32 {
-    let r = if std::env::var_os(PID1_ENV).is_some() {
-        pid1()
-    } else {
-        outer()
-    };
-    match r {
+    match outer() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("carapace infra: {e}");
@@ -64,37 +54,41 @@ pub fn infra_main() -> i32 {
 }
 
 fn outer() -> std::io::Result<i32> {
-    // Our children, not we, land in the new namespace: the first one is its PID 1.
+    use std::io::Read;
+    // Our children, not we, land in the new namespace: the first one is its PID 1. A fork, not a
+    // second exec: PID 1 shares our pages, which saves an exec per pod and most of its memory.
     unshare(CloneFlags::CLONE_NEWPID)?;
-    let mut child = Command::new("/proc/self/exe")
-        .args(std::env::args_os().skip(1))
-        .env(PID1_ENV, "1")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    // PID 1 says "ready" once its parent-death signal is armed (other lines are noise, e.g. a
-    // test harness's).
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| std::io::Error::other("no stdout"))?;
-    let ready = BufReader::new(stdout)
-        .lines()
-        .any(|l| l.is_ok_and(|l| l.ends_with(ARMED)));
-    if !ready {
-        let _ = child.kill();
+    let (armed_r, armed_w) = nix::unistd::pipe()?;
+    let child = match crate::sys::fork_single_threaded()? {
+        nix::unistd::ForkResult::Child => {
+            drop(armed_r);
+            let code = pid1(armed_w).unwrap_or(1);
+            std::process::exit(code);
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(armed_w);
+    // PID 1 writes one byte once its parent-death signal is armed; EOF means it died first.
+    let mut byte = [0u8; 1];
+    if std::fs::File::from(armed_r).read(&mut byte)? != 1 {
         return Err(std::io::Error::other("PID 1 did not start"));
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{READY_MARKER}{}", child.id())?;
+    writeln!(out, "{READY_MARKER}{child}")?;
     out.flush()?;
     drop(out);
-    let status = child.wait()?;
-    Ok(status.code().unwrap_or(1))
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(..)) => return Ok(1),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
-fn pid1() -> std::io::Result<i32> {
+fn pid1(armed: std::os::fd::OwnedFd) -> std::io::Result<i32> {
     // Die with the outer process, so the namespace goes when the daemon kills it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     let mut signals = SigSet::empty();
@@ -107,7 +101,7 @@ fn pid1() -> std::io::Result<i32> {
         signals.add(s);
     }
     signals.thread_block()?;
-    println!("{ARMED}");
+    std::fs::File::from(armed).write_all(b"1")?;
     loop {
         match signals.wait()? {
             Signal::SIGCHLD => reap(),
@@ -142,7 +136,6 @@ pub(crate) fn start(cmd: &InfraCommand, pin: &Path) -> std::io::Result<InfraProc
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(&cmd.program)
         .args(&cmd.args)
-        .env_remove(PID1_ENV)
         .current_dir("/")
         // Not in the daemon's process group: a ^C to the daemon is not a ^C to the pods.
         .process_group(0)

@@ -708,19 +708,16 @@ fn load(path: &Path) -> Result<Sandbox, Error> {
     })
 }
 
-/// Temporary file, fsync, rename over, fsync of the directory: readers and a restart after a
-/// crash see the old state or the new one, never half of one.
+/// Temporary file, rename over: readers and a restart after a crash of the daemon see the old
+/// state or the new one, never half of one. No fsync: the record lives under the state dir and
+/// describes namespaces, mounts and processes that a reboot ends (a tmpfs on a node).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent"))?;
     let tmp = dir.join(".sandbox.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn now_nanos() -> i64 {

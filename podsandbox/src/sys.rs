@@ -36,3 +36,21 @@ pub fn loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// fork(2), refused unless this process is single-threaded (the infra role, before any thread).
+pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    if threads != Some(1) {
+        return Err(io::Error::other(
+            "refusing to fork a multi-threaded process",
+        ));
+    }
+    // SAFETY: with exactly one thread no other thread can hold a lock (allocator, stdio) that the
+    // child would inherit mid-update, so the child may run ordinary Rust code. The count was read
+    // just above and nothing in this call starts a thread.
+    Ok(unsafe { nix::unistd::fork() }?)
+}

@@ -28,17 +28,27 @@ pub struct RuntimeOptions {
     pub helper_exe: PathBuf,
     /// Arguments before `monitor|exec <bundle>`; `[HELPER_SUBCOMMAND]` for the daemon.
     pub helper_args: Vec<OsString>,
+    /// Keeps `helper_exe`'s read-only bind mounted while the daemon runs.
+    pub sealed: Option<std::sync::Arc<crate::sealed::SealedExe>>,
 }
 
 impl RuntimeOptions {
-    /// The daemon's options: this very binary, re-exec'd with [`HELPER_SUBCOMMAND`].
+    /// The daemon's options: this very binary, started with [`HELPER_SUBCOMMAND`] from its
+    /// read-only bind (see [`crate::sealed`]).
     pub fn for_daemon(root: PathBuf, state: PathBuf) -> Result<Self> {
+        let sealed = std::sync::Arc::new(crate::sealed::SealedExe::prepare(&state)?);
         Ok(Self {
             root,
             state,
-            helper_exe: std::env::current_exe().map_err(|e| Error::internal("current_exe", e))?,
+            helper_exe: sealed.path().to_owned(),
             helper_args: vec![HELPER_SUBCOMMAND.into()],
+            sealed: Some(sealed),
         })
+    }
+
+    /// The sealed binary helpers start from; the pod infra process uses it too.
+    pub fn helper_exe(&self) -> &Path {
+        &self.helper_exe
     }
 }
 

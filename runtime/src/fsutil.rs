@@ -14,6 +14,35 @@ use nix::sys::stat::{Mode, mkdirat};
 
 use crate::error::{Context, Error, Result};
 
+/// Writes `bytes` to `path` for files under the state dir (bundles, monitor records): they
+/// describe processes, mounts and namespaces that a reboot ends, so they must survive a crash of
+/// the daemon, which the rename gives (the page cache outlives it), but need no fsync; on a node
+/// the state dir is a tmpfs anyway. Readers see the old file or the whole new one.
+pub fn write_state(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal(format!("{} has no parent", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))
+        .and_then(|mut f| f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e)))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("rename to", path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Writes `bytes` to `path` so that after a crash the file holds either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path

@@ -13,6 +13,7 @@ pub mod executor;
 pub mod fsutil;
 pub mod logs;
 pub mod monitor;
+pub mod sealed;
 pub mod seccomp;
 pub mod spec;
 mod sys;

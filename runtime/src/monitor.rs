@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::ContainerCgroup;
 use crate::error::{Context, Error, Result};
 use crate::executor;
-use crate::fsutil::{unix_nanos, write_atomic};
+use crate::fsutil::{unix_nanos, write_state};
 use crate::logs::{LogWriter, MAX_LINE, Stream};
 
 /// The hidden subcommand the `carapace` binary dispatches to [`helper_main`].
@@ -70,7 +70,7 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> 
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let bytes = serde_json::to_vec(v).map_err(|e| Error::internal(path.display(), e))?;
-    write_atomic(path, &bytes)
+    write_state(path, &bytes)
 }
 
 /// Entry point of the helper roles: `args` are what follows [`HELPER_SUBCOMMAND`] on the command
@@ -107,7 +107,7 @@ pub fn helper_main(args: Vec<OsString>) -> ExitCode {
 /// namespace, then detaches that mount: `/proc/<pid>/exe` of every helper (and of the container's
 /// init until it execs) names a file on a read-only mount, so it cannot be opened for writing.
 fn seal_exe(bundle: &Path) -> Result<()> {
-    if std::env::var_os(SEALED_ENV).is_some() {
+    if std::env::var_os(SEALED_ENV).is_some() || crate::sealed::running_sealed() {
         return Ok(());
     }
     unshare(CloneFlags::CLONE_NEWNS).ctx("unshare mount namespace")?;

@@ -295,7 +295,7 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
 /// Writes `spec` as `<bundle>/config.json`, crash-safely.
 pub fn save(bundle: &Path, spec: &Spec) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(spec).map_err(|e| Error::internal("spec", e))?;
-    crate::fsutil::write_atomic(&bundle.join("config.json"), &bytes)
+    crate::fsutil::write_state(&bundle.join("config.json"), &bytes)
 }
 
 pub fn load(bundle: &Path) -> Result<Spec> {

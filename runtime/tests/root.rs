@@ -96,6 +96,7 @@ fn fixture() -> Fixture {
         state: dir.path().join("state"),
         helper_exe: std::env::current_exe().unwrap(),
         helper_args: vec![HELPER_SUBCOMMAND.into()],
+        sealed: None,
     })
     .unwrap();
     Fixture {

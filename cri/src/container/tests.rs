@@ -842,6 +842,7 @@ fn api(t: &tempfile::TempDir) -> ContainerApi {
         state: t.path().join("state"),
         helper_exe: "/bin/false".into(),
         helper_args: vec![],
+        sealed: None,
     })
     .unwrap()
 }
@@ -1059,6 +1060,7 @@ fn metadata_survives_a_restart() {
         state: t.path().join("state"),
         helper_exe: "/bin/false".into(),
         helper_args: vec![],
+        sealed: None,
     };
     // A bundle as the runtime leaves it (its record is opaque here), with our cri.json beside it,
     // and one without cri.json (a create interrupted between the two writes).
