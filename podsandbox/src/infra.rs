@@ -2,9 +2,12 @@
 //! zombies and holds the namespace alive (a PID namespace whose PID 1 is gone takes no new
 //! process). It is the `carapace` binary re-executed in an infra role, not a pause image.
 //!
-//! Two processes: the *outer* one, a child of the daemon in the host PID namespace, unshares a
-//! PID namespace and forks the *inner* one as that namespace's PID 1, then waits for it. The inner one dies with the outer one (parent-death signal), so killing the outer one,
-//! even after a daemon restart, ends the namespace.
+//! The daemon starts an *outer* process, which unshares a PID namespace, forks that namespace's
+//! PID 1, reports its pid and exits: one process per pod stays, orphaned to the host's init (a
+//! fork shares the binary's pages, so it costs little memory). Killing PID 1, even after a daemon
+//! restart (pid and start time are recorded), ends the namespace. Sandboxes recorded by earlier
+//! versions name a long-lived outer process whose PID 1 dies with it; stopping them is the same
+//! kill.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -68,7 +71,7 @@ fn outer() -> std::io::Result<i32> {
         nix::unistd::ForkResult::Parent { child } => child,
     };
     drop(armed_w);
-    // PID 1 writes one byte once its parent-death signal is armed; EOF means it died first.
+    // PID 1 writes one byte once its signals are blocked; EOF means it died first.
     let mut byte = [0u8; 1];
     if std::fs::File::from(armed_r).read(&mut byte)? != 1 {
         return Err(std::io::Error::other("PID 1 did not start"));
@@ -76,21 +79,18 @@ fn outer() -> std::io::Result<i32> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{READY_MARKER}{child}")?;
     out.flush()?;
-    drop(out);
-    loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(..)) => return Ok(1),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    // Our job is done: PID 1 lives on, orphaned to the host's init, which reaps it at the end.
+    Ok(0)
 }
 
 fn pid1(armed: std::os::fd::OwnedFd) -> std::io::Result<i32> {
-    // Die with the outer process, so the namespace goes when the daemon kills it.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // No parent-death signal: the outer process exits right away, and the daemon kills PID 1
+    // itself. Not in the daemon's session either, so a terminal's hangup does not reach it.
+    let _ = nix::unistd::setsid();
+    // The daemon stops reading our stdout once the outer process reported.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
     let mut signals = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -142,7 +142,6 @@ pub(crate) fn start(cmd: &InfraCommand, pin: &Path) -> std::io::Result<InfraProc
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()?;
-    let pid = child.id() as i32;
     let stdout = child
         .stdout
         .take()
@@ -159,7 +158,7 @@ pub(crate) fn start(cmd: &InfraCommand, pin: &Path) -> std::io::Result<InfraProc
         }
         let _ = tx.send(found);
     });
-    let pid1 = match rx.recv_timeout(Duration::from_secs(10)) {
+    let pid1: i32 = match rx.recv_timeout(Duration::from_secs(10)) {
         Ok(Some(p)) => p,
         other => {
             let _ = child.kill();
@@ -175,17 +174,16 @@ pub(crate) fn start(cmd: &InfraCommand, pin: &Path) -> std::io::Result<InfraProc
             )));
         }
     };
-    // Reap the outer process whenever it ends, so it never lingers as a zombie of the daemon.
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
-    let Some((start_time, _)) = proc_start(pid) else {
+    // The outer process exits once it reported; reap it.
+    let _ = child.wait();
+    let Some((start_time, false)) = proc_start(pid1) else {
         return Err(std::io::Error::other(
             "infra process exited right after starting",
         ));
     };
+    // PID 1 itself is what stays and what is killed (by pid and start time).
     let infra = InfraProcess {
-        pid,
+        pid: pid1,
         start_time,
         pid1,
     };
@@ -208,8 +206,9 @@ pub(crate) fn stop(infra: &InfraProcess) -> std::io::Result<()> {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => return Err(e.into()),
     }
-    // PID 1 dies of its parent-death signal right after; wait for that too, so the namespace
-    // is empty when the caller goes on to unpin it.
+    // For sandboxes of earlier versions `pid` is an outer process whose PID 1 dies of its
+    // parent-death signal right after; wait for that too, so the namespace is empty when the
+    // caller goes on to unpin it.
     let pid1_alive = || matches!(proc_start(infra.pid1), Some((_, false)));
     for _ in 0..500 {
         if !alive(infra.pid) && !pid1_alive() {

@@ -12,11 +12,30 @@ use carapace_podsandbox::*;
 
 const MARKER: &str = "carapace-infra-role-marker";
 
-/// Not a test: the infra role, when this binary is re-executed as the infra program.
-#[test]
-fn infra_role() {
+/// No libtest harness: this binary is also the infra program, whose role forks and so must start
+/// before any thread does. Prints a libtest-style result line for the Makefile's tally.
+fn main() -> std::process::ExitCode {
     if std::env::args().any(|a| a == MARKER) {
-        std::process::exit(infra_main());
+        return std::process::ExitCode::from(infra_main() as u8);
+    }
+    let started = std::time::Instant::now();
+    let name = "a_pod_with_real_namespaces_and_bridge_network_leaves_nothing_behind";
+    let ok = std::panic::catch_unwind(
+        a_pod_with_real_namespaces_and_bridge_network_leaves_nothing_behind,
+    )
+    .is_ok();
+    println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+    println!(
+        "test result: {}. {} passed; {} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s",
+        if ok { "ok" } else { "FAILED" },
+        u8::from(ok),
+        u8::from(!ok),
+        started.elapsed().as_secs_f64()
+    );
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
 
@@ -53,7 +72,6 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn a_pod_with_real_namespaces_and_bridge_network_leaves_nothing_behind() {
     let bin = Path::new("/usr/lib/cni");
     if !nix::unistd::geteuid().is_root()
@@ -81,15 +99,7 @@ fn a_pod_with_real_namespaces_and_bridge_network_leaves_nothing_behind() {
     let mut opts = Options::new(dir.path().join("state"), &conf, vec![bin.into()]);
     opts.infra = Some(InfraCommand {
         program: std::env::current_exe().unwrap(),
-        args: [
-            "infra_role",
-            MARKER,
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(Into::into)
-        .to_vec(),
+        args: vec![MARKER.into()],
     });
     let uid = format!("test{}", std::process::id());
     let sandboxes = Sandboxes::open(opts.clone(), Arc::new(Linux)).unwrap();
