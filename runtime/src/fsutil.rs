@@ -19,32 +19,18 @@ use crate::error::{Context, Error, Result};
 /// the daemon, which the rename gives (the page cache outlives it), but need no fsync; on a node
 /// the state dir is a tmpfs anyway. Readers see the old file or the whole new one.
 pub fn write_state(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Internal(format!("{} has no parent", path.display())))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))
-        .and_then(|mut f| f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e)))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("rename to", path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    replace(path, bytes, false)
 }
 
-/// Writes `bytes` to `path` so that after a crash the file holds either the old or the new content.
+/// Writes `bytes` to `path` so that after a crash, of the machine too, the file holds either the
+/// old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, true)
+}
+
+/// A temporary file beside `path`, renamed over it; with `durable`, fsync'd before the rename and
+/// the directory after it.
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Internal(format!("{} has no parent", path.display())))?;
@@ -64,12 +50,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .map_err(|e| Error::io("create", &tmp, e))?;
         f.write_all(bytes)
             .map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        if durable {
+            f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        }
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename to", path, e))?;
-        // The rename itself must reach the disk too.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("fsync", dir, e))
+        if durable {
+            // The rename itself must reach the disk too.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("fsync", dir, e))?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
