@@ -161,7 +161,7 @@ mod tests {
     use crate::unpack::tests::file;
 
     #[test]
-    fn unpack_once_verify_diff_id_and_leave_nothing_on_failure() {
+    fn unpack_once_verify_diff_id_and_leave_nothing_on_failure_or_refusal() {
         let d = tempfile::tempdir().unwrap();
         let s = Snapshotter::open(&d.path().join("snapshots")).unwrap();
         let mut b = tar::Builder::new(Vec::new());
@@ -178,6 +178,31 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Verification { .. }), "{e}");
         assert!(s.list().unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(d.path().join("snapshots"))
+                .unwrap()
+                .count(),
+            0
+        );
+
+        // A hostile layer: refused, and no snapshot (nor a temp dir) is left.
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "ok", b"1");
+        crate::unpack::tests::raw(&mut b, "/abs", tar::EntryType::Regular, "", b"x");
+        let hostile = b.into_inner().unwrap();
+        let hostile_blob = d.path().join("hostile");
+        std::fs::write(&hostile_blob, &hostile).unwrap();
+        let hostile_diff = Digest::of(&hostile);
+        let hostile_chain = crate::chain_ids(std::slice::from_ref(&hostile_diff)).remove(0);
+        let e = s
+            .unpack(
+                &hostile_chain,
+                &hostile_diff,
+                &hostile_blob,
+                &UnpackLimits::default(),
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
         assert_eq!(
             std::fs::read_dir(d.path().join("snapshots"))
                 .unwrap()

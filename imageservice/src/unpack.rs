@@ -1,8 +1,9 @@
 //! Unpacking one layer tar (gzip, zstd or plain) into an empty directory, as overlayfs wants it:
 //! Docker/OCI whiteouts become 0/0 character devices and `trusted.overlay.opaque` xattrs. The tar
 //! is hostile until proven otherwise: every entry is created relative to a directory fd opened with
-//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so no symlink, `..` or absolute path in the
-//! tar can make us write outside the directory; it refuses device nodes and caps entries and bytes.
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so no symlink can make us write outside the
+//! directory; `..` and absolute paths are refused outright, as are device nodes, and entries and
+//! bytes are capped.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -152,14 +153,16 @@ struct Meta {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
-/// A path from the tar as components below the root. `..` is refused; a leading `/` or `./` is
-/// dropped, so an absolute path lands inside the layer as containerd does.
+/// A path from the tar as components below the root. `..` and absolute paths are refused: no
+/// honest image builder writes them (tar itself strips the `/`), so one is a sign of a crafted
+/// layer, and refusing says so instead of quietly landing it elsewhere. `./` is dropped.
 pub(crate) fn components(p: &Path) -> Result<Vec<OsString>, String> {
     let mut out = Vec::new();
     for c in p.components() {
         match c {
             Component::Normal(s) => out.push(s.to_owned()),
-            Component::CurDir | Component::RootDir => {}
+            Component::CurDir => {}
+            Component::RootDir => return Err(format!("path {:?} is absolute", p.display())),
             Component::ParentDir => return Err(format!("path {:?} contains `..`", p.display())),
             Component::Prefix(_) => return Err(format!("path {:?} has a prefix", p.display())),
         }
@@ -651,7 +654,6 @@ pub(crate) mod tests {
             b"",
         );
         raw(&mut b, "etc/hard", tar::EntryType::Link, "etc/hello", b"");
-        raw(&mut b, "/abs/file", tar::EntryType::Regular, "", b"x");
         raw(&mut b, ".wh.gone", tar::EntryType::Regular, "", b"");
         raw(&mut b, "opq/.wh..wh..opq", tar::EntryType::Regular, "", b"");
         file(&mut b, "opq/keep", b"k");
@@ -673,7 +675,6 @@ pub(crate) mod tests {
             std::fs::read_link(root.join("etc/link")).unwrap(),
             Path::new("/etc/hello")
         );
-        assert_eq!(std::fs::read(root.join("abs/file")).unwrap(), b"x");
         let w = std::fs::symlink_metadata(root.join("gone")).unwrap();
         assert!(w.file_type().is_char_device());
         assert_eq!(w.rdev(), 0);
@@ -714,6 +715,22 @@ pub(crate) mod tests {
         let cases: Vec<(&str, Build)> = vec![
             ("dotdot", Box::new(|b| file(b, "../evil", b"x"))),
             ("dotdot-deep", Box::new(|b| file(b, "a/../../evil", b"x"))),
+            ("absolute", {
+                let out = out.clone();
+                Box::new(move |b| file(b, &format!("{out}/evil"), b"x"))
+            }),
+            ("absolute-dir", {
+                let out = out.clone();
+                Box::new(move |b| raw(b, &format!("{out}/d/"), tar::EntryType::Directory, "", b""))
+            }),
+            ("absolute-whiteout", {
+                let out = out.clone();
+                Box::new(move |b| file(b, &format!("{out}/.wh.secret"), b""))
+            }),
+            ("hardlink-absolute", {
+                let secret = format!("{out}/secret");
+                Box::new(move |b| raw(b, "h", tar::EntryType::Link, &secret, b""))
+            }),
             ("symlink-abs", {
                 let out = out.clone();
                 Box::new(move |b| {
@@ -780,6 +797,35 @@ pub(crate) mod tests {
             assert!(
                 rustix::fs::lgetxattr(outside.path(), "trusted.overlay.opaque", &mut [0u8; 4])
                     .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_entry_and_the_reason() {
+        let cases: [(&str, tar::EntryType, &str, &str); 5] = [
+            (
+                "/etc/passwd",
+                tar::EntryType::Regular,
+                "",
+                "\"/etc/passwd\" is absolute",
+            ),
+            ("./../x", tar::EntryType::Regular, "", "contains `..`"),
+            ("h", tar::EntryType::Link, "/etc/passwd", "hard link target"),
+            ("dev/null", tar::EntryType::Char, "", "device node dev/null"),
+            ("/", tar::EntryType::Directory, "", "is absolute"),
+        ];
+        for (path, kind, link, want) in cases {
+            let mut b = tar::Builder::new(Vec::new());
+            file(&mut b, "first", b"1");
+            raw(&mut b, path, kind, link, b"");
+            let (_d, r) = run(&b.into_inner().unwrap(), &UnpackLimits::default());
+            let e = r.unwrap_err();
+            assert!(matches!(e, Error::Refused { .. }), "{path}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("test layer") && msg.contains(want),
+                "{path}: {msg}"
             );
         }
     }
