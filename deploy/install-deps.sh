@@ -10,7 +10,7 @@ set -euo pipefail
 mode=${1:-test}
 build=(protobuf-compiler gcc libc6-dev make pkg-config)
 run=(containernetworking-plugins iptables iproute2 util-linux)
-test=(prometheus docker-registry skopeo busybox-static curl iputils-ping)
+test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3)
 
 case "$mode" in
   build) want=("${build[@]}") ;;

@@ -1,7 +1,8 @@
-//! The `carapace` binary: `serve` runs the CRI daemon; `config default` prints the default
-//! configuration. Later roles (the per-container monitor, the pod infra process) are re-execs of
+//! The `carapace` binary: `serve` runs the CRI daemon; `image import` loads an image archive;
+//! `config default` prints the default configuration. Later roles (the per-container monitor, the pod infra process) are re-execs of
 //! this same binary, so a node installs one file.
 
+mod image;
 mod notify;
 mod serve;
 
@@ -33,10 +34,34 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Work with the node's images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Work with the configuration file.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Load the images of an OCI image layout or `docker save` archive (plain or gzip; `-` reads
+    /// stdin), for nodes without a registry. Goes through the running daemon, or straight into
+    /// the root when none runs. Prints each image's name and ID.
+    Import {
+        /// The archive (`.tar` or `.tar.gz`), or `-` for stdin.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Names the layout's images that carry only a tag (e.g. `example.com/app` makes tag
+        /// `v1` into `example.com/app:v1`).
+        #[arg(long, value_name = "NAME")]
+        base_name: Option<String>,
+        /// The configuration file (for the root and state dirs), as for `serve`.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -67,6 +92,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve::run(config),
+        Command::Image {
+            command:
+                ImageCommand::Import {
+                    file,
+                    base_name,
+                    config,
+                },
+        } => image::import(config.as_deref(), &file, base_name.as_deref()),
         Command::Config {
             command: ConfigCommand::Default,
         } => {

@@ -108,7 +108,8 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
     let metrics_task = tokio::spawn(metrics_server);
 
     let socket = &config.grpc.address;
-    let listener = bind_socket(socket)?;
+    // 0660: root and the socket's group (kubelet runs as root; a group lets crictl users in).
+    let listener = bind_socket(socket, 0o660)?;
     let grpc = tonic::transport::Server::builder()
         .trace_fn(carapace_cri::call_span)
         .layer(carapace_metrics::CriMetricsLayer::new(metrics))
@@ -116,6 +117,9 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         .add_service(cri.image_service())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx));
     let mut grpc_task = tokio::spawn(grpc);
+    let admin_socket = crate::image::admin_socket(&config);
+    let admin = bind_socket(&admin_socket, 0o600)?;
+    let admin_task = tokio::spawn(crate::image::serve_admin(admin, std::sync::Arc::new(cri)));
 
     tracing::info!(
         socket = %socket.display(),
@@ -160,16 +164,20 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         },
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
-    if let Err(e) = fs::remove_file(socket)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(error = %e, socket = %socket.display(), "removing the socket");
+    // An import in flight stops here; what it stored unrecorded is collected at the next start.
+    admin_task.abort();
+    for s in [socket, &admin_socket] {
+        if let Err(e) = fs::remove_file(s)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, socket = %s.display(), "removing the socket");
+        }
     }
     tracing::info!("carapace stopped");
     outcome
 }
 
-fn make_dir(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn make_dir(path: &Path, mode: u32) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
@@ -181,6 +189,24 @@ fn make_dir(path: &Path, mode: u32) -> Result<()> {
 /// the process (the kernel drops it when the process dies, so a crash never leaves a stale lock);
 /// the file holds the pid for the operator's benefit.
 fn lock_root(root: &Path) -> Result<Flock<File>> {
+    match try_lock_root(root)? {
+        Some(lock) => Ok(lock),
+        None => {
+            let path = root.join("carapace.lock");
+            let owner = fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another carapace is already running with root {} (pid {}, lock file {}); \
+                 stop it first, or give this one its own root",
+                root.display(),
+                owner.trim(),
+                path.display()
+            );
+        }
+    }
+}
+
+/// The root lock, or `None` when another process (a daemon) holds it.
+pub(crate) fn try_lock_root(root: &Path) -> Result<Option<Flock<File>>> {
     let path = root.join("carapace.lock");
     let file = OpenOptions::new()
         .read(true)
@@ -193,17 +219,7 @@ fn lock_root(root: &Path) -> Result<Flock<File>> {
         .with_context(|| format!("opening the lock file {}", path.display()))?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
-        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let owner = fs::read_to_string(&path).unwrap_or_default();
-            drop(file);
-            bail!(
-                "another carapace is already running with root {} (pid {}, lock file {}); \
-                 stop it first, or give this one its own root",
-                root.display(),
-                owner.trim(),
-                path.display()
-            );
-        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
         Err((_, e)) => {
             return Err(e).with_context(|| format!("locking {}", path.display()));
         }
@@ -211,12 +227,12 @@ fn lock_root(root: &Path) -> Result<Flock<File>> {
     lock.set_len(0)
         .and_then(|()| writeln!(&mut *lock, "{}", std::process::id()))
         .with_context(|| format!("writing the pid to {}", path.display()))?;
-    Ok(lock)
+    Ok(Some(lock))
 }
 
-/// Binds the CRI socket. Called with the root lock held, so a socket already there is a leftover
-/// of a daemon that died, and is replaced.
-fn bind_socket(path: &Path) -> Result<UnixListener> {
+/// Binds a socket of the daemon with `mode`. Called with the root lock held, so a socket already
+/// there is a leftover of a daemon that died, and is replaced.
+pub(crate) fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         make_dir(dir, 0o711)?;
     }
@@ -233,8 +249,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    // 0660: root and the socket's group (kubelet runs as root; a group lets crictl users in).
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok(listener)
 }

@@ -25,6 +25,18 @@ impl ImageApi {
             .as_ref()
             .ok_or_else(|| Error::Unavailable("the image store (not opened by this daemon)".into()))
     }
+
+    pub(crate) async fn import(
+        &self,
+        archive: &std::path::Path,
+        base_name: Option<&str>,
+    ) -> Result<Vec<Image>, Error> {
+        let got = self.images()?.import(archive, base_name).await?;
+        for img in &got {
+            tracing::info!(image_id = %img.id, names = ?img.repo_tags, archive = %archive.display(), "imported image");
+        }
+        Ok(got.iter().map(to_cri).collect())
+    }
 }
 
 type Rpc<T> = Result<Response<T>, Status>;

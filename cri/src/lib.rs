@@ -157,6 +157,18 @@ impl Cri {
     pub fn image_service(&self) -> ImageServiceServer<image::ImageApi> {
         ImageServiceServer::new(image::ImageApi::new(self.images.clone()))
     }
+
+    /// Loads the images of an OCI image layout or `docker save` archive into the image store
+    /// (`carapace image import`), as `ListImages` will show them. `base_name` names layout
+    /// entries that carry only a tag.
+    pub async fn import_images(
+        &self,
+        archive: &std::path::Path,
+        base_name: Option<&str>,
+    ) -> Result<Vec<api::Image>, Error> {
+        let images = image::ImageApi::new(self.images.clone());
+        images.import(archive, base_name).await
+    }
 }
 
 /// The span each CRI call runs in: its method, and the ids the handler fills in once it has read

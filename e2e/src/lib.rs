@@ -329,7 +329,13 @@ impl Daemon {
 
     /// SIGTERM, then checks: exit status 0, socket removed, no mount under the test's dir, no
     /// process left that names the test's dir. Returns the daemon's log.
-    pub async fn stop(mut self) -> String {
+    pub async fn stop(self) -> String {
+        self.stop_keeping_config().await.0
+    }
+
+    /// [`Daemon::stop`], handing back the configuration (and with it the root) for a tool or a
+    /// later daemon to use.
+    pub async fn stop_keeping_config(mut self) -> (String, DaemonConfig) {
         let status = self.signal_and_wait(Signal::SIGTERM).await;
         let log = self.log_text();
         assert!(status.success(), "carapace exited with {status}:\n{log}");
@@ -343,7 +349,7 @@ impl Daemon {
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
         let procs = processes_naming(&dir);
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
-        log
+        (log, std::mem::take(&mut self.config))
     }
 }
 

@@ -186,6 +186,14 @@ impl Images {
             Err(e) => {
                 self.inner.metrics.pull_done(metrics::outcome(e), secs);
                 tracing::warn!(reference, error = %e, seconds = secs, "pull failed");
+                // A refused or corrupt image will not get better: what it stored (blobs, lower
+                // snapshots) goes. After a network failure it stays, for the kubelet's retry.
+                if matches!(
+                    e,
+                    Error::Refused { .. } | Error::Verification { .. } | Error::Unsupported(_)
+                ) {
+                    self.inner.gc_pending.store(true, Ordering::SeqCst);
+                }
             }
         }
         self.collect_if_pending().await;
@@ -333,18 +341,29 @@ impl Images {
         let chains = chain_ids(diff_ids);
 
         let mut tasks = tokio::task::JoinSet::new();
+        let unpacks = Arc::new(tokio::sync::RwLock::new(()));
         for ((layer, diff_id), chain) in manifest.layers.iter().zip(diff_ids).zip(&chains) {
             let this = self.clone();
             let (session, progress) = (session.clone(), progress.clone());
             let (layer, diff_id, chain) = (layer.clone(), diff_id.clone(), chain.clone());
+            let unpacks = unpacks.clone();
             tasks.spawn(async move {
-                this.layer(&session, &layer, diff_id, chain, &progress)
+                this.layer(&session, &layer, diff_id, chain, &progress, unpacks)
                     .await
             });
         }
-        // The first failure ends the pull; dropping the set aborts the other downloads.
+        // The first failure ends the pull: the other downloads are aborted, but an unpack already
+        // running cannot be, and must end before this pull lets garbage collection in, or its
+        // snapshot would appear after the collection, owned by no one.
         while let Some(res) = tasks.join_next().await {
-            res.map_err(|e| Error::Internal(format!("layer task: {e}")))??;
+            if let Err(e) = res
+                .map_err(|e| Error::Internal(format!("layer task: {e}")))
+                .and_then(|r| r)
+            {
+                tasks.shutdown().await;
+                let _quiet = unpacks.write().await;
+                return Err(e);
+            }
         }
 
         let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
@@ -409,16 +428,20 @@ impl Images {
         diff_id: Digest,
         chain: ChainId,
         progress: &Progress,
+        unpacks: Arc<tokio::sync::RwLock<()>>,
     ) -> Result<(), Error> {
         self.ensure_blob(session, layer, progress).await?;
         let inner = &self.inner;
-        let _unpacking = inner.snapshots.lock(&chain).await;
+        let unpacking = inner.snapshots.lock(&chain).await;
         if !inner.snapshots.exists(&chain) {
             let this = self.inner.clone();
             let blob = inner.content.path(&layer.digest);
             let started = Instant::now();
             let c = chain.clone();
+            let in_flight = unpacks.read_owned().await;
+            // The guards go with the unpack, which outlives this task if the task is aborted.
             tokio::task::spawn_blocking(move || {
+                let _guards = (unpacking, in_flight);
                 this.snapshots.unpack(&c, &diff_id, &blob, &this.cfg.limits)
             })
             .await

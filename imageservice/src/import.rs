@@ -224,7 +224,11 @@ impl Images {
                     }
                 }
             };
-            out.push(self.import_manifest(&m, manifests, &r, Some(r.with_digest(&desc.digest)))?);
+            let mut img =
+                self.import_manifest(&m, manifests, &r, Some(r.with_digest(&desc.digest)))?;
+            // The archive's names, not those the image had already.
+            img.repo_tags.retain(|t| Some(t) == r.repo_tag().as_ref());
+            out.push(img);
         }
         Ok(out)
     }
@@ -345,7 +349,11 @@ impl Images {
                     None,
                 )?);
             }
-            out.extend(img);
+            if let Some(mut img) = img {
+                let named: Vec<String> = refs.iter().filter_map(Reference::repo_tag).collect();
+                img.repo_tags.retain(|t| named.contains(t));
+                out.push(img);
+            }
         }
         Ok(out)
     }

@@ -417,8 +417,9 @@ impl Writer<'_> {
                 "{}: {op} would go through a symlink",
                 path.display()
             )),
+            // openat2 answers ENOTDIR, not ELOOP, when the symlink is the last component.
             Errno::NOTDIR => self.refused(format!(
-                "{}: {op}: a parent is not a directory",
+                "{}: {op}: a parent is not a directory (a symlink is never followed)",
                 path.display()
             )),
             e => Error::io(format!("{}: {op} {}", self.what, path.display()), e.into()),
