@@ -176,7 +176,10 @@ impl Images {
     /// Pulls `reference` and returns the stored image; its `id` is what `PullImage` answers.
     pub async fn pull(&self, reference: &str, creds: &Credentials) -> Result<Image, Error> {
         let start = Instant::now();
-        let res = self.pull_inner(reference, creds).await;
+        let res = self
+            .pull_inner(reference, creds)
+            .await
+            .map_err(|e| name_the_registry(e, reference));
         let secs = start.elapsed().as_secs_f64();
         match &res {
             Ok(img) => {
@@ -734,6 +737,24 @@ impl Inner {
         *self.usage_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(report)
     }
+}
+
+/// An error from a mirror or server that `hosts.toml` chose also names the registry the caller
+/// asked for, which is the name the operator knows.
+fn name_the_registry(mut e: Error, reference: &str) -> Error {
+    let Ok(r) = Reference::parse(reference) else {
+        return e;
+    };
+    if let Error::Unauthorized { host, .. }
+    | Error::Registry { host, .. }
+    | Error::NotFoundInRegistry { host, .. }
+    | Error::Stalled { host, .. } = &mut e
+    {
+        if host != r.domain() {
+            *host = format!("{} (at {host})", r.domain());
+        }
+    }
+    e
 }
 
 /// Adds what is under `p` to `u`, each inode once (hard links are shared across layers of one
