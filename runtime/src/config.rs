@@ -45,8 +45,14 @@ pub struct Process {
     /// Asked-for OOM score; the executor clamps it to what it may set.
     pub oom_score_adj: Option<i32>,
     pub no_new_privileges: bool,
-    /// A pseudo-terminal (not supported yet by the monitor: refused at create).
+    /// A pseudo-terminal from the monitor as stdin, stdout, stderr and controlling terminal.
     pub terminal: bool,
+    /// Keep the container's stdin open in the monitor, for attach (else it reads /dev/null).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close the container's stdin when the first attach session's input ends.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -178,11 +184,6 @@ impl ContainerConfig {
         validate_id(&self.id)?;
         if self.process.args.is_empty() || self.process.args[0].is_empty() {
             return Err(Error::InvalidArgument("no command to run".into()));
-        }
-        if self.process.terminal {
-            return Err(Error::InvalidArgument(
-                "tty containers are not supported yet".into(),
-            ));
         }
         if !self.process.cwd.is_empty() && !self.process.cwd.starts_with('/') {
             return Err(Error::InvalidArgument(format!(

@@ -5,7 +5,9 @@
 //! process: the monitor and exec helper are separate (re-exec'd) processes.
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -423,12 +425,67 @@ impl Container {
     /// the process's stdio (for streaming exec): the caller sets stdio, spawns and waits. The exit
     /// status is the process's (128 + signal when killed).
     pub fn exec_command(&self, args: &[String]) -> Result<Command> {
-        self.exec_helper(args, Duration::ZERO)
+        self.exec_helper(args, Duration::ZERO, false)
+    }
+
+    /// As [`Container::exec_command`], with a new pty: the command's stdin, stdout and stderr are
+    /// its slave (and its controlling terminal in the container); the caller relays the returned
+    /// master and resizes it with [`crate::terminal::resize`].
+    pub fn exec_command_tty(&self, args: &[String]) -> Result<(Command, OwnedFd)> {
+        let mut cmd = self.exec_helper(args, Duration::ZERO, true)?;
+        let pty = crate::terminal::open_pty()?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::internal("dup pty slave", e));
+        cmd.stdin(Stdio::from(dup(&pty.slave)?))
+            .stdout(Stdio::from(dup(&pty.slave)?))
+            .stderr(Stdio::from(pty.slave));
+        Ok((cmd, pty.master))
+    }
+
+    /// Connects to the running container's stdio through its monitor (which outlives the daemon).
+    /// Returns the connection, past the handshake, speaking [`crate::attach`] frames, and whether
+    /// the container has a terminal.
+    pub fn attach(&self, streams: crate::attach::Streams) -> Result<(UnixStream, bool)> {
+        let not_running = || Error::FailedPrecondition(format!("container {} is not running", self.id));
+        let dir = std::fs::File::open(&self.bundle).map_err(|_| not_running())?;
+        let conn = UnixStream::connect(monitor::short_path(&dir)).map_err(|_| not_running())?;
+        let timeout = Some(Duration::from_secs(5));
+        conn.set_read_timeout(timeout)
+            .and_then(|()| conn.set_write_timeout(timeout))
+            .map_err(|e| Error::internal("attach socket", e))?;
+        (&conn)
+            .write_all(format!("{}\n", streams.request_line()).as_bytes())
+            .map_err(|e| Error::internal("attach request", e))?;
+        // Byte by byte: what follows the answer line is the container's output.
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' && answer.len() < 4096 {
+            match (&conn).read(&mut byte) {
+                Ok(1) => answer.push(byte[0]),
+                Ok(_) => return Err(not_running()),
+                Err(e) => return Err(Error::internal("attach answer", e)),
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer).trim().to_string();
+        let tty = match answer.as_str() {
+            "ok 0" => false,
+            "ok 1" => true,
+            a => {
+                let msg = a.strip_prefix("error ").unwrap_or(a);
+                return Err(Error::FailedPrecondition(format!(
+                    "attach to container {}: {msg}",
+                    self.id
+                )));
+            }
+        };
+        conn.set_read_timeout(None)
+            .and_then(|()| conn.set_write_timeout(None))
+            .map_err(|e| Error::internal("attach socket", e))?;
+        Ok((conn, tty))
     }
 
     /// The exec helper for `args`, the request in its environment so that its stdio is the
     /// process's; the helper kills the process when `timeout` passes (zero: never).
-    fn exec_helper(&self, args: &[String], timeout: Duration) -> Result<Command> {
+    fn exec_helper(&self, args: &[String], timeout: Duration, tty: bool) -> Result<Command> {
         if self.status()?.state != State::Running {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
@@ -441,6 +498,7 @@ impl Container {
         let req = serde_json::to_string(&monitor::ExecRequest {
             args: args.to_vec(),
             timeout_ms: timeout.as_millis() as u64,
+            tty,
         })
         .map_err(|e| Error::internal("exec request", e))?;
         let mut cmd = Command::new(&self.opts.helper_exe);
@@ -456,7 +514,7 @@ impl Container {
     pub fn exec_sync(&self, args: &[String], timeout: Duration) -> Result<ExecOutput> {
         let started = Instant::now();
         let mut child = self
-            .exec_helper(args, timeout)?
+            .exec_helper(args, timeout, false)?
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -81,14 +81,48 @@ fn open_ro(path: &Path) -> Result<OwnedFd> {
         .ctx(format_args!("open {}", path.display()))
 }
 
+/// The init's stdio, made by the monitor, which keeps the other ends.
+pub(crate) enum InitStdio {
+    /// The read end of a stdin pipe (`None`: /dev/null) and the write ends of the output pipes.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// The slave of the monitor's pty: stdin, stdout, stderr and controlling terminal.
+    Terminal(OwnedFd),
+}
+
+impl InitStdio {
+    /// In the child: installs the fds as 0, 1 and 2.
+    fn install(self) -> Result<()> {
+        match self {
+            InitStdio::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let stdin = match stdin {
+                    Some(fd) => fd,
+                    None => open(Path::new("/dev/null"), OFlag::O_RDWR, Mode::empty())
+                        .ctx("open /dev/null")?,
+                };
+                nix::unistd::dup2_stdin(&stdin).ctx("stdin")?;
+                nix::unistd::dup2_stdout(&stdout).ctx("stdout")?;
+                nix::unistd::dup2_stderr(&stderr).ctx("stderr")?;
+                Ok(())
+            }
+            InitStdio::Terminal(slave) => crate::terminal::become_session_on(&slave),
+        }
+    }
+}
+
 /// Starts the container's init; returns its pid once it has exec'd (or the error that stopped it).
-/// `stdout`/`stderr` are the write ends of the monitor's pipes.
 pub(crate) fn spawn_init(
     spec: &Spec,
     overlay: &Overlay,
     cgroup: &ContainerCgroup,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    stdio: InitStdio,
 ) -> Result<Pid> {
     let linux = spec
         .linux()
@@ -116,12 +150,11 @@ pub(crate) fn spawn_init(
                 std::fs::File::from(go_r)
                     .read_exact(&mut byte)
                     .ctx("wait for the monitor")?;
-                let null = open(Path::new("/dev/null"), OFlag::O_RDWR, Mode::empty())
-                    .ctx("open /dev/null")?;
-                nix::unistd::dup2_stdin(&null).ctx("stdin")?;
-                nix::unistd::dup2_stdout(&stdout).ctx("stdout")?;
-                nix::unistd::dup2_stderr(&stderr).ctx("stderr")?;
-                drop((null, stdout, stderr));
+                // The monitor blocks signals it takes through a signalfd; the mask survives exec.
+                nix::sys::signal::SigSet::empty()
+                    .thread_set_mask()
+                    .ctx("clear the signal mask")?;
+                stdio.install()?;
                 init_container(spec, overlay, cgroup)
             })();
             let Err(e) = result;
@@ -129,7 +162,7 @@ pub(crate) fn spawn_init(
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
-            drop((go_r, err_w, stdout, stderr));
+            drop((go_r, err_w, stdio));
             let fail = |e: Error| {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
@@ -715,11 +748,14 @@ fn lookup(arg0: &str, env: &[String]) -> Result<CString> {
 
 /// For ExecSync: enter every namespace of `pid` (the container's init) and its cgroup, then fork
 /// the command, which runs `exec_process` with the container's profile. Returns the child's pid.
+/// With `tty` the helper's stdin is the slave of a pty: the command gets it as its controlling
+/// terminal in a session of its own.
 pub(crate) fn spawn_in_container(
     init_pid: i32,
     spec: &Spec,
     process: &Process,
     cgroup: &ContainerCgroup,
+    tty: bool,
 ) -> Result<Pid> {
     let linux = spec.linux().clone().unwrap_or_default();
     // Open all first: after joining the mount namespace /proc may be the container's.
@@ -755,6 +791,9 @@ pub(crate) fn spawn_in_container(
         ForkResult::Child => {
             drop(err_r);
             let r = (|| -> Result<std::convert::Infallible> {
+                if tty {
+                    crate::terminal::become_session_on(&std::io::stdin())?;
+                }
                 if let Some(fd) = mnt {
                     setns(fd, CloneFlags::CLONE_NEWNS).ctx("join mount namespace")?;
                 }

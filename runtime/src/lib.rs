@@ -4,6 +4,7 @@
 //! sandbox and image as plain data (paths and settings) and never imports `podsandbox` or `imageservice`.
 #![deny(unsafe_code)]
 
+pub mod attach;
 pub mod capabilities;
 pub mod cgroup;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod sealed;
 pub mod seccomp;
 pub mod spec;
 mod sys;
+pub mod terminal;
 
 pub use error::{Error, Result};

@@ -37,6 +37,7 @@ pub struct LogWriter {
     file: Option<File>,
     max_line: usize,
     pending: [Vec<u8>; 2],
+    strip_cr: bool,
 }
 
 fn open(path: &Path) -> Result<File> {
@@ -61,7 +62,13 @@ impl LogWriter {
             file,
             max_line: max_line.max(1),
             pending: [Vec::new(), Vec::new()],
+            strip_cr: false,
         })
+    }
+
+    /// Drops the `\r` before each line's `\n` (a terminal's output ends lines with `\r\n`).
+    pub fn set_strip_cr(&mut self, on: bool) {
+        self.strip_cr = on;
     }
 
     /// Closes and reopens the file at the same path (the old one was renamed away).
@@ -97,6 +104,9 @@ impl LogWriter {
                 Some(n) => {
                     let mut line = std::mem::take(&mut self.pending[i]);
                     line.extend_from_slice(&data[..n]);
+                    if self.strip_cr && line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
                     self.record(stream, "F", &line);
                     data = &data[n + 1..];
                 }
@@ -169,6 +179,18 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert_eq!((g.0.as_str(), g.1.as_str(), g.2.as_str()), w);
         }
+    }
+
+    #[test]
+    fn a_terminal_line_is_logged_without_its_carriage_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        let mut w = LogWriter::new(Some(p.clone()), MAX_LINE).unwrap();
+        w.set_strip_cr(true);
+        w.write(Stream::Stdout, b"one\r\ntwo\r");
+        w.write(Stream::Stdout, b"\n");
+        let got: Vec<String> = lines(&p).into_iter().map(|l| l.2).collect();
+        assert_eq!(got, ["one", "two"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +25,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
+use crate::attach;
 use crate::cgroup::ContainerCgroup;
 use crate::error::{Context, Error, Result};
 use crate::executor;
@@ -202,11 +203,170 @@ fn monitor(bundle: &Path) -> Result<u8> {
     }
 }
 
+/// Bytes queued for one attached client at most; a client further behind is disconnected, so it
+/// never holds up the container or its log.
+const CLIENT_BUFFER: usize = 256 * 1024;
+/// Clients' input queued for the container's stdin at most; past it clients are not read (their
+/// socket buffers fill and they wait), the container is never blocked on.
+const STDIN_BUFFER: usize = 64 * 1024;
+const READ_CHUNK: usize = attach::MAX_PAYLOAD;
+
+/// One attached client: the connection, what it asked for, bytes waiting to go out to it.
+struct Client {
+    conn: UnixStream,
+    streams: attach::Streams,
+    out: Vec<u8>,
+    input: attach::Decoder,
+    /// Its input ended (closed or gone); counted once for `stdin_once`.
+    stdin_ended: bool,
+    gone: bool,
+}
+
+/// The container's stdio on the monitor's side.
+struct Stdio {
+    /// What the container writes: the stdout and stderr pipes, or the pty master alone.
+    outputs: Vec<(Option<std::fs::File>, Stream)>,
+    /// Where clients' input goes: the stdin pipe or the pty master; `None` without stdin or once
+    /// it was closed.
+    stdin: Option<std::fs::File>,
+    queue: Vec<u8>,
+    /// Close stdin once `queue` has drained (`stdin_once` and the first session's input ended).
+    close_stdin: bool,
+    /// The pty master, for resizes.
+    master: Option<std::fs::File>,
+    has_stdin: bool,
+    stdin_once: bool,
+}
+
+fn nonblocking(f: &impl AsFd) -> Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL).ctx("F_GETFL")?);
+    fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).ctx("F_SETFL")?;
+    Ok(())
+}
+
+/// Makes the container's stdio: a pty with `terminal`, else pipes (and a stdin pipe with `stdin`).
+fn make_stdio(config: &crate::config::Process) -> Result<(Stdio, executor::InitStdio)> {
+    let mut io = Stdio {
+        outputs: Vec::new(),
+        stdin: None,
+        queue: Vec::new(),
+        close_stdin: false,
+        master: None,
+        has_stdin: config.stdin,
+        stdin_once: config.stdin_once,
+    };
+    if config.terminal {
+        let pty = crate::terminal::open_pty()?;
+        nonblocking(&pty.master)?;
+        let master = std::fs::File::from(pty.master);
+        let clone = || master.try_clone().ctx("dup pty master");
+        io.outputs.push((Some(clone()?), Stream::Stdout));
+        if config.stdin {
+            io.stdin = Some(clone()?);
+        }
+        io.master = Some(master);
+        return Ok((io, executor::InitStdio::Terminal(pty.slave)));
+    }
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    io.outputs.push((Some(std::fs::File::from(out_r)), Stream::Stdout));
+    io.outputs.push((Some(std::fs::File::from(err_r)), Stream::Stderr));
+    let stdin = if config.stdin {
+        let (in_r, in_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+        nonblocking(&in_w)?;
+        io.stdin = Some(std::fs::File::from(in_w));
+        Some(in_r)
+    } else {
+        None
+    };
+    Ok((
+        io,
+        executor::InitStdio::Pipes {
+            stdin,
+            stdout: out_w,
+            stderr: err_w,
+        },
+    ))
+}
+
+impl Stdio {
+    /// A client's input ended: with `stdin_once` the first such end closes the container's stdin
+    /// (a terminal gets an end-of-file character first, as a user's Ctrl-D).
+    fn input_ended(&mut self) {
+        if self.stdin_once && !self.close_stdin {
+            self.close_stdin = true;
+            if self.master.is_some() {
+                self.queue.push(0x04);
+            }
+        }
+    }
+
+    /// Writes what it can of the queue, without blocking.
+    fn flush_stdin(&mut self) {
+        if let Some(f) = self.stdin.as_mut() {
+            while !self.queue.is_empty() {
+                match f.write(&self.queue) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.queue.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        // The container closed its stdin: nothing will ever read this.
+                        self.queue.clear();
+                        self.stdin = None;
+                        break;
+                    }
+                }
+            }
+        } else {
+            self.queue.clear();
+        }
+        if self.close_stdin && self.queue.is_empty() {
+            self.stdin = None;
+        }
+    }
+
+    /// Takes the frames a client sent.
+    fn take_input(&mut self, c: &mut Client, data: &[u8]) {
+        c.input.push(data);
+        loop {
+            match c.input.next_frame() {
+                Ok(Some((attach::STDIN, d))) => {
+                    if c.streams.stdin && !c.stdin_ended && self.stdin.is_some() {
+                        self.queue.extend_from_slice(&d);
+                    }
+                }
+                Ok(Some((attach::RESIZE, d))) => {
+                    if let (Some(m), Some((w, h))) = (&self.master, attach::parse_resize(&d)) {
+                        let _ = crate::terminal::resize(m.as_fd(), w, h);
+                    }
+                }
+                Ok(Some((attach::STDIN_CLOSE, _))) => {
+                    if c.streams.stdin && !c.stdin_ended {
+                        c.stdin_ended = true;
+                        self.input_ended();
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    c.gone = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
     let record: Record = read_json(&bundle.join("container.json"))?;
     let spec = crate::spec::load(bundle)?;
     let cgroup = ContainerCgroup::new(&record.cgroup_path);
     let mut logs = LogWriter::new(record.config.log_path.clone(), MAX_LINE)?;
+    // A terminal ends lines with \r\n; the log keeps the line, as containerd's does.
+    logs.set_strip_cr(record.config.process.terminal);
 
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
@@ -225,9 +385,8 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
     };
     listener.set_nonblocking(true).ctx("nonblocking socket")?;
 
-    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
-    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
-    let pid = executor::spawn_init(&spec, &record.overlay, &cgroup, out_w, err_w)?;
+    let (mut io, init_stdio) = make_stdio(&record.config.process)?;
+    let pid = executor::spawn_init(&spec, &record.overlay, &cgroup, init_stdio)?;
     write_json(
         &bundle.join("runtime.json"),
         &Started {
@@ -238,14 +397,19 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
     )?;
     report(out, &format!("ok {pid}\n"));
 
-    let mut streams: Vec<(Option<std::fs::File>, Stream)> = vec![
-        (Some(std::fs::File::from(out_r)), Stream::Stdout),
-        (Some(std::fs::File::from(err_r)), Stream::Stderr),
-    ];
+    #[derive(Clone, Copy)]
+    enum Slot {
+        Signal,
+        Listener,
+        Output(usize),
+        Stdin,
+        Client(usize),
+    }
+    let mut clients: Vec<Client> = Vec::new();
     let mut exit: Option<(WaitStatus, Instant)> = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let open_streams = streams.iter().filter(|s| s.0.is_some()).count();
+        let open_streams = io.outputs.iter().filter(|s| s.0.is_some()).count();
         if let Some((_, at)) = exit {
             // Once init is gone, wait a little for processes that still hold the pipes.
             if open_streams == 0 || at.elapsed() > Duration::from_secs(2) {
@@ -256,57 +420,143 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
         ];
-        for (f, _) in &streams {
+        let mut slots = vec![Slot::Signal, Slot::Listener];
+        for (i, (f, _)) in io.outputs.iter().enumerate() {
             if let Some(f) = f {
                 fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Output(i));
             }
+        }
+        if let (Some(f), false) = (&io.stdin, io.queue.is_empty()) {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
+            slots.push(Slot::Stdin);
+        }
+        let room = io.queue.len() < STDIN_BUFFER;
+        for (i, c) in clients.iter().enumerate() {
+            let mut flags = PollFlags::empty();
+            if room {
+                flags |= PollFlags::POLLIN;
+            }
+            if !c.out.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(c.conn.as_fd(), flags));
+            slots.push(Slot::Client(i));
         }
         match poll(&mut fds, PollTimeout::from(200u16)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
         }
-        let ready: Vec<bool> = fds
+        let ready: Vec<(Slot, PollFlags)> = fds
             .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .zip(slots)
+            .filter_map(|(f, s)| f.revents().filter(|r| !r.is_empty()).map(|r| (s, r)))
             .collect();
         drop(fds);
-        if ready[0] {
-            while let Ok(Some(_)) = sigfd.read_signal() {}
-            loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(s) if s.pid() == Some(pid) => exit = Some((s, Instant::now())),
-                    Ok(_) => {}
-                }
-            }
-        }
-        if ready[1] {
-            while let Ok((conn, _)) = listener.accept() {
-                serve(conn, pid, exit.is_some(), &cgroup, &mut logs);
-            }
-        }
-        let mut i = 2;
-        for (f, stream) in streams.iter_mut() {
-            if f.is_none() {
-                continue;
-            }
-            if ready[i] {
-                let n = f.as_mut().map(|f| f.read(&mut buf)).unwrap_or(Ok(0));
-                match n {
-                    Ok(0) | Err(_) => {
-                        logs.finish(*stream);
-                        *f = None;
+        for (slot, revents) in ready {
+            match slot {
+                Slot::Signal => {
+                    while let Ok(Some(_)) = sigfd.read_signal() {}
+                    loop {
+                        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                            Ok(WaitStatus::StillAlive) | Err(_) => break,
+                            Ok(s) if s.pid() == Some(pid) => exit = Some((s, Instant::now())),
+                            Ok(_) => {}
+                        }
                     }
-                    Ok(n) => logs.write(*stream, &buf[..n]),
+                }
+                Slot::Listener => {
+                    while let Ok((conn, _)) = listener.accept() {
+                        let mut state = Control {
+                            pid,
+                            exited: exit.is_some(),
+                            cgroup: &cgroup,
+                            logs: &mut logs,
+                            io: &mut io,
+                        };
+                        if let Some(c) = state.serve(conn) {
+                            clients.push(c);
+                        }
+                    }
+                }
+                Slot::Output(i) => {
+                    let (f, stream) = &mut io.outputs[i];
+                    let stream = *stream;
+                    let n = f.as_mut().map(|f| f.read(&mut buf)).unwrap_or(Ok(0));
+                    match n {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // EOF; a pty master reads EIO once no slave is open.
+                        Ok(0) | Err(_) => {
+                            logs.finish(stream);
+                            *f = None;
+                        }
+                        Ok(n) => {
+                            logs.write(stream, &buf[..n]);
+                            let kind = match stream {
+                                Stream::Stdout => attach::STDOUT,
+                                Stream::Stderr => attach::STDERR,
+                            };
+                            let frame = attach::frame(kind, &buf[..n]);
+                            for c in clients.iter_mut() {
+                                let wanted = match stream {
+                                    Stream::Stdout => c.streams.stdout,
+                                    Stream::Stderr => c.streams.stderr,
+                                };
+                                if !wanted || c.gone {
+                                    continue;
+                                }
+                                if c.out.len() + frame.len() > CLIENT_BUFFER {
+                                    c.gone = true;
+                                } else {
+                                    c.out.extend_from_slice(&frame);
+                                }
+                            }
+                        }
+                    }
+                }
+                Slot::Stdin => io.flush_stdin(),
+                Slot::Client(i) => {
+                    let c = &mut clients[i];
+                    if revents.contains(PollFlags::POLLOUT) && !c.out.is_empty() {
+                        match (&c.conn).write(&c.out) {
+                            Ok(n) => {
+                                c.out.drain(..n);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => c.gone = true,
+                        }
+                    }
+                    if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    {
+                        match (&c.conn).read(&mut buf) {
+                            Ok(0) => c.gone = true,
+                            Ok(n) => io.take_input(c, &buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => c.gone = true,
+                        }
+                    }
                 }
             }
-            i += 1;
         }
+        for c in clients.iter_mut().filter(|c| c.gone) {
+            if c.streams.stdin && !c.stdin_ended {
+                c.stdin_ended = true;
+                io.input_ended();
+            }
+        }
+        clients.retain(|c| !c.gone);
+        io.flush_stdin();
     }
-    for (f, stream) in &streams {
+    for (f, stream) in &io.outputs {
         if f.is_some() {
             logs.finish(*stream);
         }
+    }
+    // The container's output has ended: hand each client what is queued for it, then hang up.
+    for c in clients {
+        let _ = c.conn.set_nonblocking(false);
+        let _ = c.conn.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = (&c.conn).write_all(&c.out);
     }
     let (status, _) = exit.ok_or_else(|| Error::Internal("monitor lost its container".into()))?;
     let (exit_code, signal) = match status {
@@ -335,51 +585,94 @@ fn unsafe_free_ignore_sigpipe() -> Result<()> {
     set.thread_block().ctx("block SIGPIPE")
 }
 
-/// One control request: a line in, a line out.
-fn serve(
-    conn: std::os::unix::net::UnixStream,
+/// What a control request may act on.
+struct Control<'a> {
     pid: Pid,
     exited: bool,
-    cgroup: &ContainerCgroup,
-    logs: &mut LogWriter,
-) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut line = String::new();
-    let mut reader = BufReader::new(&conn);
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let answer = match words.as_slice() {
-        ["ping"] => format!("ok {pid} {}", if exited { "exited" } else { "running" }),
-        ["reopen"] => match logs.reopen() {
-            Ok(()) => "ok".to_string(),
-            Err(e) => format!("error {e}"),
-        },
-        ["kill", sig, rest @ ..] => match sig
-            .parse::<i32>()
-            .ok()
-            .and_then(|s| Signal::try_from(s).ok())
-        {
-            Some(sig) => {
-                // Not after reaping: the pid may belong to someone else by now.
-                if !exited {
-                    let _ = kill(pid, sig);
-                }
-                if rest.first() == Some(&"all") {
-                    for p in cgroup.procs() {
-                        let _ = kill(Pid::from_raw(p), sig);
+    cgroup: &'a ContainerCgroup,
+    logs: &'a mut LogWriter,
+    io: &'a mut Stdio,
+}
+
+impl Control<'_> {
+    /// One control request: a line in, a line out; `attach` keeps the connection as a client.
+    fn serve(&mut self, conn: UnixStream) -> Option<Client> {
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&conn);
+        if reader.read_line(&mut line).is_err() {
+            return None;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let pid = self.pid;
+        let mut client = None;
+        let answer = match words.as_slice() {
+            ["ping"] => format!(
+                "ok {pid} {}",
+                if self.exited { "exited" } else { "running" }
+            ),
+            ["reopen"] => match self.logs.reopen() {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("error {e}"),
+            },
+            ["kill", sig, rest @ ..] => match sig
+                .parse::<i32>()
+                .ok()
+                .and_then(|s| Signal::try_from(s).ok())
+            {
+                Some(sig) => {
+                    // Not after reaping: the pid may belong to someone else by now.
+                    if !self.exited {
+                        let _ = kill(pid, sig);
                     }
+                    if rest.first() == Some(&"all") {
+                        for p in self.cgroup.procs() {
+                            let _ = kill(Pid::from_raw(p), sig);
+                        }
+                    }
+                    "ok".to_string()
                 }
-                "ok".to_string()
-            }
-            None => "error bad signal".to_string(),
-        },
-        _ => "error unknown command".to_string(),
-    };
-    let mut conn = &conn;
+                None => "error bad signal".to_string(),
+            },
+            ["attach", flags @ ..] => match attach::Streams::parse(flags) {
+                None => "error bad attach request".to_string(),
+                Some(_) if self.exited => "error the container has exited".to_string(),
+                Some(s) if s.stdin && !self.io.has_stdin => {
+                    "error the container was not created with stdin".to_string()
+                }
+                Some(streams) => {
+                    let mut c = Client {
+                        conn: match conn.try_clone() {
+                            Ok(c) => c,
+                            Err(e) => return reply(&conn, &format!("error {e}")),
+                        },
+                        streams,
+                        out: Vec::new(),
+                        input: attach::Decoder::default(),
+                        stdin_ended: false,
+                        gone: false,
+                    };
+                    // Frames the client sent right behind its request line.
+                    let early = reader.buffer().to_vec();
+                    self.io.take_input(&mut c, &early);
+                    client = Some(c);
+                    format!("ok {}", u8::from(self.io.master.is_some()))
+                }
+            },
+            _ => "error unknown command".to_string(),
+        };
+        reply(&conn, &answer);
+        let c = client?;
+        c.conn.set_nonblocking(true).ok()?;
+        Some(c)
+    }
+}
+
+fn reply(conn: &UnixStream, answer: &str) -> Option<Client> {
+    let mut conn = conn;
     let _ = conn.write_all(format!("{answer}\n").as_bytes());
+    None
 }
 
 /// An exec request, in the helper's environment.
@@ -387,6 +680,9 @@ fn serve(
 pub(crate) struct ExecRequest {
     pub args: Vec<String>,
     pub timeout_ms: u64,
+    /// The helper's stdin is a pty's slave: the command gets it as its controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Where the daemon passes an exec request, leaving stdin to the process.
@@ -409,7 +705,7 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
         .ok_or_else(|| Error::Internal("spec has no process".into()))?;
     process.set_args(Some(req.args));
     let cgroup = ContainerCgroup::new(&record.cgroup_path);
-    let child = executor::spawn_in_container(started.pid, &spec, &process, &cgroup)?;
+    let child = executor::spawn_in_container(started.pid, &spec, &process, &cgroup, req.tty)?;
     let deadline =
         (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
     loop {
@@ -430,7 +726,7 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
 
 /// `<dir>/monitor.sock` named through the open directory, so the address stays short whatever
 /// the state dir's length.
-fn short_path(dir: &std::fs::File) -> PathBuf {
+pub(crate) fn short_path(dir: &std::fs::File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}/monitor.sock", dir.as_raw_fd()))
 }

@@ -1,6 +1,7 @@
-//! The syscall edge that needs `unsafe`: fork, installing a seccomp filter, and marking every fd
-//! close-on-exec. Everything else goes through `nix`'s safe wrappers. Each block says why it is
-//! sound; nothing outside this module may use `unsafe`.
+//! The syscall edge that needs `unsafe`: fork, installing a seccomp filter, marking every fd
+//! close-on-exec, and the two terminal ioctls (controlling tty, window size). Everything else goes
+//! through `nix`'s safe wrappers. Each block says why it is sound; nothing outside this module may
+//! use `unsafe`.
 #![allow(unsafe_code)]
 
 use nix::unistd::ForkResult;
@@ -74,6 +75,48 @@ pub(crate) fn cloexec_from_3() -> Result<()> {
     if rc != 0 {
         return Err(Error::Internal(format!(
             "close_range: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Makes the terminal open at `fd` the controlling terminal of the calling process, which must
+/// be a session leader without one (just after setsid, in the child before exec).
+pub(crate) fn set_controlling_tty(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal from another session) and reads
+    // no memory of ours; a bad fd only makes it fail.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) };
+    if rc != 0 {
+        return Err(Error::Internal(format!(
+            "TIOCSCTTY: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Sets the window size of the terminal open at `fd` (the pty master); the kernel sends
+/// SIGWINCH to the terminal's foreground process group.
+pub(crate) fn set_window_size(
+    fd: std::os::fd::BorrowedFd<'_>,
+    width: u16,
+    height: u16,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` from the pointer, which points at `ws` on our
+    // stack for the whole call; the kernel keeps no pointer to it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
+    if rc != 0 {
+        return Err(Error::Internal(format!(
+            "TIOCSWINSZ: {}",
             std::io::Error::last_os_error()
         )));
     }
