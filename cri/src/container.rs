@@ -1006,6 +1006,8 @@ pub(crate) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
             oom_score_adj,
             no_new_privileges: sc.is_some_and(|s| s.no_new_privs),
             terminal: c.tty,
+            stdin: c.stdin,
+            stdin_once: c.stdin_once,
         },
         rootfs: rt::RootFs {
             lower_dirs: image.lower_dirs.clone(),
@@ -1829,6 +1831,49 @@ impl ContainerApi {
         })
         .await
         .map_err(|e| Error::Internal(format!("exec task: {e}")))?
+    }
+
+    /// As [`ContainerApi::exec_command`], with a new pty (see `Container::exec_command_tty`).
+    pub(crate) async fn exec_command_tty(
+        &self,
+        container_id: &str,
+        args: Vec<String>,
+    ) -> Result<(std::process::Command, std::os::fd::OwnedFd), Error> {
+        let id = self.inner.resolve(container_id)?;
+        self.blocking(move |i| Ok(i.runtime.get(&id)?.exec_command_tty(&args)?))
+            .await
+    }
+
+    /// Attach's check: the container runs and, when the client sends input, has a stdin.
+    pub(crate) async fn check_attach(&self, container_id: &str, stdin: bool) -> Result<(), Error> {
+        let id = self.inner.resolve(container_id)?;
+        self.blocking(move |i| {
+            let c = i.runtime.get(&id)?;
+            if c.status()?.state != State::Running {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} is not running"
+                )));
+            }
+            if stdin && !c.config()?.process.stdin {
+                return Err(invalid(format!(
+                    "container {id} was not created with stdin, so it has no input to attach to"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Connects to a running container's stdio through its monitor; returns the connection (see
+    /// `carapace_runtime::attach`) and whether the container has a terminal.
+    pub(crate) async fn attach(
+        &self,
+        container_id: &str,
+        streams: carapace_runtime::attach::Streams,
+    ) -> Result<(std::os::unix::net::UnixStream, bool), Error> {
+        let id = self.inner.resolve(container_id)?;
+        self.blocking(move |i| Ok(i.runtime.get(&id)?.attach(streams)?))
+            .await
     }
 
     pub(crate) async fn pid(&self, container_id: &str) -> Result<i32, Error> {

@@ -311,8 +311,22 @@ impl RuntimeService for RuntimeApi {
             .map_err(Error::from)?;
         Ok(Response::new(ExecResponse { url }))
     }
-    async fn attach(&self, _: Request<AttachRequest>) -> Rpc<AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, req: Request<AttachRequest>) -> Rpc<AttachResponse> {
+        let req = req.into_inner();
+        self.containers()?
+            .check_attach(&req.container_id, req.stdin)
+            .await?;
+        let url = self
+            .stream()?
+            .attach_url(crate::stream::AttachRequest {
+                container_id: req.container_id,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })
+            .map_err(Error::from)?;
+        Ok(Response::new(AttachResponse { url }))
     }
     async fn port_forward(&self, req: Request<PortForwardRequest>) -> Rpc<PortForwardResponse> {
         let req = req.into_inner();

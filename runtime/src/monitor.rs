@@ -258,7 +258,6 @@ fn make_stdio(config: &crate::config::Process) -> Result<(Stdio, executor::InitS
     };
     if config.terminal {
         let pty = crate::terminal::open_pty()?;
-        nonblocking(&pty.master)?;
         let master = std::fs::File::from(pty.master);
         let clone = || master.try_clone().ctx("dup pty master");
         io.outputs.push((Some(clone()?), Stream::Stdout));

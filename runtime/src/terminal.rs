@@ -18,11 +18,14 @@ pub struct Pty {
     pub slave: OwnedFd,
 }
 
-/// Opens a new pty. Safe to call in a multi-threaded process: nothing is ever open without
-/// `O_CLOEXEC`, so a concurrent fork+exec elsewhere inherits neither end.
+/// Opens a new pty; the master is non-blocking, for a relay that polls it. Safe to call in a
+/// multi-threaded process: nothing is ever open without `O_CLOEXEC`, so a concurrent fork+exec
+/// elsewhere inherits neither end.
 pub fn open_pty() -> Result<Pty> {
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .ctx("posix_openpt")?;
+    let master = nix::pty::posix_openpt(
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+    )
+    .ctx("posix_openpt")?;
     nix::pty::grantpt(&master).ctx("grantpt")?;
     nix::pty::unlockpt(&master).ctx("unlockpt")?;
     let name = nix::pty::ptsname_r(&master).ctx("ptsname")?;
@@ -67,7 +70,17 @@ mod tests {
         let mut s = std::fs::File::from(pty.slave);
         s.write_all(b"out\n").unwrap();
         let mut buf = [0u8; 16];
-        let n = m.read(&mut buf).unwrap();
+        // The master does not block: the bytes may take a moment to cross.
+        let mut n = 0;
+        for _ in 0..100 {
+            match m.read(&mut buf) {
+                Ok(got) => {
+                    n = got;
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
         // The line discipline turns \n into \r\n on the way out.
         assert_eq!(&buf[..n], b"out\r\n");
     }
