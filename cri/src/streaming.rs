@@ -141,13 +141,9 @@ impl Backend {
             .and_then(|()| tokio::net::UnixStream::from_std(conn))
             .map_err(|e| Error::Internal(format!("attach socket: {e}")))?;
         let (rd, wr) = conn.into_split();
-        let input = async {
-            attach_input(wr, io.stdin, io.resize).await;
-            std::future::pending::<()>().await
-        };
         tokio::select! {
             _ = attach_output(rd, io.stdout, io.stderr) => {}
-            _ = input => {}
+            _ = attach_input(wr, io.stdin, io.resize) => {}
         }
         Ok(())
     }
@@ -255,7 +251,8 @@ async fn attach_output(
     }
 }
 
-/// The client's input and resizes as frames to the monitor; resolves once neither has more.
+/// The client's input and resizes as frames to the monitor. Resolves never: dropping the write
+/// half would shut the connection down, which the monitor takes for the client leaving.
 async fn attach_input(
     mut wr: tokio::net::unix::OwnedWriteHalf,
     mut stdin: Option<DuplexStream>,
@@ -282,9 +279,11 @@ async fn attach_input(
             },
         };
         if wr.write_all(&frame).await.is_err() {
-            return;
+            break;
         }
     }
+    std::future::pending::<()>().await;
+    drop(wr);
 }
 
 /// Copies `from` into `to` until EOF, then closes `to`; a missing side is nothing to do.

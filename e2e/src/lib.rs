@@ -5,7 +5,7 @@
 //! `make test` before the tests run).
 //!
 //! [`registry`] has a real image registry on loopback with a busybox image, for the image and
-//! container tests.
+//! container tests. [`stream`] has clients for the streaming server (exec, attach, port-forward).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use k8s_cri::v1 as cri;
 
 pub mod registry;
+pub mod stream;
 
 /// How long the daemon may take to answer on its socket before a test gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

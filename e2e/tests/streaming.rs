@@ -1,0 +1,667 @@
+//! Exec, attach and port-forward through the real daemon's streaming server with the test clients
+//! of `carapace_e2e::stream`: a terminal and its resizes, stdin echoed back, exit codes in the
+//! status, attach to a running container's output and input (also with a terminal, and after a
+//! daemon restart, since the monitor outlives the daemon), port-forward to busybox `httpd` in a
+//! pod, used tokens and malformed upgrades refused. Every test removes what it made and ends with
+//! `Daemon::stop`, which checks that no mount or process is left.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use carapace_e2e::cri::runtime_service_client::RuntimeServiceClient;
+use carapace_e2e::registry::Registry;
+use carapace_e2e::stream::{RemoteCommand, SpdyClient, refused_status, ws_connect};
+use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, eventually, processes_naming};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// One test's node: a registry with busybox, a pod network, a daemon that pulled the image.
+struct Node {
+    d: Daemon,
+    rt: RuntimeServiceClient<Channel>,
+    registry: Registry,
+    net: PodNetwork,
+    /// A short `state` dir: monitor sockets live under it.
+    state: tempfile::TempDir,
+}
+
+impl Node {
+    /// `index`: this test's own bridge and subnet (40-49 belong to this file).
+    async fn start(index: u8) -> Node {
+        let state = tempfile::Builder::new()
+            .prefix("cs.")
+            .tempdir_in("/tmp")
+            .expect("creating the state dir");
+        let mut cfg = DaemonConfig::new();
+        cfg.set(
+            "state",
+            toml::Value::String(state.path().display().to_string()),
+        );
+        let registry = Registry::start().await;
+        registry.configure(&cfg);
+        let net = PodNetwork::bridge(&cfg, index);
+        let d = Daemon::start_with(cfg).await;
+        let rt = d.runtime().await;
+        d.images()
+            .await
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: Registry::busybox(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", d.log_text()));
+        Node {
+            d,
+            rt,
+            registry,
+            net,
+            state,
+        }
+    }
+
+    fn pod(&self, name: &str, index: u8) -> cri::PodSandboxConfig {
+        let uid = format!("5e7ea000-0000-4000-8000-{index:012}");
+        let log_directory = self
+            .d
+            .config
+            .dir()
+            .join("pods")
+            .join(format!("e2e_{name}_{uid}"));
+        std::fs::create_dir_all(&log_directory).unwrap();
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.clone(),
+                namespace: "e2e".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: log_directory.display().to_string(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> String {
+        self.rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    async fn create_started(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> String {
+        let id = self
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .container_id;
+        self.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log_text()));
+        id
+    }
+
+    async fn exec_url(&mut self, req: cri::ExecRequest) -> String {
+        self.rt
+            .exec(req)
+            .await
+            .unwrap_or_else(|e| panic!("Exec: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .url
+    }
+
+    async fn attach_url(&mut self, req: cri::AttachRequest) -> Result<String, tonic::Status> {
+        self.rt.attach(req).await.map(|r| r.into_inner().url)
+    }
+
+    async fn state_of(&mut self, id: &str) -> cri::ContainerStatus {
+        self.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    /// Stops and removes the containers and the pod, checks nothing is left, stops the daemon.
+    async fn finish(mut self, pod_id: &str, containers: &[&str]) {
+        for id in containers {
+            self.rt
+                .stop_container(cri::StopContainerRequest {
+                    container_id: id.to_string(),
+                    timeout: 0,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", self.d.log_text()));
+            self.rt
+                .remove_container(cri::RemoveContainerRequest {
+                    container_id: id.to_string(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", self.d.log_text()));
+        }
+        self.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await
+            .unwrap();
+        self.rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await
+            .unwrap();
+        let Node {
+            d,
+            registry,
+            net,
+            state,
+            ..
+        } = self;
+        d.stop().await;
+        let procs = processes_naming(state.path());
+        assert!(procs.is_empty(), "processes left: {procs:?}");
+        registry.stop().await;
+        drop(net);
+    }
+}
+
+/// A busybox container as the kubelet sends it, with its own PID namespace and a log file.
+fn container(name: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: Registry::busybox(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("c".into(), name.into())]),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+/// The (stream, content) of each CRI log line of a file.
+fn cri_log(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let _ts = it.next();
+            let stream = it.next().unwrap_or_default().to_owned();
+            let _tag = it.next();
+            (stream, it.next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+fn log_path(n: &Node, pod: &cri::PodSandboxConfig, name: &str) -> std::path::PathBuf {
+    let _ = n;
+    Path::new(&pod.log_directory).join(format!("{name}/0.log"))
+}
+
+#[tokio::test]
+async fn exec_with_a_tty_sees_the_resize_and_merges_stderr() {
+    let mut n = Node::start(40).await;
+    let pod = n.pod("tty", 40);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .await;
+
+    // The command waits for a line, so the resize has landed before `stty size` asks.
+    let url = n
+        .exec_url(exec_req(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "read go; busybox stty size; echo to-stderr >&2; [ -t 0 ] && echo is-a-tty; exit 4",
+            ],
+            true,
+            true,
+        ))
+        .await;
+    let mut s = RemoteCommand::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("upgrade: {e}\n{}", n.d.log_text()));
+    s.resize(120, 40).await;
+    s.stdin(b"go\n").await;
+    let out = s.finish(WAIT).await;
+    let text = out.stdout_text();
+    assert!(text.contains("40 120"), "stty size: {out:?}");
+    assert!(text.contains("to-stderr"), "stderr is merged: {out:?}");
+    assert!(text.contains("is-a-tty"), "stdin is a terminal: {out:?}");
+    // The terminal turns \n into \r\n, as a user's terminal expects.
+    assert!(text.contains("40 120\r\n"), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(out.exit_code(), Some(4), "{out:?}");
+
+    // A tty exec without stdin still runs and reports success.
+    let url = n
+        .exec_url(exec_req(&id, &["echo", "no-input"], true, false))
+        .await;
+    let out = RemoteCommand::connect(&url)
+        .await
+        .unwrap()
+        .finish(WAIT)
+        .await;
+    assert_eq!(out.stdout_text(), "no-input\r\n", "{out:?}");
+    assert_eq!(out.exit_code(), Some(0), "{out:?}");
+
+    n.finish(&pod_id, &[&id]).await;
+}
+
+#[tokio::test]
+async fn exec_without_a_tty_echoes_stdin_and_reports_the_exit_code() {
+    let mut n = Node::start(41).await;
+    let pod = n.pod("pipe", 41);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .await;
+
+    let url = n
+        .exec_url(exec_req(
+            &id,
+            &["sh", "-c", "cat; echo oops >&2; exit 7"],
+            false,
+            true,
+        ))
+        .await;
+    let mut s = RemoteCommand::connect(&url).await.unwrap();
+    let big: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    s.stdin(b"hello from stdin\n").await;
+    s.stdin(big.as_bytes()).await;
+    s.close_stdin().await;
+    let out = s.finish(WAIT).await;
+    assert_eq!(
+        out.stdout_text(),
+        format!("hello from stdin\n{big}"),
+        "stderr: {}",
+        out.stderr_text()
+    );
+    assert_eq!(out.stderr_text(), "oops\n");
+    let status = out.status.as_ref().expect("a status");
+    assert_eq!(status["status"], "Failure", "{status}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(out.exit_code(), Some(7), "{status}");
+
+    n.finish(&pod_id, &[&id]).await;
+}
+
+#[tokio::test]
+async fn used_tokens_get_404_and_a_malformed_upgrade_harms_nothing() {
+    let mut n = Node::start(42).await;
+    let pod = n.pod("tokens", 42);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .await;
+
+    let url = n.exec_url(exec_req(&id, &["true"], false, false)).await;
+    let out = RemoteCommand::connect(&url)
+        .await
+        .unwrap()
+        .finish(WAIT)
+        .await;
+    assert_eq!(out.exit_code(), Some(0), "{out:?}");
+    let e = RemoteCommand::connect(&url).await.err().expect("reused URL accepted");
+    assert_eq!(refused_status(&e), Some(404), "{e}");
+    let unknown = format!("{}/exec/{}", url.rsplit_once("/exec/").unwrap().0, "x".repeat(20));
+    let e = RemoteCommand::connect(&unknown).await.err().expect("made-up token accepted");
+    assert_eq!(refused_status(&e), Some(404), "{e}");
+
+    // A WebSocket upgrade without its key, then garbage: refused, and the server goes on.
+    let url = n.exec_url(exec_req(&id, &["true"], false, false)).await;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let got = tokio::time::timeout(WAIT, tcp.read(&mut answer))
+        .await
+        .expect("no answer to a malformed upgrade")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..got]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let mut junk = tokio::net::TcpStream::connect(addr).await.unwrap();
+    junk.write_all(b"\x16\x03\x01\x00\xff not http at all\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(WAIT, junk.read_to_end(&mut sink)).await;
+
+    let url = n.exec_url(exec_req(&id, &["echo", "still-serving"], false, false)).await;
+    let out = RemoteCommand::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("after a bad upgrade: {e}\n{}", n.d.log_text()))
+        .finish(WAIT)
+        .await;
+    assert_eq!(out.stdout_text(), "still-serving\n");
+
+    n.finish(&pod_id, &[&id]).await;
+}
+
+/// A container reading lines from its stdin and answering each.
+fn echo_container(name: &str, tty: bool, stdin_once: bool) -> cri::ContainerConfig {
+    let mut c = container(
+        name,
+        &["sh", "-c", "echo ready; while read l; do echo got:$l; done; echo stdin-closed"],
+    );
+    c.stdin = true;
+    c.stdin_once = stdin_once;
+    c.tty = tty;
+    c
+}
+
+fn attach_req(id: &str, tty: bool, stdin: bool) -> cri::AttachRequest {
+    cri::AttachRequest {
+        container_id: id.into(),
+        stdin,
+        tty,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+#[tokio::test]
+async fn attach_carries_a_running_containers_output_and_input() {
+    let mut n = Node::start(43).await;
+    let pod = n.pod("attach", 43);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, echo_container("echo", false, false))
+        .await;
+    let quiet = n
+        .create_started(&pod_id, &pod, container("quiet", &["sleep", "1000"]))
+        .await;
+    let log = log_path(&n, &pod, "echo");
+    eventually(WAIT, "the container's first line", || {
+        let log = log.clone();
+        async move { cri_log(&log).iter().any(|l| l.1 == "ready").then_some(()) }
+    })
+    .await;
+
+    let url = n.attach_url(attach_req(&id, false, true)).await.unwrap();
+    let mut s = RemoteCommand::connect(&url).await.unwrap();
+    s.stdin(b"hello\n").await;
+    s.wait_for("got:hello\n", WAIT).await;
+    // Output from before the attach is in the log, not replayed.
+    assert!(!s.output.stdout_text().contains("ready"), "{:?}", s.output);
+    // Two clients at once both see the output.
+    let url2 = n.attach_url(attach_req(&id, false, false)).await.unwrap();
+    let mut watcher = RemoteCommand::connect(&url2).await.unwrap();
+    // The second session is registered once its upgrade is answered; a line after that reaches it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.stdin(b"both\n").await;
+    s.wait_for("got:both\n", WAIT).await;
+    watcher.wait_for("got:both\n", WAIT).await;
+    s.hang_up().await;
+    watcher.hang_up().await;
+    // Leaving did not close the container's stdin (no stdin_once): it still answers.
+    let url = n.attach_url(attach_req(&id, false, true)).await.unwrap();
+    let mut s = RemoteCommand::connect(&url).await.unwrap();
+    s.stdin(b"again\n").await;
+    s.wait_for("got:again\n", WAIT).await;
+    s.hang_up().await;
+    let lines = cri_log(&log);
+    for want in ["got:hello", "got:both", "got:again"] {
+        assert!(
+            lines.contains(&("stdout".to_string(), want.to_string())),
+            "{want} in {lines:?}"
+        );
+    }
+
+    // Input for a container made without stdin is refused; tty with stderr too.
+    let e = n.attach_url(attach_req(&quiet, false, true)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    let mut bad = attach_req(&id, true, false);
+    bad.stderr = true;
+    let e = n.attach_url(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    let e = n.attach_url(attach_req(&"f".repeat(64), false, false)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+
+    n.finish(&pod_id, &[&id, &quiet]).await;
+}
+
+#[tokio::test]
+async fn attach_to_a_tty_container_resizes_its_terminal_and_logs_plain_lines() {
+    let mut n = Node::start(44).await;
+    let pod = n.pod("ttyattach", 44);
+    let pod_id = n.run_pod(&pod).await;
+    let mut c = container("shell", &["sh"]);
+    c.tty = true;
+    c.stdin = true;
+    let id = n.create_started(&pod_id, &pod, c).await;
+
+    let url = n.attach_url(attach_req(&id, true, true)).await.unwrap();
+    let mut s = RemoteCommand::connect(&url).await.unwrap();
+    s.resize(100, 30).await;
+    // Let the resize land before the shell runs stty.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.stdin(b"busybox stty size; [ -t 1 ] && echo term-$((6*7))\n").await;
+    s.wait_for("30 100", WAIT).await;
+    s.wait_for("term-42", WAIT).await;
+    s.hang_up().await;
+
+    let log = log_path(&n, &pod, "shell");
+    let lines = eventually(WAIT, "the terminal's lines in the log", || {
+        let log = log.clone();
+        async move {
+            let l = cri_log(&log);
+            l.iter().any(|l| l.1 == "term-42").then_some(l)
+        }
+    })
+    .await;
+    assert!(
+        lines.iter().all(|l| l.0 == "stdout" && !l.1.ends_with('\r')),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.1 == "30 100"), "{lines:?}");
+
+    n.finish(&pod_id, &[&id]).await;
+}
+
+#[tokio::test]
+async fn attach_works_after_a_daemon_restart_and_stdin_once_ends_the_input() {
+    let mut n = Node::start(45).await;
+    let pod = n.pod("restart", 45);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, echo_container("echo", false, true))
+        .await;
+
+    n.d = n.d.restart().await;
+    n.rt = n.d.runtime().await;
+
+    let url = n.attach_url(attach_req(&id, false, true)).await.unwrap();
+    let mut s = RemoteCommand::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("attach after restart: {e}\n{}", n.d.log_text()));
+    s.stdin(b"after-restart\n").await;
+    s.wait_for("got:after-restart\n", WAIT).await;
+    // stdin_once: the end of this session's input closes the container's stdin, its loop ends,
+    // it exits 0 and the session ends with it.
+    s.close_stdin().await;
+    s.wait_for("stdin-closed\n", WAIT).await;
+    let out = s.finish(WAIT).await;
+    assert_eq!(out.exit_code(), Some(0), "{out:?}");
+    let st = eventually(WAIT, "the container to exit", || {
+        let mut rt = n.rt.clone();
+        let id = id.clone();
+        async move {
+            let st = rt
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: id,
+                    verbose: false,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status?;
+            (st.state == cri::ContainerState::ContainerExited as i32).then_some(st)
+        }
+    })
+    .await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    let e = n.attach_url(attach_req(&id, false, false)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "attach to an exited container: {e}");
+    let _ = n.state_of(&id).await;
+
+    n.finish(&pod_id, &[&id]).await;
+}
+
+#[tokio::test]
+async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
+    let mut n = Node::start(46).await;
+    let pod = n.pod("pf", 46);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(
+            &pod_id,
+            &pod,
+            container(
+                "web",
+                &[
+                    "sh",
+                    "-c",
+                    "busybox mkdir -p /www && echo hello-from-httpd > /www/index.html && \
+                     exec busybox httpd -f -p 8080 -h /www",
+                ],
+            ),
+        )
+        .await;
+
+    let url = n
+        .rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod_id.clone(),
+            port: vec![8080],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.contains("/portforward/"), "{url}");
+    let mut pf = SpdyClient::port_forward(&url).await.unwrap();
+    // httpd may still be starting: each try is a new connection in the same session.
+    let mut body = String::new();
+    for attempt in 0..50u32 {
+        let request = attempt.to_string();
+        let hdr = |t: &'static str| [("streamtype", t), ("port", "8080"), ("requestid", "")];
+        let mut h = hdr("error");
+        h[2].1 = &request;
+        let err_id = pf.open(&h, true).await;
+        let mut h = hdr("data");
+        h[2].1 = &request;
+        let data_id = pf.open(&h, false).await;
+        // The whole request, then the end of this side, as a client's closed socket does.
+        pf.data(data_id, b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n", true)
+            .await;
+        let got = pf.read_until_ended(&[err_id, data_id], WAIT).await;
+        body = String::from_utf8_lossy(&got[1].data).into_owned();
+        if body.contains("hello-from-httpd") {
+            assert!(got[0].data.is_empty(), "error stream: {:?}", got[0]);
+            break;
+        }
+        // Refused (not listening yet): the error stream says so.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(body.starts_with("HTTP/1.") && body.contains("hello-from-httpd"), "{body}");
+    pf.close().await;
+
+    // A port nothing listens on: the error stream carries the dial error.
+    let url = n
+        .rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod_id.clone(),
+            port: vec![8081],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut pf = SpdyClient::port_forward(&url).await.unwrap();
+    let err_id = pf
+        .open(&[("streamtype", "error"), ("port", "8081"), ("requestid", "0")], true)
+        .await;
+    let data_id = pf
+        .open(&[("streamtype", "data"), ("port", "8081"), ("requestid", "0")], false)
+        .await;
+    let got = pf.read_until_ended(&[err_id], WAIT).await;
+    let msg = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(msg.contains("8081"), "{msg}");
+    let _ = data_id;
+    pf.close().await;
+    let _ = ws_connect;
+
+    n.finish(&pod_id, &[&id]).await;
+}
