@@ -665,3 +665,58 @@ async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
 
     n.finish(&pod_id, &[&id]).await;
 }
+
+#[tokio::test]
+async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_its_log() {
+    let mut n = Node::start(47).await;
+    let pod = n.pod("slow", 47);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(
+            &pod_id,
+            &pod,
+            container("flood", &["sh", "-c", "sleep 1; while true; do cat /bin/busybox; done"]),
+        )
+        .await;
+    let url = n.attach_url(attach_req(&id, false, false)).await.unwrap();
+    // Connected and then never read from: every buffer on its way fills up.
+    let stalled = RemoteCommand::connect(&url).await.unwrap();
+    let log = log_path(&n, &pod, "flood");
+    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    // Far more than the socket buffers, the daemon's pipes and the monitor's per-client buffer.
+    const WANT: u64 = 64 << 20;
+    eventually(Duration::from_secs(60), "the log to keep growing", || {
+        let s = size();
+        async move { (s > WANT).then_some(()) }
+    })
+    .await;
+    // The daemon still answers for this container.
+    let r = n
+        .rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["echo".into(), "responsive".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", n.d.log_text()))
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "responsive\n");
+    // Nothing buffered the flood for the stalled client: the monitor stays small.
+    let started: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(n.state.path().join("containers").join(&id).join("runtime.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = started["monitor_pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{monitor}/status")).unwrap();
+    // Anonymous memory only: the mapped binary's pages are not the monitor's buffers.
+    let anon_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(anon_kib < 4 * 1024, "monitor anonymous RSS {anon_kib} KiB:\n{status}");
+    drop(stalled);
+
+    n.finish(&pod_id, &[&id]).await;
+}
