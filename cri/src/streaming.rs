@@ -200,15 +200,10 @@ fn connect_in_netns(ns: &std::path::Path, port: u16) -> Result<std::net::TcpStre
 }
 
 /// Applies the client's terminal sizes to the pty; resolves never (the session ends it).
-async fn apply_resizes(
-    master: std::os::fd::OwnedFd,
-    resize: Option<mpsc::Receiver<TerminalSize>>,
-) {
+async fn apply_resizes(master: std::os::fd::OwnedFd, resize: Option<mpsc::Receiver<TerminalSize>>) {
     if let Some(mut rx) = resize {
         while let Some(s) = rx.recv().await {
-            if let Err(e) =
-                carapace_runtime::terminal::resize(master.as_fd(), s.width, s.height)
-            {
+            if let Err(e) = carapace_runtime::terminal::resize(master.as_fd(), s.width, s.height) {
                 tracing::debug!(error = %e, "exec: resizing the terminal");
             }
         }

@@ -157,10 +157,7 @@ impl RemoteCommand {
         while !self.output.stdout_text().contains(needle) {
             match tokio::time::timeout_at(deadline, self.read_one()).await {
                 Ok(true) => {}
-                Ok(false) => panic!(
-                    "session ended before {needle:?} came: {:?}",
-                    self.output
-                ),
+                Ok(false) => panic!("session ended before {needle:?} came: {:?}", self.output),
                 Err(_) => panic!("no {needle:?} within {timeout:?}: {:?}", self.output),
             }
         }
@@ -170,7 +167,10 @@ impl RemoteCommand {
     pub async fn finish(mut self, timeout: Duration) -> Output {
         let read = async { while self.read_one().await {} };
         if tokio::time::timeout(timeout, read).await.is_err() {
-            panic!("the session did not end within {timeout:?}: {:?}", self.output);
+            panic!(
+                "the session did not end within {timeout:?}: {:?}",
+                self.output
+            );
         }
         self.output
     }
@@ -285,8 +285,9 @@ impl SpdyClient {
             while got.iter().any(|s| !s.fin && !s.reset) {
                 // Whole frames from what has arrived so far.
                 while self.inbound.len() >= 8 {
-                    let len = u32::from_be_bytes([0, self.inbound[5], self.inbound[6], self.inbound[7]])
-                        as usize;
+                    let len =
+                        u32::from_be_bytes([0, self.inbound[5], self.inbound[6], self.inbound[7]])
+                            as usize;
                     if self.inbound.len() < 8 + len {
                         break;
                     }
@@ -302,7 +303,8 @@ impl SpdyClient {
                         continue;
                     }
                     let kind = u16::from_be_bytes([frame[2], frame[3]]);
-                    let stream = || u32::from_be_bytes([body[0], body[1], body[2], body[3]]) & 0x7fff_ffff;
+                    let stream =
+                        || u32::from_be_bytes([body[0], body[1], body[2], body[3]]) & 0x7fff_ffff;
                     match kind {
                         // SYN_REPLY may carry FIN.
                         2 if body.len() >= 4 => {

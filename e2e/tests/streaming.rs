@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use carapace_e2e::cri::runtime_service_client::RuntimeServiceClient;
 use carapace_e2e::registry::Registry;
-use carapace_e2e::stream::{RemoteCommand, SpdyClient, refused_status, ws_connect};
+use carapace_e2e::stream::{RemoteCommand, SpdyClient, refused_status};
 use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, eventually, processes_naming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -143,19 +143,6 @@ impl Node {
         self.rt.attach(req).await.map(|r| r.into_inner().url)
     }
 
-    async fn state_of(&mut self, id: &str) -> cri::ContainerStatus {
-        self.rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: false,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("ContainerStatus: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .status
-            .unwrap()
-    }
-
     /// Stops and removes the containers and the pod, checks nothing is left, stops the daemon.
     async fn finish(mut self, pod_id: &str, containers: &[&str]) {
         for id in containers {
@@ -254,8 +241,7 @@ fn cri_log(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn log_path(n: &Node, pod: &cri::PodSandboxConfig, name: &str) -> std::path::PathBuf {
-    let _ = n;
+fn log_path(pod: &cri::PodSandboxConfig, name: &str) -> std::path::PathBuf {
     Path::new(&pod.log_directory).join(format!("{name}/0.log"))
 }
 
@@ -365,10 +351,20 @@ async fn used_tokens_get_404_and_a_malformed_upgrade_harms_nothing() {
         .finish(WAIT)
         .await;
     assert_eq!(out.exit_code(), Some(0), "{out:?}");
-    let e = RemoteCommand::connect(&url).await.err().expect("reused URL accepted");
+    let e = RemoteCommand::connect(&url)
+        .await
+        .err()
+        .expect("reused URL accepted");
     assert_eq!(refused_status(&e), Some(404), "{e}");
-    let unknown = format!("{}/exec/{}", url.rsplit_once("/exec/").unwrap().0, "x".repeat(20));
-    let e = RemoteCommand::connect(&unknown).await.err().expect("made-up token accepted");
+    let unknown = format!(
+        "{}/exec/{}",
+        url.rsplit_once("/exec/").unwrap().0,
+        "x".repeat(20)
+    );
+    let e = RemoteCommand::connect(&unknown)
+        .await
+        .err()
+        .expect("made-up token accepted");
     assert_eq!(refused_status(&e), Some(404), "{e}");
 
     // A WebSocket upgrade without its key, then garbage: refused, and the server goes on.
@@ -398,7 +394,9 @@ async fn used_tokens_get_404_and_a_malformed_upgrade_harms_nothing() {
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(WAIT, junk.read_to_end(&mut sink)).await;
 
-    let url = n.exec_url(exec_req(&id, &["echo", "still-serving"], false, false)).await;
+    let url = n
+        .exec_url(exec_req(&id, &["echo", "still-serving"], false, false))
+        .await;
     let out = RemoteCommand::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("after a bad upgrade: {e}\n{}", n.d.log_text()))
@@ -413,7 +411,11 @@ async fn used_tokens_get_404_and_a_malformed_upgrade_harms_nothing() {
 fn echo_container(name: &str, tty: bool, stdin_once: bool) -> cri::ContainerConfig {
     let mut c = container(
         name,
-        &["sh", "-c", "echo ready; while read l; do echo got:$l; done; echo stdin-closed"],
+        &[
+            "sh",
+            "-c",
+            "echo ready; while read l; do echo got:$l; done; echo stdin-closed",
+        ],
     );
     c.stdin = true;
     c.stdin_once = stdin_once;
@@ -442,7 +444,7 @@ async fn attach_carries_a_running_containers_output_and_input() {
     let quiet = n
         .create_started(&pod_id, &pod, container("quiet", &["sleep", "1000"]))
         .await;
-    let log = log_path(&n, &pod, "echo");
+    let log = log_path(&pod, "echo");
     eventually(WAIT, "the container's first line", || {
         let log = log.clone();
         async move { cri_log(&log).iter().any(|l| l.1 == "ready").then_some(()) }
@@ -480,13 +482,19 @@ async fn attach_carries_a_running_containers_output_and_input() {
     }
 
     // Input for a container made without stdin is refused; tty with stderr too.
-    let e = n.attach_url(attach_req(&quiet, false, true)).await.unwrap_err();
+    let e = n
+        .attach_url(attach_req(&quiet, false, true))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     let mut bad = attach_req(&id, true, false);
     bad.stderr = true;
     let e = n.attach_url(bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
-    let e = n.attach_url(attach_req(&"f".repeat(64), false, false)).await.unwrap_err();
+    let e = n
+        .attach_url(attach_req(&"f".repeat(64), false, false))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
 
     n.finish(&pod_id, &[&id, &quiet]).await;
@@ -507,12 +515,13 @@ async fn attach_to_a_tty_container_resizes_its_terminal_and_logs_plain_lines() {
     s.resize(100, 30).await;
     // Let the resize land before the shell runs stty.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.stdin(b"busybox stty size; [ -t 1 ] && echo term-$((6*7))\n").await;
+    s.stdin(b"busybox stty size; [ -t 1 ] && echo term-$((6*7))\n")
+        .await;
     s.wait_for("30 100", WAIT).await;
     s.wait_for("term-42", WAIT).await;
     s.hang_up().await;
 
-    let log = log_path(&n, &pod, "shell");
+    let log = log_path(&pod, "shell");
     let lines = eventually(WAIT, "the terminal's lines in the log", || {
         let log = log.clone();
         async move {
@@ -522,7 +531,9 @@ async fn attach_to_a_tty_container_resizes_its_terminal_and_logs_plain_lines() {
     })
     .await;
     assert!(
-        lines.iter().all(|l| l.0 == "stdout" && !l.1.ends_with('\r')),
+        lines
+            .iter()
+            .all(|l| l.0 == "stdout" && !l.1.ends_with('\r')),
         "{lines:?}"
     );
     assert!(lines.iter().any(|l| l.1 == "30 100"), "{lines:?}");
@@ -572,9 +583,15 @@ async fn attach_works_after_a_daemon_restart_and_stdin_once_ends_the_input() {
     })
     .await;
     assert_eq!(st.exit_code, 0, "{st:?}");
-    let e = n.attach_url(attach_req(&id, false, false)).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "attach to an exited container: {e}");
-    let _ = n.state_of(&id).await;
+    let e = n
+        .attach_url(attach_req(&id, false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "attach to an exited container: {e}"
+    );
 
     n.finish(&pod_id, &[&id]).await;
 }
@@ -600,9 +617,8 @@ async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
         )
         .await;
 
-    let url = n
-        .rt
-        .port_forward(cri::PortForwardRequest {
+    let url =
+        n.rt.port_forward(cri::PortForwardRequest {
             pod_sandbox_id: pod_id.clone(),
             port: vec![8080],
         })
@@ -624,8 +640,12 @@ async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
         h[2].1 = &request;
         let data_id = pf.open(&h, false).await;
         // The whole request, then the end of this side, as a client's closed socket does.
-        pf.data(data_id, b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n", true)
-            .await;
+        pf.data(
+            data_id,
+            b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n",
+            true,
+        )
+        .await;
         let got = pf.read_until_ended(&[err_id, data_id], WAIT).await;
         body = String::from_utf8_lossy(&got[1].data).into_owned();
         if body.contains("hello-from-httpd") {
@@ -635,13 +655,15 @@ async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
         // Refused (not listening yet): the error stream says so.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(body.starts_with("HTTP/1.") && body.contains("hello-from-httpd"), "{body}");
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains("hello-from-httpd"),
+        "{body}"
+    );
     pf.close().await;
 
     // A port nothing listens on: the error stream carries the dial error.
-    let url = n
-        .rt
-        .port_forward(cri::PortForwardRequest {
+    let url =
+        n.rt.port_forward(cri::PortForwardRequest {
             pod_sandbox_id: pod_id.clone(),
             port: vec![8081],
         })
@@ -651,17 +673,25 @@ async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
         .url;
     let mut pf = SpdyClient::port_forward(&url).await.unwrap();
     let err_id = pf
-        .open(&[("streamtype", "error"), ("port", "8081"), ("requestid", "0")], true)
+        .open(
+            &[
+                ("streamtype", "error"),
+                ("port", "8081"),
+                ("requestid", "0"),
+            ],
+            true,
+        )
         .await;
-    let data_id = pf
-        .open(&[("streamtype", "data"), ("port", "8081"), ("requestid", "0")], false)
+    let _data_stream = pf
+        .open(
+            &[("streamtype", "data"), ("port", "8081"), ("requestid", "0")],
+            false,
+        )
         .await;
     let got = pf.read_until_ended(&[err_id], WAIT).await;
     let msg = String::from_utf8_lossy(&got[0].data).into_owned();
     assert!(msg.contains("8081"), "{msg}");
-    let _ = data_id;
     pf.close().await;
-    let _ = ws_connect;
 
     n.finish(&pod_id, &[&id]).await;
 }
@@ -675,13 +705,16 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
         .create_started(
             &pod_id,
             &pod,
-            container("flood", &["sh", "-c", "sleep 1; while true; do cat /bin/busybox; done"]),
+            container(
+                "flood",
+                &["sh", "-c", "sleep 1; while true; do cat /bin/busybox; done"],
+            ),
         )
         .await;
     let url = n.attach_url(attach_req(&id, false, false)).await.unwrap();
     // Connected and then never read from: every buffer on its way fills up.
     let stalled = RemoteCommand::connect(&url).await.unwrap();
-    let log = log_path(&n, &pod, "flood");
+    let log = log_path(&pod, "flood");
     let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     // Far more than the socket buffers, the daemon's pipes and the monitor's per-client buffer.
     const WANT: u64 = 64 << 20;
@@ -691,9 +724,8 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
     })
     .await;
     // The daemon still answers for this container.
-    let r = n
-        .rt
-        .exec_sync(cri::ExecSyncRequest {
+    let r =
+        n.rt.exec_sync(cri::ExecSyncRequest {
             container_id: id.clone(),
             cmd: vec!["echo".into(), "responsive".into()],
             timeout: 10,
@@ -704,7 +736,14 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
     assert_eq!(String::from_utf8_lossy(&r.stdout), "responsive\n");
     // Nothing buffered the flood for the stalled client: the monitor stays small.
     let started: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(n.state.path().join("containers").join(&id).join("runtime.json")).unwrap(),
+        &std::fs::read(
+            n.state
+                .path()
+                .join("containers")
+                .join(&id)
+                .join("runtime.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let monitor = started["monitor_pid"].as_i64().unwrap();
@@ -715,7 +754,10 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
         .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    assert!(anon_kib < 4 * 1024, "monitor anonymous RSS {anon_kib} KiB:\n{status}");
+    assert!(
+        anon_kib < 4 * 1024,
+        "monitor anonymous RSS {anon_kib} KiB:\n{status}"
+    );
     drop(stalled);
 
     n.finish(&pod_id, &[&id]).await;

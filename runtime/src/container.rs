@@ -434,7 +434,10 @@ impl Container {
     pub fn exec_command_tty(&self, args: &[String]) -> Result<(Command, OwnedFd)> {
         let mut cmd = self.exec_helper(args, Duration::ZERO, true)?;
         let pty = crate::terminal::open_pty()?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::internal("dup pty slave", e));
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| Error::internal("dup pty slave", e))
+        };
         cmd.stdin(Stdio::from(dup(&pty.slave)?))
             .stdout(Stdio::from(dup(&pty.slave)?))
             .stderr(Stdio::from(pty.slave));
@@ -445,7 +448,8 @@ impl Container {
     /// Returns the connection, past the handshake, speaking [`crate::attach`] frames, and whether
     /// the container has a terminal.
     pub fn attach(&self, streams: crate::attach::Streams) -> Result<(UnixStream, bool)> {
-        let not_running = || Error::FailedPrecondition(format!("container {} is not running", self.id));
+        let not_running =
+            || Error::FailedPrecondition(format!("container {} is not running", self.id));
         let dir = std::fs::File::open(&self.bundle).map_err(|_| not_running())?;
         let conn = UnixStream::connect(monitor::short_path(&dir)).map_err(|_| not_running())?;
         let timeout = Some(Duration::from_secs(5));

@@ -269,8 +269,10 @@ fn make_stdio(config: &crate::config::Process) -> Result<(Stdio, executor::InitS
     }
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
-    io.outputs.push((Some(std::fs::File::from(out_r)), Stream::Stdout));
-    io.outputs.push((Some(std::fs::File::from(err_r)), Stream::Stderr));
+    io.outputs
+        .push((Some(std::fs::File::from(out_r)), Stream::Stdout));
+    io.outputs
+        .push((Some(std::fs::File::from(err_r)), Stream::Stderr));
     let stdin = if config.stdin {
         let (in_r, in_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
         nonblocking(&in_w)?;
@@ -525,7 +527,8 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
                             Err(_) => c.gone = true,
                         }
                     }
-                    if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    if revents
+                        .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
                     {
                         match (&c.conn).read(&mut buf) {
                             Ok(0) => c.gone = true,

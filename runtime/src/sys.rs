@@ -113,7 +113,13 @@ pub(crate) fn set_window_size(
     };
     // SAFETY: TIOCSWINSZ reads one `struct winsize` from the pointer, which points at `ws` on our
     // stack for the whole call; the kernel keeps no pointer to it.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        )
+    };
     if rc != 0 {
         return Err(Error::Internal(format!(
             "TIOCSWINSZ: {}",
