@@ -1,7 +1,8 @@
 //! Clients for the daemon's streaming server, written for the tests from the wire protocol:
 //! remotecommand over WebSocket (`v5.channel.k8s.io`, what `crictl --transport websocket` and
-//! kubectl's newer clients offer) for exec and attach, and port-forward as client-go does it over
-//! WebSocket (`SPDY/3.1+portforward.k8s.io`: a SPDY/3.1 session carried in binary messages).
+//! kubectl's newer clients offer) for exec and attach, port-forward as client-go does it over
+//! WebSocket (`SPDY/3.1+portforward.k8s.io`: a SPDY/3.1 session carried in binary messages), and
+//! exec over a plain SPDY/3.1 upgrade, as the kubelet and crictl's default transport do.
 
 use std::time::Duration;
 
@@ -186,11 +187,67 @@ impl RemoteCommand {
 /// (uncompressed) zlib blocks without a dictionary, which any inflater reads; the server's header
 /// blocks are never needed and so never inflated.
 pub struct SpdyClient {
-    ws: WebSocketStream<TcpStream>,
+    io: Transport,
     next_id: u32,
     /// The zlib stream's two-byte header goes before the first header block only.
     zlib_started: bool,
     inbound: Vec<u8>,
+}
+
+/// What carries the SPDY bytes.
+enum Transport {
+    /// Binary messages of a WebSocket.
+    Ws(Box<WebSocketStream<TcpStream>>),
+    /// The TCP connection itself, after an HTTP upgrade.
+    Tcp(TcpStream),
+}
+
+impl Transport {
+    async fn send(&mut self, bytes: Vec<u8>) {
+        match self {
+            Transport::Ws(ws) => ws
+                .send(Message::binary(bytes))
+                .await
+                .expect("sending a SPDY frame"),
+            Transport::Tcp(t) => {
+                use tokio::io::AsyncWriteExt;
+                t.write_all(&bytes).await.expect("sending a SPDY frame")
+            }
+        }
+    }
+
+    /// The next bytes from the server; `None` once the connection ended.
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Transport::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => return Some(b.to_vec()),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                    Some(Ok(_)) => {}
+                }
+            },
+            Transport::Tcp(t) => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 64 * 1024];
+                match t.read(&mut buf).await {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some(buf[..n].to_vec()),
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Transport::Ws(ws) => {
+                let _ = WebSocketStream::close(ws, None).await;
+            }
+            Transport::Tcp(t) => {
+                use tokio::io::AsyncWriteExt;
+                let _ = t.shutdown().await;
+            }
+        }
+    }
 }
 
 /// One stream's inbound side as the client saw it.
@@ -205,7 +262,60 @@ impl SpdyClient {
     /// Port-forward over WebSocket, as client-go's tunnelling dialer does it.
     pub async fn port_forward(url: &str) -> Result<Self, tungstenite::Error> {
         Ok(Self {
-            ws: ws_connect(url, "SPDY/3.1+portforward.k8s.io").await?,
+            io: Transport::Ws(Box::new(
+                ws_connect(url, "SPDY/3.1+portforward.k8s.io").await?,
+            )),
+            next_id: 1,
+            zlib_started: false,
+            inbound: Vec::new(),
+        })
+    }
+
+    /// Exec or attach over a plain SPDY/3.1 upgrade offering `protocol` (e.g.
+    /// `v4.channel.k8s.io`); the error is the server's answer when it refused.
+    pub async fn upgrade(url: &str, protocol: &str) -> Result<Self, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = addr_of(url);
+        let path = url
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("/");
+        let mut tcp = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tcp.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => {
+                    return Err(format!(
+                        "connection ended: {}",
+                        String::from_utf8_lossy(&head)
+                    ));
+                }
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(head);
+        }
+        let chosen = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("x-stream-protocol-version")
+                    .then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        assert_eq!(chosen, protocol, "negotiated protocol: {head}");
+        Ok(Self {
+            io: Transport::Tcp(tcp),
             next_id: 1,
             zlib_started: false,
             inbound: Vec::new(),
@@ -250,16 +360,18 @@ impl SpdyClient {
         id
     }
 
+    /// Half-closes a stream this side opened.
+    pub async fn finish(&mut self, id: u32) {
+        self.data(id, &[], true).await;
+    }
+
     async fn control(&mut self, kind: u16, flags: u8, body: &[u8]) {
         let mut f = vec![0x80, 0x03];
         f.extend_from_slice(&kind.to_be_bytes());
         f.push(flags);
         f.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
         f.extend_from_slice(body);
-        self.ws
-            .send(Message::binary(f))
-            .await
-            .expect("sending a SPDY frame");
+        self.io.send(f).await;
     }
 
     pub async fn data(&mut self, id: u32, data: &[u8], fin: bool) {
@@ -268,10 +380,7 @@ impl SpdyClient {
         f.push(u8::from(fin));
         f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
         f.extend_from_slice(data);
-        self.ws
-            .send(Message::binary(f))
-            .await
-            .expect("sending SPDY data");
+        self.io.send(f).await;
     }
 
     /// Reads frames until every stream in `ids` has ended (FIN or reset); returns what each got.
@@ -323,14 +432,13 @@ impl SpdyClient {
                 if !got.iter().any(|s| !s.fin && !s.reset) {
                     break;
                 }
-                match self.ws.next().await {
-                    Some(Ok(Message::Binary(b))) => self.inbound.extend_from_slice(&b),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                match self.io.recv().await {
+                    Some(b) => self.inbound.extend_from_slice(&b),
+                    None => {
                         for s in got.iter_mut() {
                             s.reset |= !s.fin;
                         }
                     }
-                    Some(Ok(_)) => {}
                 }
             }
         };
@@ -341,6 +449,6 @@ impl SpdyClient {
     }
 
     pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+        self.io.close().await;
     }
 }

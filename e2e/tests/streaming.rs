@@ -762,3 +762,46 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
 
     n.finish(&pod_id, &[&id]).await;
 }
+
+/// The kubelet's (and crictl's default) transport: a plain SPDY/3.1 upgrade, one stream per
+/// remotecommand stream, the status on the error stream.
+#[tokio::test]
+async fn exec_with_a_tty_over_spdy_sees_the_resize_and_reports_the_exit_code() {
+    let mut n = Node::start(48).await;
+    let pod = n.pod("spdy", 48);
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .await;
+    let url = n
+        .exec_url(exec_req(
+            &id,
+            &["sh", "-c", "read go; busybox stty size; exit 5"],
+            true,
+            true,
+        ))
+        .await;
+    let mut s = SpdyClient::upgrade(&url, "v4.channel.k8s.io")
+        .await
+        .unwrap_or_else(|e| panic!("SPDY upgrade: {e}\n{}", n.d.log_text()));
+    let error = s.open(&[("streamtype", "error")], true).await;
+    let stdin = s.open(&[("streamtype", "stdin")], false).await;
+    let stdout = s.open(&[("streamtype", "stdout")], true).await;
+    let resize = s.open(&[("streamtype", "resize")], false).await;
+    s.data(resize, b"{\"Width\":120,\"Height\":40}\n", false)
+        .await;
+    // The resize travels on its own stream: give it a moment before the command asks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.data(stdin, b"go\n", false).await;
+    let got = s.read_until_ended(&[error, stdout], WAIT).await;
+    let out = String::from_utf8_lossy(&got[1].data).into_owned();
+    assert!(out.contains("40 120\r\n"), "stdout: {out:?}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&got[0].data).unwrap_or_else(|e| panic!("status {:?}: {e}", got[0]));
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
+    s.finish(stdin).await;
+    s.close().await;
+
+    n.finish(&pod_id, &[&id]).await;
+}
