@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cgroup::{ContainerCgroup, Stats};
-use crate::config::{ContainerConfig, Resources, validate_id};
+use crate::config::{ContainerConfig, Propagation, Resources, validate_id};
 use crate::error::{Error, Result};
 use crate::executor::Overlay;
-use crate::fsutil::unix_nanos;
+use crate::fsutil::{MountPropagation, mount_propagation, unix_nanos};
 use crate::monitor::{self, Exit, HELPER_SUBCOMMAND, Record, Started};
 
 /// Where the runtime keeps things and how it starts its helper processes.
@@ -146,6 +146,29 @@ impl Runtime {
     }
 }
 
+/// A volume can only propagate what its host mount propagates: Bidirectional needs the source on
+/// a shared mount, HostToContainer on a shared or slave one (as containerd checks). Refused at
+/// create with the mount named, rather than silently propagating nothing.
+fn check_propagation(config: &ContainerConfig) -> Result<()> {
+    for m in &config.mounts {
+        let (needs, ok): (&str, fn(&MountPropagation) -> bool) = match m.propagation {
+            Propagation::Private => continue,
+            Propagation::HostToContainer => ("a shared or slave", |p| p.shared || p.slave),
+            Propagation::Bidirectional => ("a shared", |p| p.shared),
+        };
+        let p = mount_propagation(&m.host_path)?;
+        if !ok(&p) {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {} ({:?} propagation) is on {}, which is not {needs} mount",
+                m.host_path.display(),
+                m.propagation,
+                p.mount_point.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// One container, by id; cheap to make, all state is on disk.
 #[derive(Debug, Clone)]
 pub struct Container {
@@ -179,6 +202,7 @@ impl Container {
                 return Err(Error::NotFound(format!("rootfs layer {}", l.display())));
             }
         }
+        check_propagation(&config)?;
         mkdir(&overlay.upper_dir)?;
         mkdir(&overlay.work_dir)?;
         let spec = crate::spec::build(&config, &rootfs)?;

@@ -33,7 +33,55 @@ pub struct Overlay {
     pub work_dir: PathBuf,
 }
 
+/// mount(2) copies at most one page of options; longer ones (some 40 layers of
+/// `<root>/snapshots/<64 hex>/fs`) must be shortened.
+const MAX_MOUNT_DATA: usize = 4095;
+
 impl Overlay {
+    /// Mounts the overlay at `target`. When the paths do not fit in one page of mount options, the
+    /// directories are opened and named by their `/proc/self/fd/N` paths (17 bytes or so each).
+    pub(crate) fn mount(&self, target: &Path) -> Result<()> {
+        let mut options = self.options()?;
+        let mut _fds = Vec::new();
+        if options.len() > MAX_MOUNT_DATA {
+            let mut short = |p: &Path| -> Result<PathBuf> {
+                let fd = open(
+                    p,
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(format_args!("open {}", p.display()))?;
+                let path = fd_path(&fd);
+                _fds.push(fd);
+                Ok(path)
+            };
+            let by_fd = Overlay {
+                lower_dirs: self
+                    .lower_dirs
+                    .iter()
+                    .map(|p| short(p))
+                    .collect::<Result<_>>()?,
+                upper_dir: short(&self.upper_dir)?,
+                work_dir: short(&self.work_dir)?,
+            };
+            options = by_fd.options()?;
+            if options.len() > MAX_MOUNT_DATA {
+                return Err(Error::InvalidArgument(format!(
+                    "the image has too many layers ({}) for one overlay mount",
+                    self.lower_dirs.len()
+                )));
+            }
+        }
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .ctx("mount overlay rootfs")
+    }
+
     fn options(&self) -> Result<String> {
         let bad = |p: &Path| {
             let s = p.to_string_lossy();
@@ -74,6 +122,24 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
         LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
         LinuxNamespaceType::Time => CloneFlags::empty(),
     }
+}
+
+/// The environment variable naming the fd (inherited by a sealed helper) of the mount namespace
+/// the daemon runs in.
+pub(crate) const HOST_MNTNS_ENV: &str = "_CARAPACE_HOST_MNTNS_FD";
+
+/// The daemon's mount namespace, when this helper was started with it (see `HOST_MNTNS_ENV`).
+/// Reopened by its /proc path: the inherited fd number stays as it is, closed before exec.
+fn host_mount_ns() -> Option<OwnedFd> {
+    let fd: u32 = std::env::var(HOST_MNTNS_ENV).ok()?.parse().ok()?;
+    open_ro(Path::new(&format!("/proc/self/fd/{fd}"))).ok()
+}
+
+/// Whether a bind mount asks for bidirectional propagation (`rshared`/`shared` in its options).
+fn is_bidirectional(m: &OciMount) -> bool {
+    let (flags, prop, _) = parse_options(m.options().as_deref().unwrap_or_default());
+    (flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind"))
+        && prop.contains(MsFlags::MS_SHARED)
 }
 
 fn open_ro(path: &Path) -> Result<OwnedFd> {
@@ -193,6 +259,21 @@ fn init_container(
 ) -> Result<std::convert::Infallible> {
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
+    // Start from the daemon's mount namespace (the monitor's own is a slave copy of it), and take
+    // the Bidirectional volumes from there: their copies stay peers of the host's mounts, so
+    // mounts made under them in the container reach the host.
+    if let Some(ns) = host_mount_ns() {
+        setns(ns, CloneFlags::CLONE_NEWNS).ctx("join the daemon's mount namespace")?;
+    }
+    let mut trees = std::collections::HashMap::new();
+    for m in spec.mounts().iter().flatten().filter(|m| is_bidirectional(m)) {
+        let source = m.source().clone().unwrap_or_default();
+        trees.insert(
+            m.destination().clone(),
+            sys::clone_mount_tree(&source)
+                .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?,
+        );
+    }
     let mut new = CloneFlags::empty();
     for ns in &namespaces {
         let t = ns.typ();
@@ -221,14 +302,7 @@ fn init_container(
         .as_ref()
         .map(|r| r.path().clone())
         .ok_or_else(|| Error::InvalidArgument("spec has no root".into()))?;
-    mount(
-        Some("overlay"),
-        &root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(overlay.options()?.as_str()),
-    )
-    .ctx("mount overlay rootfs")?;
+    overlay.mount(&root)?;
     let root_fd = open(
         &root,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -237,7 +311,7 @@ fn init_container(
     .ctx("open rootfs")?;
 
     for m in spec.mounts().iter().flatten() {
-        mount_one(&root_fd, m, cgroup)
+        mount_one(&root_fd, m, cgroup, trees.remove(m.destination()))
             .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?;
     }
 
@@ -245,6 +319,15 @@ fn init_container(
     pivot_root(".", ".").ctx("pivot_root")?;
     umount2(".", MntFlags::MNT_DETACH).ctx("detach old root")?;
     chdir("/").ctx("chdir /")?;
+    // The root's own propagation (rslave, or rshared with a Bidirectional volume), applied once it
+    // is `/`, as runc does.
+    if let Some(p) = linux.rootfs_propagation() {
+        let (_, prop, _) = parse_options(std::slice::from_ref(p));
+        if !prop.is_empty() {
+            mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+                .ctx(format_args!("make / {p}"))?;
+        }
+    }
 
     for p in linux.masked_paths().iter().flatten() {
         mask_path(p)?;
@@ -310,7 +393,14 @@ fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
     (flags, prop, data)
 }
 
-fn mount_one(root: &OwnedFd, m: &OciMount, cgroup: &ContainerCgroup) -> Result<()> {
+/// Mounts `m` inside `root`; a bind whose source was cloned in the daemon's namespace (`tree`)
+/// attaches that clone instead of binding the source anew.
+fn mount_one(
+    root: &OwnedFd,
+    m: &OciMount,
+    cgroup: &ContainerCgroup,
+    tree: Option<OwnedFd>,
+) -> Result<()> {
     let dest = m.destination().to_string_lossy().to_string();
     let typ = m.typ().clone().unwrap_or_default();
     let (flags, prop, data) = parse_options(m.options().as_deref().unwrap_or_default());
@@ -334,14 +424,17 @@ fn mount_one(root: &OwnedFd, m: &OciMount, cgroup: &ContainerCgroup) -> Result<(
     let data = data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
-        mount(
-            Some(&source),
-            &fd_path(&target),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .ctx("bind")?;
+        match tree {
+            Some(tree) => sys::attach_mount_tree(&tree, &fd_path(&target))?,
+            None => mount(
+                Some(&source),
+                &fd_path(&target),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .ctx("bind")?,
+        }
         // Reopen: the old fd names the directory under the new mount, not the mount itself.
         let target = mkdir_all_in_root(root, &dest, kind)?;
         let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
@@ -826,4 +919,45 @@ pub(crate) fn spawn_in_container(
 /// Capability names of a set, for tests and status.
 pub fn capability_names(set: &caps::CapsHashSet) -> BTreeSet<String> {
     set.iter().map(|c| c.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Root only (the runtime's tests run as root): an image of 60 layers whose paths are as long
+    /// as the snapshotter's makes overlay options of more than a page; the mount still works and
+    /// shows the bottom layer's file under the top layer's.
+    #[test]
+    fn an_overlay_of_more_layers_than_a_page_of_options_mounts() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lower_dirs: Vec<PathBuf> = (0..60)
+            .map(|i| {
+                let d = dir.path().join(format!("{i:064x}")).join("fs");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join(format!("layer{i}")), i.to_string()).unwrap();
+                d
+            })
+            .rev()
+            .collect();
+        let o = Overlay {
+            lower_dirs,
+            upper_dir: dir.path().join("upper"),
+            work_dir: dir.path().join("work"),
+        };
+        for d in [&o.upper_dir, &o.work_dir, &dir.path().join("merged")] {
+            std::fs::create_dir(d).unwrap();
+        }
+        assert!(o.options().unwrap().len() > MAX_MOUNT_DATA);
+        let merged = dir.path().join("merged");
+        o.mount(&merged).unwrap();
+        let bottom = std::fs::read_to_string(merged.join("layer0"));
+        let top = std::fs::read_to_string(merged.join("layer59"));
+        umount2(&merged, MntFlags::MNT_DETACH).unwrap();
+        assert_eq!((bottom.unwrap(), top.unwrap()), ("0".into(), "59".into()));
+    }
 }

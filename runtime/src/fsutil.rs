@@ -151,6 +151,77 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// How the mount holding a path propagates, from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPropagation {
+    /// The mount point holding the path.
+    pub mount_point: PathBuf,
+    /// In a peer group (`shared:N`).
+    pub shared: bool,
+    /// Receives from a master (`master:N`).
+    pub slave: bool,
+}
+
+/// The propagation of the mount holding `path` (made absolute and symlink-free first).
+pub fn mount_propagation(path: &Path) -> Result<MountPropagation> {
+    let real = std::fs::canonicalize(path).map_err(|e| Error::io("resolve", path, e))?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::internal("read /proc/self/mountinfo", e))?;
+    propagation_in(&table, &real)
+        .ok_or_else(|| Error::Internal(format!("no mount holds {}", real.display())))
+}
+
+/// The last (topmost) mount of `mountinfo` whose mount point is the longest prefix of `path`.
+fn propagation_in(mountinfo: &str, path: &Path) -> Option<MountPropagation> {
+    let mut best: Option<MountPropagation> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4).map(|p| unescape_octal(p)) else {
+            continue;
+        };
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let longer = best
+            .as_ref()
+            .is_none_or(|b| point.components().count() >= b.mount_point.components().count());
+        if longer {
+            let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+            let (mut shared, mut slave) = (false, false);
+            for f in optional {
+                shared |= f.starts_with("shared:");
+                slave |= f.starts_with("master:");
+            }
+            best = Some(MountPropagation {
+                mount_point: point,
+                shared,
+                slave,
+            });
+        }
+    }
+    best
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && let Some(v) = s.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// `time` as Go's `time.RFC3339Nano` in UTC (trailing zeros of the fraction trimmed), which is what
 /// the kubelet parses in CRI logs.
 pub fn rfc3339_nano(time: SystemTime) -> String {
@@ -198,6 +269,26 @@ mod tests {
         assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let leap = UNIX_EPOCH + Duration::new(951_782_400, 1);
         assert_eq!(rfc3339_nano(leap), "2000-02-29T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn the_topmost_longest_mount_gives_the_propagation() {
+        let table = "\
+1 0 8:1 / / rw - ext4 /dev/sda rw
+2 1 0:5 / /mnt/vol rw shared:7 - tmpfs t rw
+3 1 0:6 / /mnt/vol rw master:7 - tmpfs t rw
+4 1 0:7 / /mnt/v\\040x rw shared:3 master:2 - tmpfs t rw
+";
+        let p = |path: &str| propagation_in(table, Path::new(path)).unwrap();
+        let root = p("/mnt/volume");
+        assert_eq!(root.mount_point, Path::new("/"));
+        assert!(!root.shared && !root.slave);
+        // Mounted over: the later entry wins.
+        let vol = p("/mnt/vol/a/b");
+        assert!(vol.slave && !vol.shared, "{vol:?}");
+        let spaced = p("/mnt/v x/y");
+        assert_eq!(spaced.mount_point, Path::new("/mnt/v x"));
+        assert!(spaced.shared && spaced.slave);
     }
 
     #[test]

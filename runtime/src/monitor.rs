@@ -8,7 +8,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -111,6 +111,9 @@ fn seal_exe(bundle: &Path) -> Result<()> {
     if std::env::var_os(SEALED_ENV).is_some() || crate::sealed::running_sealed() {
         return Ok(());
     }
+    // Kept open across the re-exec: a container's init starts from the daemon's mount namespace
+    // so that its Bidirectional volumes are peers of the host's mounts, not slaves of ours.
+    let host_ns = open("/proc/self/ns/mnt", OFlag::O_RDONLY, Mode::empty()).ctx("open mnt ns")?;
     unshare(CloneFlags::CLONE_NEWNS).ctx("unshare mount namespace")?;
     // Host mounts and unmounts still reach us; ours never reach the host.
     mount(
@@ -157,6 +160,8 @@ fn seal_exe(bundle: &Path) -> Result<()> {
         })
         .collect();
     env.push(CString::new(format!("{SEALED_ENV}=1")).map_err(|e| Error::internal("env", e))?);
+    let ns_env = format!("{}={}", executor::HOST_MNTNS_ENV, host_ns.as_raw_fd());
+    env.push(CString::new(ns_env).map_err(|e| Error::internal("env", e))?);
     let e = nix::unistd::fexecve(fd.as_fd(), &args, &env).unwrap_err();
     Err(Error::Internal(format!(
         "re-exec sealed binary: {}",

@@ -195,7 +195,8 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
             .filter(|c| !c.is_empty())
             .count()
     });
-    let mut rootfs_propagation = "rprivate";
+    // As runc's default: host mounts and unmounts still reach the container, nothing goes back.
+    let mut rootfs_propagation = "rslave";
     for m in binds {
         if !m.host_path.exists() {
             return Err(Error::InvalidArgument(format!(
@@ -205,12 +206,7 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
         }
         let prop = match m.propagation {
             Propagation::Private => "rprivate",
-            Propagation::HostToContainer => {
-                if rootfs_propagation == "rprivate" {
-                    rootfs_propagation = "rslave";
-                }
-                "rslave"
-            }
+            Propagation::HostToContainer => "rslave",
             Propagation::Bidirectional => {
                 rootfs_propagation = "rshared";
                 "rshared"
@@ -416,6 +412,38 @@ mod tests {
             build(&c, Path::new("/r")),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn the_root_is_rslave_and_rshared_with_a_bidirectional_volume() {
+        let root_prop = |c: &ContainerConfig| {
+            build(c, Path::new("/r"))
+                .unwrap()
+                .linux()
+                .as_ref()
+                .unwrap()
+                .rootfs_propagation()
+                .clone()
+        };
+        let mut c = config();
+        assert_eq!(root_prop(&c).as_deref(), Some("rslave"));
+        let dir = tempfile::tempdir().unwrap();
+        c.mounts = vec![Mount {
+            host_path: dir.path().into(),
+            container_path: "/vol".into(),
+            readonly: false,
+            propagation: Propagation::Bidirectional,
+        }];
+        assert_eq!(root_prop(&c).as_deref(), Some("rshared"));
+        let spec = build(&c, Path::new("/r")).unwrap();
+        let vol = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/vol"))
+            .unwrap();
+        assert!(vol.options().as_ref().unwrap().contains(&"rshared".into()));
     }
 
     #[test]

@@ -128,3 +128,65 @@ pub(crate) fn set_window_size(
     }
     Ok(())
 }
+
+// From <linux/mount.h>; not every libc release exports them for every target.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// open_tree(2) with `OPEN_TREE_CLONE | AT_RECURSIVE`: a detached copy of the mount tree at
+/// `path`. A copy of a shared mount joins its peer group, which is how a Bidirectional volume
+/// stays a peer of the host's mount inside the container's own mount namespace.
+pub(crate) fn clone_mount_tree(path: &std::path::Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::InvalidArgument("NUL in mount source".into()))?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call; the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Internal(format!(
+            "open_tree {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: a non-negative return of open_tree is a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as libc::c_int) })
+}
+
+/// move_mount(2) of the detached tree `tree` onto `target`.
+pub(crate) fn attach_mount_tree(
+    tree: &std::os::fd::OwnedFd,
+    target: &std::path::Path,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let t = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::InvalidArgument("NUL in mount target".into()))?;
+    let empty = c"";
+    // SAFETY: both strings are NUL-terminated and outlive the call; `tree` is an open fd we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Internal(format!(
+            "move_mount to {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
