@@ -322,10 +322,16 @@ impl Daemon {
     /// Kills the daemon with SIGKILL (no shutdown of its own at all, as after an OOM kill or a
     /// crash) and starts a new one on the same configuration.
     pub async fn kill_and_restart(mut self) -> Daemon {
+        Daemon::start_with(self.kill().await).await
+    }
+
+    /// Kills the daemon with SIGKILL and returns its configuration, for a test that acts while no
+    /// daemon runs and then starts one again with [`Daemon::start_with`]. What is left of `self`
+    /// owns nothing.
+    pub async fn kill(&mut self) -> DaemonConfig {
         self.signal_and_wait(Signal::SIGKILL).await;
         // Take the config out without running Drop's cleanup (the child is already gone).
-        let config = std::mem::take(&mut self.config);
-        Daemon::start_with(config).await
+        std::mem::take(&mut self.config)
     }
 
     /// SIGTERM, then checks: exit status 0, socket removed, no mount under the test's dir, no

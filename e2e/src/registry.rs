@@ -17,7 +17,8 @@ pub const REGISTRY: &str = "registry.e2e.test";
 
 /// The busybox applets the image links into `/bin` (besides `sh`), for the container tests.
 pub const APPLETS: &[&str] = &[
-    "cat", "echo", "env", "hostname", "id", "ls", "sleep", "touch", "true", "false",
+    "cat", "echo", "env", "hostname", "id", "ls", "sleep", "touch", "true", "false", "mkdir",
+    "mount", "seq", "unshare",
 ];
 
 /// Builds an OCI image layout at `layout`, tag `v1`, with gzip layers: busybox with `sh` and the

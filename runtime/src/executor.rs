@@ -266,12 +266,18 @@ fn init_container(
         setns(ns, CloneFlags::CLONE_NEWNS).ctx("join the daemon's mount namespace")?;
     }
     let mut trees = std::collections::HashMap::new();
-    for m in spec.mounts().iter().flatten().filter(|m| is_bidirectional(m)) {
+    for m in spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| is_bidirectional(m))
+    {
         let source = m.source().clone().unwrap_or_default();
         trees.insert(
             m.destination().clone(),
-            sys::clone_mount_tree(&source)
-                .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?,
+            sys::clone_mount_tree(&source).map_err(|e| {
+                Error::Internal(format!("mount {}: {e}", m.destination().display()))
+            })?,
         );
     }
     let mut new = CloneFlags::empty();
