@@ -999,7 +999,7 @@ async fn memory_and_pids_limits_hold_and_an_update_changes_the_memory_limit() {
     let pod_id = n.run_pod(&pod).await;
 
     // Over its memory limit: the kernel's OOM killer, reported as OOMKilled.
-    let mut hog = container("hog", &["sh", "-c", "a=$(cat /dev/zero); echo survived"]);
+    let mut hog = container("hog", &["sh", "-c", "a=x; while true; do a=$a$a; done"]);
     resources(&mut hog).memory_limit_in_bytes = 32 << 20;
     let (_, st, lines) = n.run_to_exit(&pod_id, &pod, &hog).await;
     assert_eq!(

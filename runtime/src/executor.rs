@@ -259,12 +259,25 @@ fn init_container(
 ) -> Result<std::convert::Infallible> {
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
-    // Start from the daemon's mount namespace (the monitor's own is a slave copy of it), and take
-    // the Bidirectional volumes from there: their copies stay peers of the host's mounts, so
-    // mounts made under them in the container reach the host.
+    // Start from the daemon's mount namespace (the monitor's own is a slave copy of it): our copies
+    // of its shared mounts are peers of the host's, which Bidirectional volumes need.
     if let Some(ns) = host_mount_ns() {
         setns(ns, CloneFlags::CLONE_NEWNS).ctx("join the daemon's mount namespace")?;
     }
+    let mut new = CloneFlags::empty();
+    for ns in &namespaces {
+        let t = ns.typ();
+        if t == LinuxNamespaceType::Pid {
+            continue;
+        }
+        match ns.path() {
+            Some(p) => setns(open_ro(p)?, ns_flag(t)).ctx(format_args!("join {t} namespace"))?,
+            None => new |= ns_flag(t),
+        }
+    }
+    unshare(new | CloneFlags::CLONE_NEWNS).ctx("unshare")?;
+    // Cloned while our copies of the host's shared mounts are still their peers, and in the
+    // namespace they will be attached in (the kernel refuses trees cloned elsewhere).
     let mut trees = std::collections::HashMap::new();
     for m in spec
         .mounts()
@@ -280,18 +293,6 @@ fn init_container(
             })?,
         );
     }
-    let mut new = CloneFlags::empty();
-    for ns in &namespaces {
-        let t = ns.typ();
-        if t == LinuxNamespaceType::Pid {
-            continue;
-        }
-        match ns.path() {
-            Some(p) => setns(open_ro(p)?, ns_flag(t)).ctx(format_args!("join {t} namespace"))?,
-            None => new |= ns_flag(t),
-        }
-    }
-    unshare(new | CloneFlags::CLONE_NEWNS).ctx("unshare")?;
     // Nothing we mount from here on may propagate back to the host.
     mount(
         None::<&str>,
@@ -431,7 +432,7 @@ fn mount_one(
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
         match tree {
-            Some(tree) => sys::attach_mount_tree(&tree, &fd_path(&target))?,
+            Some(tree) => sys::attach_mount_tree(&tree, &target)?,
             None => mount(
                 Some(&source),
                 &fd_path(&target),

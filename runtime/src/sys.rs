@@ -133,6 +133,7 @@ pub(crate) fn set_window_size(
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// open_tree(2) with `OPEN_TREE_CLONE | AT_RECURSIVE`: a detached copy of the mount tree at
 /// `path`. A copy of a shared mount joins its peer group, which is how a Bidirectional volume
@@ -161,30 +162,28 @@ pub(crate) fn clone_mount_tree(path: &std::path::Path) -> Result<std::os::fd::Ow
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as libc::c_int) })
 }
 
-/// move_mount(2) of the detached tree `tree` onto `target`.
+/// move_mount(2) of the detached tree `tree` onto the directory open at `target` (by fd: a
+/// `/proc/self/fd/N` path would name the magic link itself, which move_mount does not follow).
 pub(crate) fn attach_mount_tree(
     tree: &std::os::fd::OwnedFd,
-    target: &std::path::Path,
+    target: &std::os::fd::OwnedFd,
 ) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let t = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error::InvalidArgument("NUL in mount target".into()))?;
     let empty = c"";
-    // SAFETY: both strings are NUL-terminated and outlive the call; `tree` is an open fd we own.
+    // SAFETY: the empty path is a NUL-terminated static string; both fds are open and ours.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             tree.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     if rc != 0 {
         return Err(Error::Internal(format!(
-            "move_mount to {}: {}",
-            target.display(),
+            "move_mount: {}",
             std::io::Error::last_os_error()
         )));
     }
