@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
 [--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--only w1,w2]
-workloads: pod-start pod-stop-remove container-start churn churn-parallel exec-sync list pull memory";
+workloads: pod-start pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory";
 
 struct Args {
     endpoints: Vec<(String, String)>,
@@ -248,6 +248,25 @@ impl Runtime {
         }
     }
 
+    /// StopContainer with no grace (SIGKILL at once, as the kubelet's force delete) then
+    /// RemoveContainer.
+    async fn stop_remove_container(&mut self, id: &str) -> Result<()> {
+        self.rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout: 0,
+            })
+            .await
+            .with_context(|| format!("{}: StopContainer", self.name))?;
+        self.rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .with_context(|| format!("{}: RemoveContainer", self.name))?;
+        Ok(())
+    }
+
     async fn ensure_image(&mut self, image: &str) -> Result<()> {
         self.img
             .pull_image(cri::PullImageRequest {
@@ -294,6 +313,15 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
             let (pod, cfg) = r.run_pod().await?;
             for _ in 0..rounds {
                 let (_, ms) = timed(r.start_container(&pod, &cfg, &a.image)).await?;
+                s.push(ms);
+            }
+            r.remove_pod(&pod).await?;
+        }
+        "container-stop-remove" => {
+            let (pod, cfg) = r.run_pod().await?;
+            for _ in 0..rounds {
+                let c = r.start_container(&pod, &cfg, &a.image).await?;
+                let (_, ms) = timed(r.stop_remove_container(&c)).await?;
                 s.push(ms);
             }
             r.remove_pod(&pod).await?;
@@ -533,6 +561,7 @@ async fn main() -> Result<()> {
         "pod-start",
         "pod-stop-remove",
         "container-start",
+        "container-stop-remove",
         "exec-sync",
         "list",
         "churn",
