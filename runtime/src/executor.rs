@@ -259,8 +259,9 @@ fn init_container(
 ) -> Result<std::convert::Infallible> {
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
-    // Start from the daemon's mount namespace (the monitor's own is a slave copy of it): our copies
-    // of its shared mounts are peers of the host's, which Bidirectional volumes need.
+    // Start from the daemon's mount namespace when this helper sealed itself into a private one
+    // (a slave copy, see `monitor::seal_exe`): our copies of the daemon's shared mounts must be
+    // peers of the host's, which Bidirectional volumes need.
     if let Some(ns) = host_mount_ns() {
         setns(ns, CloneFlags::CLONE_NEWNS).ctx("join the daemon's mount namespace")?;
     }
