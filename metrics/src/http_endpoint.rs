@@ -46,7 +46,16 @@ pub async fn serve(
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let metrics = metrics.clone();
-                    async move { Ok::<_, Infallible>(respond(&metrics, &req)) }
+                    async move {
+                        // Scrape hooks may read files: off the async threads.
+                        let page = if is_scrape(&req) {
+                            let m = metrics.clone();
+                            tokio::task::spawn_blocking(move || m.render()).await.ok()
+                        } else {
+                            None
+                        };
+                        Ok::<_, Infallible>(respond(page, &req))
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc);
@@ -59,19 +68,29 @@ pub async fn serve(
     Ok((local, server))
 }
 
-fn respond<B>(metrics: &Metrics, req: &Request<B>) -> Response<Body> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
+fn is_scrape<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET && req.uri().path() == "/metrics"
+}
+
+/// The answer to `req`; `page` is the rendered registry for a scrape (`None`: rendering failed).
+fn respond<B>(page: Option<Vec<u8>>, req: &Request<B>) -> Response<Body> {
+    let (status, content_type, body) = match (req.method(), req.uri().path(), page) {
+        (&Method::GET, "/metrics", Some(page)) => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            Bytes::from(metrics.render()),
+            Bytes::from(page),
         ),
-        (_, "/metrics") => (
+        (&Method::GET, "/metrics", None) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            Bytes::from_static(b"rendering the metrics failed\n"),
+        ),
+        (_, "/metrics", _) => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             Bytes::from_static(b"only GET\n"),
         ),
-        _ => (
+        (_, _, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
             Bytes::from_static(b"carapace serves /metrics\n"),

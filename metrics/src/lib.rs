@@ -6,9 +6,13 @@
 
 mod grpc;
 mod http_endpoint;
+mod node;
 
 pub use grpc::{CriMetricsLayer, CriMetricsService};
 pub use http_endpoint::serve;
+pub use node::{CONTAINER_STATES, NodeMetrics, POD_STATES};
+
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -33,12 +37,17 @@ const CRI_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// Work run before each scrape, to refresh gauges that are cheaper to read than to track.
+type ScrapeHook = Box<dyn Fn() + Send + Sync>;
+
 /// The daemon's metric registry and the metrics every part shares.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     cri_requests: IntCounterVec,
     cri_duration: HistogramVec,
+    node: NodeMetrics,
+    hooks: Arc<Mutex<Vec<ScrapeHook>>>,
 }
 
 impl Metrics {
@@ -75,11 +84,28 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let node = NodeMetrics::register(&registry)?;
         Ok(Self {
             registry,
             cri_requests,
             cri_duration,
+            node,
+            hooks: Arc::default(),
         })
+    }
+
+    /// The pod, container, CNI and monitor metrics.
+    pub fn node(&self) -> &NodeMetrics {
+        &self.node
+    }
+
+    /// Runs `hook` before every scrape (on a blocking thread, so it may read files), e.g. to set
+    /// gauges from the stores.
+    pub fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
     }
 
     /// The registry, for other parts of the daemon to register their own collectors.
@@ -98,6 +124,9 @@ impl Metrics {
 
     /// The registry in the Prometheus text exposition format.
     pub fn render(&self) -> Vec<u8> {
+        for hook in self.hooks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            hook();
+        }
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail on I/O; a collector error leaves a partial page, which is
         // still better than no page for the scraper.
@@ -124,5 +153,31 @@ mod tests {
         assert!(text.contains("carapace_cri_request_duration_seconds_bucket"));
         assert!(text.contains("process_resident_memory_bytes"));
         assert!(text.contains("process_open_fds"));
+    }
+
+    #[test]
+    fn node_gauges_list_every_state_and_scrape_hooks_run_before_rendering() {
+        let m = Metrics::new("1").unwrap();
+        let node = m.node().clone();
+        m.on_scrape(move || {
+            node.set_pods(&[("ready", 3)]);
+            node.set_containers(&[("running", 2), ("exited", 1)]);
+            node.set_monitors(2, 4096);
+        });
+        m.node().observe_cni("add", true, 0.05);
+        m.node().observe_container_start(0.01);
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            r#"carapace_pods{state="ready"} 3"#,
+            r#"carapace_pods{state="notready"} 0"#,
+            r#"carapace_containers{state="running"} 2"#,
+            r#"carapace_containers{state="created"} 0"#,
+            "carapace_monitor_processes 2",
+            "carapace_monitor_resident_memory_bytes 4096",
+            r#"carapace_cni_operation_duration_seconds_count{operation="add",outcome="success"} 1"#,
+            "carapace_container_start_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
     }
 }

@@ -40,6 +40,8 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn hostname(&self) -> io::Result<String>;
     /// Removes an (empty) cgroup directory; a missing one is fine.
     fn remove_cgroup(&self, dir: &Path) -> io::Result<()>;
+    /// `/proc/net/dev` as seen inside the network namespace pinned at `netns`.
+    fn read_net_dev(&self, netns: &Path) -> io::Result<String>;
 }
 
 /// The real kernel.
@@ -122,6 +124,20 @@ impl Kernel for Linux {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    fn read_net_dev(&self, netns: &Path) -> io::Result<String> {
+        let ns = std::fs::File::open(netns)?;
+        // setns() changes only the calling thread: a thread of its own enters, reads and ends.
+        // `/proc/thread-self`, not `/proc/self`: the latter is the main thread's namespace.
+        std::thread::Builder::new()
+            .name("carapace-netstat".into())
+            .spawn(move || {
+                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)?;
+                std::fs::read_to_string("/proc/thread-self/net/dev")
+            })?
+            .join()
+            .map_err(|_| io::Error::other("the netns reader thread panicked"))?
     }
 }
 
@@ -229,6 +245,10 @@ impl Kernel for Recording {
     }
     fn hostname(&self) -> io::Result<String> {
         Ok("node1".into())
+    }
+    fn read_net_dev(&self, netns: &Path) -> io::Result<String> {
+        self.record("read_net_dev", netns.display().to_string())?;
+        Ok("h1\nh2\n  eth0: 10 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n".into())
     }
     fn remove_cgroup(&self, dir: &Path) -> io::Result<()> {
         self.record("remove_cgroup", dir.display().to_string())?;

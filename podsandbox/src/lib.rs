@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod infra;
 pub mod kernel;
+mod netstats;
 mod sandbox;
 mod spec;
 mod sys;
@@ -22,8 +23,10 @@ pub use cgroup::{CgroupDriver, PodCgroup, expand as cgroup_path};
 pub use error::Error;
 pub use infra::{InfraCommand, InfraProcess, infra_main};
 pub use kernel::Kernel;
+pub use netstats::{InterfaceStats, parse_net_dev};
 pub use sandbox::{
-    DEFAULT_SHM_SIZE, NamespacePaths, Options, POD_IFNAME, Sandbox, SandboxState, Sandboxes,
+    CniObserver, CniOp, DEFAULT_SHM_SIZE, NamespacePaths, Options, POD_IFNAME, Sandbox,
+    SandboxState, Sandboxes,
 };
 pub use spec::{
     DnsConfig, Metadata, NamespaceMode, NamespaceOptions, PodResources, PortMapping, SandboxConfig,

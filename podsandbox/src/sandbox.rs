@@ -40,6 +40,25 @@ pub struct Options {
     pub host_resolv_conf: PathBuf,
     pub host_hosts: PathBuf,
     pub shm_size: u64,
+    /// Told how long each CNI ADD and DEL took (for the daemon's latency histogram).
+    pub cni_observer: Option<CniObserver>,
+}
+
+/// Which CNI operation a [`CniObserver`] is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CniOp {
+    Add,
+    Del,
+}
+
+/// A callback told each CNI operation's kind, success and duration.
+#[derive(Clone)]
+pub struct CniObserver(pub Arc<dyn Fn(CniOp, bool, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for CniObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CniObserver")
+    }
 }
 
 impl Options {
@@ -59,6 +78,7 @@ impl Options {
             host_resolv_conf: "/etc/resolv.conf".into(),
             host_hosts: "/etc/hosts".into(),
             shm_size: DEFAULT_SHM_SIZE,
+            cni_observer: None,
         }
     }
 }
@@ -202,6 +222,12 @@ impl Sandboxes {
             table: Mutex::new(table),
             changed: Condvar::new(),
         })
+    }
+
+    fn observe_cni(&self, op: CniOp, ok: bool, started: std::time::Instant) {
+        if let Some(o) = &self.opts.cni_observer {
+            (o.0)(op, ok, started.elapsed());
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -407,10 +433,12 @@ impl Sandboxes {
                 .map_err(Error::NetworkNotReady)?;
             sb.network = Some(network.name().to_owned());
             self.persist(sb)?;
+            let started = std::time::Instant::now();
             let result = self
                 .cni
-                .add(&network, &self.attachment(sb, plan.bandwidth.clone()))
-                .map_err(Error::Network)?;
+                .add(&network, &self.attachment(sb, plan.bandwidth.clone()));
+            self.observe_cni(CniOp::Add, result.is_ok(), started);
+            let result = result.map_err(Error::Network)?;
             sb.ips = result.addresses();
         }
         self.write_files(sb)?;
@@ -510,7 +538,10 @@ impl Sandboxes {
             let att = self.attachment(sb, bandwidth);
             // Without a cached ADD (it failed half-way), the current configuration of that name.
             let fallback = carapace_cni::load_network(&self.opts.cni_conf_dir).ok();
-            match self.cni.del(&name, &att, fallback.as_ref()) {
+            let started = std::time::Instant::now();
+            let result = self.cni.del(&name, &att, fallback.as_ref());
+            self.observe_cni(CniOp::Del, result.is_ok(), started);
+            match result {
                 Ok(()) => sb.network = None,
                 // A plugin that is not installed can run no DEL now nor ever: insisting would
                 // keep the pod for ever. Its pod-side interfaces go with the namespace; what it
@@ -672,6 +703,28 @@ impl Sandboxes {
 
     pub fn get(&self, id: &str) -> Option<Sandbox> {
         self.lock().sandboxes.get(id).cloned()
+    }
+
+    /// The counters of the pod's network interfaces (loopback left out), read inside its network
+    /// namespace; empty for a host-network pod (its traffic is the node's) or one without a netns.
+    pub fn network_stats(&self, id: &str) -> Result<Vec<crate::InterfaceStats>, Error> {
+        let sb = self.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let Some(ns) = sb
+            .namespaces
+            .net
+            .filter(|_| sb.state == SandboxState::Ready)
+        else {
+            return Ok(Vec::new());
+        };
+        let text = self
+            .kernel
+            .read_net_dev(&ns)
+            .map_err(|source| Error::Kernel {
+                op: "read network counters in",
+                path: ns.clone(),
+                source,
+            })?;
+        Ok(crate::parse_net_dev(&text))
     }
 
     /// Every sandbox, oldest first.

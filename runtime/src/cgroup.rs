@@ -1,5 +1,5 @@
 //! A container's cgroup with `cgroups-rs` (cgroupfs driver): created under the pod's at create,
-//! limits applied and updated live, statistics, the process list, the OOM-kill count, and removal.
+//! limits applied and updated live, the process list, the OOM-kill count, and removal.
 //! v1 is what this node has; v2 goes through the same calls (`cgroups-rs` picks the hierarchy).
 //! It never decides limits, only applies what the spec says.
 
@@ -8,20 +8,10 @@ use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::Cgroup;
 use cgroups_rs::fs::hierarchies;
-use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::{CgroupPid, FsManager, Manager};
 use oci_spec::runtime::LinuxResources;
 
 use crate::error::{Error, Result};
-
-/// Usage figures for `ContainerStats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub memory_usage_bytes: u64,
-    pub memory_limit_bytes: i64,
-    pub cpu_usage_ns: u64,
-    pub pids: u64,
-}
 
 /// The cgroup of one container, by its path relative to each hierarchy's root.
 #[derive(Debug, Clone)]
@@ -111,23 +101,6 @@ impl ContainerCgroup {
                     .collect::<Vec<_>>()
             })
             .sum()
-    }
-
-    pub fn stats(&self) -> Result<Stats> {
-        let m = FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
-        let s = m.stats();
-        let mem = s.memory.memory.unwrap_or_default();
-        let cg = Cgroup::load(hierarchies::auto(), &self.path);
-        let limit = cg
-            .controller_of::<MemController>()
-            .map(|c| c.memory_stat().limit_in_bytes)
-            .unwrap_or(mem.limit);
-        Ok(Stats {
-            memory_usage_bytes: mem.usage,
-            memory_limit_bytes: limit,
-            cpu_usage_ns: s.cpu.cpu_acct.map(|c| c.total_usage).unwrap_or_default(),
-            pids: s.pids.current,
-        })
     }
 
     /// Removes the cgroup once its processes are gone; waits up to `timeout` for the kernel to

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cgroup::{ContainerCgroup, Stats};
+use crate::cgroup::ContainerCgroup;
 use crate::config::{ContainerConfig, Propagation, Resources, validate_id};
 use crate::error::{Error, Result};
 use crate::executor::Overlay;
@@ -135,6 +135,12 @@ impl Runtime {
     }
 
     /// Every container on disk, e.g. to rebuild the daemon's view after a restart.
+    /// The directory holding every container's writable layer (the filesystem `ImageFsInfo`
+    /// reports as the containers').
+    pub fn writable_layers_dir(&self) -> PathBuf {
+        self.opts.root.join("containers")
+    }
+
     pub fn list(&self) -> Result<Vec<Container>> {
         let dir = self.opts.state.join("containers");
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))?;
@@ -436,8 +442,47 @@ impl Container {
         monitor::write_json(&self.bundle.join("container.json"), &record)
     }
 
-    pub fn stats(&self) -> Result<Stats> {
-        ContainerCgroup::new(&self.record()?.cgroup_path).stats()
+    /// CPU, memory and process figures of the container's cgroup (NotFound before create made it
+    /// or after delete removed it).
+    pub fn cgroup_stats(&self) -> Result<crate::stats::CgroupStats> {
+        crate::stats::cgroup_stats(&self.record()?.cgroup_path)
+    }
+
+    /// The container's writable layer (the overlay's upper dir), for its disk usage.
+    pub fn writable_layer(&self) -> PathBuf {
+        self.fs_dir.join("upper")
+    }
+
+    /// The pid of the container's monitor while it runs (it outlives the container by at most
+    /// the moments it takes to record the exit).
+    pub fn monitor_pid(&self) -> Option<i32> {
+        if self.bundle.join("exit.json").exists() {
+            return None;
+        }
+        self.started().map(|s| s.monitor_pid)
+    }
+
+    /// A descriptor that becomes readable when the running container's monitor exits, which it
+    /// does right after recording the container's exit: a way to notice exits without polling.
+    /// `None` when the container is not running (never started, or its exit already recorded).
+    pub fn exit_watch(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        let Some(started) = self.started() else {
+            return Ok(None);
+        };
+        if self.bundle.join("exit.json").exists() {
+            return Ok(None);
+        }
+        let fd = match crate::sys::pidfd_open(started.monitor_pid) {
+            Ok(fd) => fd,
+            // Gone between the two looks: its exit is on disk, or it died without one.
+            Err(_) => return Ok(None),
+        };
+        // The pid may have been reused after a monitor died while the daemon was down: only a
+        // monitor that answers on the container's socket is ours.
+        if self.status()?.state != State::Running {
+            return Ok(None);
+        }
+        Ok(Some(fd))
     }
 
     /// The cgroup's directories (one per v1 controller), for callers that read more.

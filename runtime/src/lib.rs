@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod sealed;
 pub mod seccomp;
 pub mod spec;
+pub mod stats;
 mod sys;
 pub mod terminal;
 

@@ -189,3 +189,20 @@ pub(crate) fn attach_mount_tree(
     }
     Ok(())
 }
+
+/// pidfd_open(2): a descriptor that becomes readable when `pid` exits (Linux 5.3+), so an exit can
+/// be awaited without polling. Neither nix nor std wraps it yet.
+pub(crate) fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes two integers and touches no memory of ours; it returns a new
+    // descriptor (close-on-exec by the kernel's rule for pidfds) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Error::Internal(format!(
+            "pidfd_open {pid}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
