@@ -36,6 +36,7 @@ install: deps build
 	install -D -m 0644 deploy/carapace.service /etc/systemd/system/carapace.service
 	install -D -m 0644 README.md /usr/local/share/doc/carapace/README.md
 	[ -e /etc/carapace/config.toml ] || install -D -m 0644 deploy/config.toml /etc/carapace/config.toml
+	[ -e /etc/crictl.yaml ] || install -D -m 0644 deploy/crictl.yaml /etc/crictl.yaml
 	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/cni/10-carapace-bridge.conflist /etc/cni/net.d/10-carapace-bridge.conflist
 	! command -v systemctl >/dev/null || systemctl daemon-reload
 

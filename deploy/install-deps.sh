@@ -2,7 +2,8 @@
 # Installs the Debian packages carapace needs, idempotently.
 #   deploy/install-deps.sh build   what `cargo build` needs (protoc for the CRI protobufs)
 #   deploy/install-deps.sh run     build + what the daemon uses at run time (CNI plugins, iptables)
-#   deploy/install-deps.sh test    run + what the end-to-end tests drive (prometheus, registry, skopeo, ...)
+#   deploy/install-deps.sh test    run + what the end-to-end tests drive (prometheus, registry, skopeo,
+#                                  systemd-analyze for the unit, ...)
 # Packages already present are not fetched again; services that packages ship are never started
 # (a policy-rc.d refuses them), so an install leaves no daemon behind and binds no port.
 set -euo pipefail
@@ -10,7 +11,7 @@ set -euo pipefail
 mode=${1:-test}
 build=(protobuf-compiler gcc libc6-dev make pkg-config)
 run=(containernetworking-plugins iptables iproute2 util-linux)
-test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3)
+test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3 systemd)
 
 case "$mode" in
   build) want=("${build[@]}") ;;

@@ -76,6 +76,7 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         metrics.registry(),
     )
     .context("opening the image store")?
+    .with_metrics(metrics.clone())
     .with_containers()
     .context("opening the container store")?;
     // The pod infra process (PID 1 of a shared PID namespace) is this binary in its `infra` role,

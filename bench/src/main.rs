@@ -15,8 +15,9 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
-[--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--only w1,w2]
-workloads: pod-start pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory";
+[--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--poll-secs N] [--only w1,w2]
+workloads: pod-start pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory poll-cpu
+(one --endpoint is enough for a single runtime's numbers; poll-cpu needs its --pid)";
 
 struct Args {
     endpoints: Vec<(String, String)>,
@@ -26,6 +27,7 @@ struct Args {
     rounds: usize,
     pods: usize,
     churn: usize,
+    poll_secs: u64,
     only: Option<Vec<String>>,
 }
 
@@ -38,6 +40,7 @@ fn parse_args() -> Result<Args> {
         rounds: 10,
         pods: 100,
         churn: 50,
+        poll_secs: 60,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +65,7 @@ fn parse_args() -> Result<Args> {
             "--rounds" => a.rounds = val()?.parse()?,
             "--pods" => a.pods = val()?.parse()?,
             "--churn" => a.churn = val()?.parse()?,
+            "--poll-secs" => a.poll_secs = val()?.parse()?,
             "--only" => a.only = Some(val()?.split(',').map(str::to_owned).collect()),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -70,7 +74,7 @@ fn parse_args() -> Result<Args> {
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
-    if a.endpoints.len() != 2 || a.image.is_empty() {
+    if a.endpoints.is_empty() || a.endpoints.len() > 2 || a.image.is_empty() {
         bail!("{USAGE}");
     }
     Ok(a)
@@ -471,9 +475,81 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
                 r.remove_pod(&p).await?;
             }
         }
+        "poll-cpu" => {
+            // The daemon's CPU over `poll_secs` of kubelet-like polling of `pods` pods with one
+            // container each: ListPodSandbox + ListContainers every second, ListContainerStats +
+            // ListPodSandboxStats every 10 s. The sample is CPU milliseconds per minute.
+            let pid = *a
+                .pids
+                .get(&r.name)
+                .with_context(|| format!("poll-cpu needs --pid {}=PID", r.name))?;
+            let mut pods = Vec::new();
+            for _ in 0..a.pods {
+                let (pod, cfg) = r.run_pod().await?;
+                r.start_container(&pod, &cfg, &a.image).await?;
+                pods.push(pod);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let cpu0 = cpu_seconds(pid)?;
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_secs(a.poll_secs) {
+                tick.tick().await;
+                r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                    .await?;
+                r.rt.list_containers(cri::ListContainersRequest::default())
+                    .await?;
+                if n % 10 == 0 {
+                    r.rt.list_container_stats(cri::ListContainerStatsRequest::default())
+                        .await?;
+                    r.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+                        .await?;
+                }
+                n += 1;
+            }
+            let used = cpu_seconds(pid)? - cpu0;
+            let per_minute = used * 60.0 / start.elapsed().as_secs_f64();
+            eprintln!(
+                "  {}: {:.2} s daemon CPU over {:.0} s of polling {} pods ({n} rounds)",
+                r.name,
+                used,
+                start.elapsed().as_secs_f64(),
+                a.pods
+            );
+            s.push(per_minute * 1000.0);
+            for p in pods {
+                r.remove_pod(&p).await?;
+            }
+        }
         other => bail!("unknown workload {other}\n{USAGE}"),
     }
     Ok(s)
+}
+
+/// The process's user + system CPU time, from `/proc/<pid>/stat` (clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(") ")
+        .context("malformed /proc/<pid>/stat")?
+        .1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .context("malformed /proc/<pid>/stat")
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+fn unit_of(workload: &str) -> &'static str {
+    match workload {
+        "memory" => " MiB/pod",
+        "poll-cpu" => " ms CPU/min",
+        _ => " ms",
+    }
 }
 
 fn mem_used_mib() -> Result<f64> {
@@ -568,6 +644,7 @@ async fn main() -> Result<()> {
         "churn-parallel",
         "pull",
         "memory",
+        "poll-cpu",
     ];
     let workloads: Vec<&str> = match &a.only {
         Some(o) => all
@@ -596,11 +673,22 @@ async fn main() -> Result<()> {
         }
         rows.push((w, samples));
     }
+    if rts.len() == 1 {
+        let na = &rts[0].name;
+        println!("| workload | {na} p50 | {na} p95 |");
+        println!("|---|---|---|");
+        for (w, s) in rows {
+            let unit = unit_of(w);
+            let (a50, a95) = (percentile(&s[0], 50.0), percentile(&s[0], 95.0));
+            println!("| {w} | {a50:.2}{unit} | {a95:.2}{unit} |");
+        }
+        return Ok(());
+    }
     let (na, nb) = (&rts[0].name, &rts[1].name);
     println!("| workload | {na} p50 | {na} p95 | {nb} p50 | {nb} p95 | ratio p50 {na}/{nb} |");
     println!("|---|---|---|---|---|---|");
     for (w, s) in rows {
-        let unit = if w == "memory" { " MiB/pod" } else { " ms" };
+        let unit = unit_of(w);
         let (a50, a95, b50, b95) = (
             percentile(&s[0], 50.0),
             percentile(&s[0], 95.0),

@@ -17,11 +17,11 @@
 //! - Ids may be given as a unique prefix, as crictl users do.
 // Until the RPC stubs in `runtime.rs` call these (the lead wires them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use carapace_runtime as runtime;
@@ -32,6 +32,8 @@ use tokio::sync::watch;
 
 use crate::api::*;
 use crate::error::Error;
+use crate::events::Events;
+use crate::stats::{ContainerSample, CpuSample};
 
 /// What the container layer needs to know about the image, filled from `carapace-imageservice`
 /// (see [`ImageInfo::from_image`]).
@@ -1115,6 +1117,20 @@ struct Table {
 struct Inner {
     runtime: Runtime,
     table: Mutex<Table>,
+    stats: crate::stats::StatsCache,
+    events: Events,
+    /// Running containers whose exit no STOPPED event reported yet.
+    watching: Mutex<HashSet<String>>,
+    exits: OnceLock<runtime::exits::ExitWatcher>,
+    links: OnceLock<Links>,
+}
+
+/// What the container calls reach beyond the runtime, set once by [`ContainerApi::link`].
+#[derive(Clone, Default)]
+pub(crate) struct Links {
+    /// For the pod status every container event carries.
+    pub sandboxes: Option<Arc<carapace_podsandbox::Sandboxes>>,
+    pub metrics: Option<carapace_metrics::NodeMetrics>,
 }
 
 impl Inner {
@@ -1202,6 +1218,200 @@ impl Inner {
         t.containers.insert(meta.id.clone(), meta);
         Ok(())
     }
+
+    /// One container's stats (blocking). A container that never started or is gone has no
+    /// cgroup: its usage reads as zero.
+    fn sample(&self, m: &Meta) -> ContainerSample {
+        let timestamp = now_nanos();
+        let cgroup = self.runtime.get(&m.id).and_then(|c| c.cgroup_stats()).ok();
+        let nano_cores = cgroup.and_then(|cg| {
+            self.stats.rate(
+                &m.id,
+                CpuSample {
+                    usage_ns: cg.cpu.usage_ns,
+                    at: std::time::Instant::now(),
+                },
+            )
+        });
+        ContainerSample {
+            sandbox_id: m.sandbox_id.clone(),
+            attributes: ContainerAttributes {
+                id: m.id.clone(),
+                metadata: Some(ContainerMetadata {
+                    name: m.metadata_name.clone(),
+                    attempt: m.attempt,
+                }),
+                labels: to_hash(&m.labels),
+                annotations: to_hash(&m.annotations),
+            },
+            created_at: m.created_at,
+            cgroup,
+            nano_cores,
+            layer: self.layer_usage(&m.id),
+            timestamp,
+        }
+    }
+
+    /// A container's writable-layer usage, walked at most once per few seconds.
+    fn layer_usage(&self, id: &str) -> carapace_runtime::stats::DiskUsage {
+        self.stats.layer_usage(id, || {
+            self.runtime
+                .get(id)
+                .and_then(|c| carapace_runtime::stats::disk_usage(&c.writable_layer()))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The CRI status of a container (blocking: reads its state files and asks its monitor).
+    fn cri_status(
+        &self,
+        meta: &Meta,
+        verbose: bool,
+    ) -> Result<(ContainerStatus, HashMap<String, String>), Error> {
+        let c = self.runtime.get(&meta.id)?;
+        let spec = if verbose { c.spec().ok() } else { None };
+        let (st, config) = (c.status()?, c.config()?);
+        let mut info = HashMap::new();
+        if verbose {
+            let v = serde_json::json!({
+                "sandboxID": meta.sandbox_id,
+                "name": meta.name,
+                "pid": st.pid,
+                "image": meta.image_spec,
+                "logPath": meta.log_path,
+                "runtimeSpec": spec,
+            });
+            info.insert("info".to_owned(), v.to_string());
+        }
+        let status = ContainerStatus {
+            id: meta.id.clone(),
+            metadata: Some(ContainerMetadata {
+                name: meta.metadata_name.clone(),
+                attempt: meta.attempt,
+            }),
+            state: state_to_cri(st.state) as i32,
+            created_at: meta.created_at,
+            started_at: st.started_at,
+            finished_at: st.finished_at,
+            exit_code: st.exit_code.unwrap_or(0),
+            image: Some(ImageSpec {
+                image: meta.image.clone(),
+                ..Default::default()
+            }),
+            image_ref: meta.image_ref.clone(),
+            reason: st.reason,
+            message: st.message,
+            labels: to_hash(&meta.labels),
+            annotations: to_hash(&meta.annotations),
+            mounts: meta
+                .mounts
+                .iter()
+                .map(|m| Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    selinux_relabel: m.selinux_relabel,
+                    propagation: m.propagation,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path: meta.log_path.clone(),
+            resources: Some(ContainerResources {
+                linux: Some(resources_to_cri(
+                    &config.cgroup.resources,
+                    config.process.oom_score_adj,
+                )),
+                windows: None,
+            }),
+            image_id: meta.image_id.clone(),
+            user: Some(ContainerUser {
+                linux: Some(LinuxContainerUser {
+                    uid: config.process.uid.into(),
+                    gid: config.process.gid.into(),
+                    supplemental_groups: config
+                        .process
+                        .additional_gids
+                        .iter()
+                        .map(|g| i64::from(*g))
+                        .collect(),
+                }),
+            }),
+        };
+        Ok((status, info))
+    }
+
+    /// Sends a container event with the pod's status and its containers' (blocking: reads their
+    /// state). Nothing is read when nobody listens.
+    fn send_event(&self, id: &str, sandbox_id: &str, kind: ContainerEventType) {
+        if !self.events.has_subscribers() {
+            return;
+        }
+        let pod_sandbox_status = self
+            .links
+            .get()
+            .and_then(|l| l.sandboxes.as_ref())
+            .and_then(|s| s.get(sandbox_id))
+            .map(|sb| crate::sandbox::status(&sb));
+        let metas: Vec<Meta> = self
+            .table()
+            .containers
+            .values()
+            .filter(|m| m.sandbox_id == sandbox_id)
+            .cloned()
+            .collect();
+        let containers_statuses = metas
+            .iter()
+            .filter_map(|m| self.cri_status(m, false).ok().map(|(s, _)| s))
+            .collect();
+        self.events.send(ContainerEventResponse {
+            container_id: id.to_owned(),
+            container_event_type: kind as i32,
+            created_at: now_nanos(),
+            pod_sandbox_status,
+            containers_statuses,
+        });
+    }
+
+    /// The STOPPED event of a container, once per start: whoever notices the exit first (the
+    /// exit watcher, Stop or Remove) sends it.
+    fn stopped(&self, id: &str) {
+        let first = self
+            .watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if first && let Some(m) = self.meta(id) {
+            self.send_event(id, &m.sandbox_id, ContainerEventType::ContainerStoppedEvent);
+        }
+    }
+
+    /// Watches the exit of a container that was just started or found running (its monitor
+    /// ending) and reports it as STOPPED, so exits that happen by themselves reach the events
+    /// stream without any polling.
+    fn watch_exit(self: &Arc<Self>, id: &str) {
+        let watcher = self.exits.get_or_init(|| {
+            let weak = Arc::downgrade(self);
+            runtime::exits::ExitWatcher::new(move |id| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.stopped(id);
+                }
+            })
+        });
+        // Marked first: the exit may be reported before `watch` returns.
+        self.watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
+        match self.runtime.get(id).and_then(|c| watcher.watch(&c)) {
+            Ok(true) => {}
+            // It ran a moment ago: it exited already.
+            Ok(false) => self.stopped(id),
+            // Stop or Remove will still report it.
+            Err(e) => {
+                tracing::warn!(container_id = id, error = %e, "cannot watch the container's exit");
+            }
+        }
+    }
 }
 
 /// Drops a name's in-flight mark (and with it the watch sender, waking waiters) however the
@@ -1275,8 +1485,66 @@ impl ContainerApi {
             inner: Arc::new(Inner {
                 runtime,
                 table: Mutex::new(table),
+                stats: Default::default(),
+                events: Events::default(),
+                watching: Mutex::default(),
+                exits: OnceLock::new(),
+                links: OnceLock::new(),
             }),
         })
+    }
+
+    /// Connects the container calls to the sandbox store (for the pod status in events) and the
+    /// node metrics (start latency), then watches the exits of the containers that run now, so
+    /// their exits are reported. Call once, inside the tokio runtime; later calls change nothing.
+    pub(crate) fn link(&self, links: Links) {
+        if self.inner.links.set(links).is_err() {
+            return;
+        }
+        let ids: Vec<String> = self.inner.table().containers.keys().cloned().collect();
+        for id in ids {
+            let running = self
+                .inner
+                .runtime
+                .get(&id)
+                .and_then(|c| c.status())
+                .is_ok_and(|s| s.state == State::Running);
+            if running {
+                self.inner.watch_exit(&id);
+            }
+        }
+    }
+
+    /// GetContainerEvents: the events from now on.
+    pub(crate) fn events(&self) -> crate::events::EventStream {
+        self.inner.events.subscribe()
+    }
+
+    /// Containers by state and the monitors' count and resident memory, for the Prometheus
+    /// gauges (blocking: asks each container's state).
+    pub(crate) fn census(&self) -> (Vec<(&'static str, i64)>, i64, i64) {
+        let ids: Vec<String> = self.inner.table().containers.keys().cloned().collect();
+        let mut by_state: HashMap<&'static str, i64> = HashMap::new();
+        let (mut monitors, mut rss) = (0, 0);
+        for id in ids {
+            let c = self.inner.runtime.get(&id);
+            let state = match c.as_ref().map(|c| c.status()) {
+                Ok(Ok(st)) => match st.state {
+                    State::Created => "created",
+                    State::Running => "running",
+                    State::Exited => "exited",
+                },
+                _ => "unknown",
+            };
+            *by_state.entry(state).or_default() += 1;
+            if let Some(pid) = c.ok().and_then(|c| c.monitor_pid())
+                && let Some(bytes) = resident_bytes(pid)
+            {
+                monitors += 1;
+                rss += bytes;
+            }
+        }
+        (by_state.into_iter().collect(), monitors, rss)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -1445,7 +1713,13 @@ impl ContainerApi {
             let _entered = span2.enter();
             let mut meta = meta;
             meta.created_at = now_nanos();
+            let (id, sandbox_id) = (meta.id.clone(), meta.sandbox_id.clone());
             let r = guard.inner.create(meta, &config, &image, &sandbox);
+            if r.is_ok() {
+                guard
+                    .inner
+                    .send_event(&id, &sandbox_id, ContainerEventType::ContainerCreatedEvent);
+            }
             drop(guard);
             r
         })
@@ -1461,16 +1735,37 @@ impl ContainerApi {
     ) -> Result<StartContainerResponse, Error> {
         let id = self.inner.resolve(&req.container_id)?;
         record_ids(&self.inner, &id);
+        let began = std::time::Instant::now();
+        let inner = self.inner.clone();
         let pid = self
-            .blocking(move |i| Ok(i.runtime.get(&id)?.start()?))
+            .blocking(move |i| {
+                let pid = i.runtime.get(&id)?.start()?;
+                if let Some(m) = i.meta(&id) {
+                    i.send_event(
+                        &id,
+                        &m.sandbox_id,
+                        ContainerEventType::ContainerStartedEvent,
+                    );
+                }
+                // After STARTED is out, so a container that exits at once reports STOPPED second.
+                inner.watch_exit(&id);
+                Ok(pid)
+            })
             .await?;
+        if let Some(m) = self.inner.links.get().and_then(|l| l.metrics.as_ref()) {
+            m.observe_container_start(began.elapsed().as_secs_f64());
+        }
         tracing::info!(pid, "container started");
         Ok(StartContainerResponse {})
     }
 
     async fn stop_id(&self, id: String, timeout: Duration) -> Result<(), Error> {
         self.blocking(move |i| match i.runtime.get(&id) {
-            Ok(c) => Ok(c.stop(timeout)?),
+            Ok(c) => {
+                c.stop(timeout)?;
+                i.stopped(&id);
+                Ok(())
+            }
             Err(runtime::Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         })
@@ -1509,12 +1804,22 @@ impl ContainerApi {
     async fn remove_id(&self, id: String) -> Result<(), Error> {
         self.blocking(move |i| {
             match i.runtime.get(&id) {
-                // Deleting kills a running container first, as containerd's remove does.
-                Ok(c) => c.delete()?,
+                // A running container is killed first, as containerd's remove does; its STOPPED
+                // event goes out before the DELETED one.
+                Ok(c) => {
+                    c.stop(Duration::ZERO)?;
+                    i.stopped(&id);
+                    c.delete()?;
+                }
                 Err(runtime::Error::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+            let sandbox_id = i.meta(&id).map(|m| m.sandbox_id);
             i.forget(&id);
+            i.stats.forget(&id);
+            if let Some(sb) = sandbox_id {
+                i.send_event(&id, &sb, ContainerEventType::ContainerDeletedEvent);
+            }
             Ok(())
         })
         .await
@@ -1614,6 +1919,48 @@ impl ContainerApi {
     }
 
     async fn collect_stats(&self, f: &ContainerStatsFilter) -> Result<Vec<ContainerStats>, Error> {
+        let fs = self.layers_mountpoint();
+        Ok(self
+            .samples(f)
+            .await?
+            .iter()
+            .map(|s| s.to_cri(&fs))
+            .collect())
+    }
+
+    /// Where the writable layers live: `ContainerStats.writable_layer.fs_id` and the containers'
+    /// filesystem of `ImageFsInfo`.
+    pub(crate) fn layers_mountpoint(&self) -> String {
+        self.inner
+            .runtime
+            .writable_layers_dir()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The disk use of every writable layer (`ImageFsInfo`'s container filesystem), from the
+    /// same brief cache the stats calls use.
+    pub(crate) async fn layers_usage(&self) -> Result<carapace_runtime::stats::DiskUsage, Error> {
+        let ids: Vec<String> = self.inner.table().containers.keys().cloned().collect();
+        self.blocking(move |i| {
+            let mut total = carapace_runtime::stats::DiskUsage::default();
+            for id in ids {
+                let u = i.layer_usage(&id);
+                total.bytes += u.bytes;
+                total.inodes += u.inodes;
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    /// What the stats calls report of each container the filter selects, created and exited
+    /// ones too (their usage reads as zero), as containerd lists them. cgroup files and layer
+    /// walks are read on the blocking pool: a slow filesystem must not stall the gRPC threads.
+    pub(crate) async fn samples(
+        &self,
+        f: &ContainerStatsFilter,
+    ) -> Result<Vec<ContainerSample>, Error> {
         let filter = ContainerFilter {
             id: f.id.clone(),
             state: None,
@@ -1628,57 +1975,9 @@ impl ContainerApi {
             .filter(|m| matches(&filter, m))
             .cloned()
             .collect();
-        // cgroup files are read on the blocking pool: a slow cgroupfs must not stall gRPC threads.
-        self.blocking(move |i| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0);
-            Ok(metas
-                .into_iter()
-                .map(|m| {
-                    // A container that never started has no cgroup yet: its usage is zero.
-                    let st = i
-                        .runtime
-                        .get(&m.id)
-                        .and_then(|c| c.stats())
-                        .unwrap_or_default();
-                    ContainerStats {
-                        attributes: Some(ContainerAttributes {
-                            id: m.id.clone(),
-                            metadata: Some(ContainerMetadata {
-                                name: m.metadata_name.clone(),
-                                attempt: m.attempt,
-                            }),
-                            labels: to_hash(&m.labels),
-                            annotations: to_hash(&m.annotations),
-                        }),
-                        cpu: Some(CpuUsage {
-                            timestamp: now,
-                            usage_core_nano_seconds: Some(UInt64Value {
-                                value: st.cpu_usage_ns,
-                            }),
-                            usage_nano_cores: None,
-                        }),
-                        memory: Some(MemoryUsage {
-                            timestamp: now,
-                            // Usage less page cache is not read yet: the working set is the usage.
-                            working_set_bytes: Some(UInt64Value {
-                                value: st.memory_usage_bytes,
-                            }),
-                            usage_bytes: Some(UInt64Value {
-                                value: st.memory_usage_bytes,
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }
-                })
-                .collect())
-        })
-        .await
+        self.blocking(move |i| Ok(metas.iter().map(|m| i.sample(m)).collect()))
+            .await
     }
-
     pub(crate) async fn status(
         &self,
         req: ContainerStatusRequest,
@@ -1690,79 +1989,7 @@ impl ContainerApi {
             .meta(&id)
             .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
         let verbose = req.verbose;
-        let (st, config, spec) = self
-            .blocking(move |i| {
-                let c = i.runtime.get(&id)?;
-                let spec = if verbose { c.spec().ok() } else { None };
-                Ok((c.status()?, c.config()?, spec))
-            })
-            .await?;
-        let mut info = HashMap::new();
-        if verbose {
-            let v = serde_json::json!({
-                "sandboxID": meta.sandbox_id,
-                "name": meta.name,
-                "pid": st.pid,
-                "image": meta.image_spec,
-                "logPath": meta.log_path,
-                "runtimeSpec": spec,
-            });
-            info.insert("info".to_owned(), v.to_string());
-        }
-        let status = ContainerStatus {
-            id: meta.id.clone(),
-            metadata: Some(ContainerMetadata {
-                name: meta.metadata_name.clone(),
-                attempt: meta.attempt,
-            }),
-            state: state_to_cri(st.state) as i32,
-            created_at: meta.created_at,
-            started_at: st.started_at,
-            finished_at: st.finished_at,
-            exit_code: st.exit_code.unwrap_or(0),
-            image: Some(ImageSpec {
-                image: meta.image.clone(),
-                ..Default::default()
-            }),
-            image_ref: meta.image_ref.clone(),
-            reason: st.reason,
-            message: st.message,
-            labels: to_hash(&meta.labels),
-            annotations: to_hash(&meta.annotations),
-            mounts: meta
-                .mounts
-                .iter()
-                .map(|m| Mount {
-                    container_path: m.container_path.clone(),
-                    host_path: m.host_path.clone(),
-                    readonly: m.readonly,
-                    selinux_relabel: m.selinux_relabel,
-                    propagation: m.propagation,
-                    ..Default::default()
-                })
-                .collect(),
-            log_path: meta.log_path.clone(),
-            resources: Some(ContainerResources {
-                linux: Some(resources_to_cri(
-                    &config.cgroup.resources,
-                    config.process.oom_score_adj,
-                )),
-                windows: None,
-            }),
-            image_id: meta.image_id.clone(),
-            user: Some(ContainerUser {
-                linux: Some(LinuxContainerUser {
-                    uid: config.process.uid.into(),
-                    gid: config.process.gid.into(),
-                    supplemental_groups: config
-                        .process
-                        .additional_gids
-                        .iter()
-                        .map(|g| i64::from(*g))
-                        .collect(),
-                }),
-            }),
-        };
+        let (status, info) = self.blocking(move |i| i.cri_status(&meta, verbose)).await?;
         Ok(ContainerStatusResponse {
             status: Some(status),
             info,
@@ -1983,6 +2210,20 @@ fn record_ids(inner: &Inner, id: &str) {
     if let Some(m) = inner.meta(id) {
         span.record("pod_id", m.sandbox_id.as_str());
     }
+}
+
+/// A process's resident memory (`VmRSS` of `/proc/<pid>/status`); `None` once gone.
+fn resident_bytes(pid: i32) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 fn now_nanos() -> i64 {

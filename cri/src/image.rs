@@ -13,11 +13,16 @@ use crate::error::Error;
 
 pub struct ImageApi {
     images: Option<Images>,
+    /// For the writable layers' filesystem in `ImageFsInfo`.
+    containers: Option<crate::container::ContainerApi>,
 }
 
 impl ImageApi {
-    pub(crate) fn new(images: Option<Images>) -> Self {
-        Self { images }
+    pub(crate) fn new(
+        images: Option<Images>,
+        containers: Option<crate::container::ContainerApi>,
+    ) -> Self {
+        Self { images, containers }
     }
 
     fn images(&self) -> Result<&Images, Error> {
@@ -156,6 +161,15 @@ impl ImageService for ImageApi {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(0);
+        // The writable layers, from the stats calls' brief cache (the kubelet asks both often).
+        let container_filesystems = match &self.containers {
+            Some(c) => vec![crate::stats::layer_fs(
+                &c.layers_mountpoint(),
+                c.layers_usage().await?,
+                timestamp,
+            )],
+            None => Vec::new(),
+        };
         Ok(Response::new(ImageFsInfoResponse {
             image_filesystems: vec![FilesystemUsage {
                 timestamp,
@@ -167,7 +181,7 @@ impl ImageService for ImageApi {
                     value: usage.inodes,
                 }),
             }],
-            container_filesystems: Vec::new(),
+            container_filesystems,
         }))
     }
 }
@@ -180,7 +194,7 @@ mod tests {
     fn api(dir: &std::path::Path) -> ImageApi {
         let cfg = carapace_imageservice::ImagesConfig::new(dir.join("root"), dir.join("certs.d"));
         let images = Images::open(cfg, &prometheus::Registry::new()).unwrap();
-        ImageApi::new(Some(images))
+        ImageApi::new(Some(images), None)
     }
 
     fn spec(image: &str) -> Option<ImageSpec> {
@@ -239,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_store_image_calls_are_unavailable() {
-        let api = ImageApi::new(None);
+        let api = ImageApi::new(None, None);
         let e = api
             .list_images(Request::new(ListImagesRequest::default()))
             .await

@@ -7,9 +7,11 @@
 pub mod config;
 mod container;
 mod error;
+mod events;
 mod image;
 mod runtime;
 mod sandbox;
+mod stats;
 pub mod stream;
 mod streaming;
 
@@ -52,6 +54,8 @@ pub struct Cri {
     helper_exe: Option<std::path::PathBuf>,
     /// The exec/port-forward server; `None` until [`Cri::with_streaming`].
     stream: Option<Arc<stream::StreamServer>>,
+    /// The daemon's metrics; `None` until [`Cri::with_metrics`].
+    metrics: Option<carapace_metrics::Metrics>,
 }
 
 impl Cri {
@@ -81,7 +85,15 @@ impl Cri {
             containers: None,
             stream: None,
             helper_exe: None,
+            metrics: None,
         })
+    }
+
+    /// Reports pods, containers, CNI and start latencies and the monitors into `metrics`. Call it
+    /// before [`Cri::with_sandboxes`] and [`Cri::with_containers`], which hook into it.
+    pub fn with_metrics(mut self, metrics: carapace_metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Opens the pod sandbox store under `config.state` (reloading every sandbox a previous run
@@ -97,10 +109,23 @@ impl Cri {
             config::CgroupDriver::Systemd => carapace_podsandbox::CgroupDriver::Systemd,
         };
         opts.infra = infra;
+        if let Some(m) = &self.metrics {
+            let node = m.node().clone();
+            opts.cni_observer = Some(carapace_podsandbox::CniObserver(Arc::new(
+                move |op, ok, took| {
+                    let op = match op {
+                        carapace_podsandbox::CniOp::Add => "add",
+                        carapace_podsandbox::CniOp::Del => "del",
+                    };
+                    node.observe_cni(op, ok, took.as_secs_f64());
+                },
+            )));
+        }
         let kernel = Arc::new(carapace_podsandbox::kernel::Linux);
         self.sandboxes = Some(Arc::new(carapace_podsandbox::Sandboxes::open(
             opts, kernel,
         )?));
+        self.connect_stores();
         Ok(self)
     }
 
@@ -114,6 +139,7 @@ impl Cri {
         )?;
         self.helper_exe = Some(opts.helper_exe().to_owned());
         self.containers = Some(container::ContainerApi::open(opts)?);
+        self.connect_stores();
         Ok(self)
     }
 
@@ -141,6 +167,34 @@ impl Cri {
         Ok(self)
     }
 
+    /// Once both the container and the sandbox stores are open (in either order): the container
+    /// events carry the pod's status, exits are watched, and the node gauges are refreshed from
+    /// both before each scrape.
+    fn connect_stores(&self) {
+        let (Some(containers), Some(sandboxes)) = (&self.containers, &self.sandboxes) else {
+            return;
+        };
+        containers.link(container::Links {
+            sandboxes: Some(sandboxes.clone()),
+            metrics: self.metrics.as_ref().map(|m| m.node().clone()),
+        });
+        if let Some(m) = &self.metrics {
+            let (node, c, s) = (m.node().clone(), containers.clone(), sandboxes.clone());
+            // Runs before each scrape, on a blocking thread.
+            m.on_scrape(move || {
+                let pods = s.list();
+                let ready = pods
+                    .iter()
+                    .filter(|p| p.state == carapace_podsandbox::SandboxState::Ready)
+                    .count() as i64;
+                node.set_pods(&[("ready", ready), ("notready", pods.len() as i64 - ready)]);
+                let (by_state, monitors, rss) = c.census();
+                node.set_containers(&by_state);
+                node.set_monitors(monitors, rss);
+            });
+        }
+    }
+
     pub fn runtime_service(&self) -> RuntimeServiceServer<runtime::RuntimeApi> {
         RuntimeServiceServer::new(runtime::RuntimeApi::new(
             self.node.clone(),
@@ -155,7 +209,10 @@ impl Cri {
     }
 
     pub fn image_service(&self) -> ImageServiceServer<image::ImageApi> {
-        ImageServiceServer::new(image::ImageApi::new(self.images.clone()))
+        ImageServiceServer::new(image::ImageApi::new(
+            self.images.clone(),
+            self.containers.clone(),
+        ))
     }
 
     /// Loads the images of an OCI image layout or `docker save` archive into the image store

@@ -2,7 +2,6 @@
 //! as later work lands, pod sandboxes and containers.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -12,6 +11,7 @@ use crate::api::*;
 use crate::container::ContainerApi;
 use crate::error::Error;
 use crate::sandbox::{SandboxApi, network_condition};
+use crate::stats::PodStatsApi;
 use crate::stream::StreamServer;
 use crate::{Node, RUNTIME_API_VERSION, RUNTIME_NAME};
 
@@ -19,6 +19,7 @@ pub struct RuntimeApi {
     node: Arc<Node>,
     sandboxes: SandboxApi,
     stores: Stores,
+    pod_stats: PodStatsApi,
 }
 
 /// The stores behind the container and streaming calls; a missing one makes its calls answer
@@ -33,10 +34,16 @@ pub(crate) struct Stores {
 
 impl RuntimeApi {
     pub(crate) fn new(node: Arc<Node>, sandboxes: SandboxApi, stores: Stores) -> Self {
+        let pod_stats = PodStatsApi {
+            containers: stores.containers.clone(),
+            sandboxes: stores.sandboxes.clone(),
+            cache: Default::default(),
+        };
         Self {
             node,
             sandboxes,
             stores,
+            pod_stats,
         }
     }
 
@@ -360,15 +367,23 @@ impl RuntimeService for RuntimeApi {
     }
     async fn pod_sandbox_stats(
         &self,
-        _: Request<PodSandboxStatsRequest>,
+        req: Request<PodSandboxStatsRequest>,
     ) -> Rpc<PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = req.into_inner().pod_sandbox_id;
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("pod_sandbox_id is required".into()).into());
+        }
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(self.pod_stats.pod(&id).await?),
+        }))
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> Rpc<ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        Ok(Response::new(ListPodSandboxStatsResponse {
+            stats: self.pod_stats.list(req.into_inner().filter).await?,
+        }))
     }
     async fn checkpoint_container(
         &self,
@@ -377,31 +392,29 @@ impl RuntimeService for RuntimeApi {
         unimplemented("CheckpointContainer")
     }
 
-    type GetContainerEventsStream = Pin<
-        Box<
-            dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>>
-                + Send
-                + 'static,
-        >,
-    >;
+    type GetContainerEventsStream = crate::events::EventStream;
 
     async fn get_container_events(
         &self,
         _: Request<GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(self.containers()?.events()))
     }
     async fn list_metric_descriptors(
         &self,
         _: Request<ListMetricDescriptorsRequest>,
     ) -> Rpc<ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: crate::stats::metric_descriptors(),
+        }))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<ListPodSandboxMetricsRequest>,
     ) -> Rpc<ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        Ok(Response::new(ListPodSandboxMetricsResponse {
+            pod_metrics: self.pod_stats.metrics().await?,
+        }))
     }
 }
 

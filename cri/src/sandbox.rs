@@ -193,7 +193,7 @@ fn mode_from_cri(m: i32) -> Result<pods::NamespaceMode, Error> {
     }
 }
 
-fn status(sb: &pods::Sandbox) -> PodSandboxStatus {
+pub(crate) fn status(sb: &pods::Sandbox) -> PodSandboxStatus {
     let ns = sb.config.namespaces;
     let mut ips = sb.ips.iter().map(|ip| ip.to_string());
     PodSandboxStatus {

@@ -1,10 +1,13 @@
-//! The metrics endpoint as a real Prometheus sees it: scraped, `up`, and the per-RPC counter
-//! moving after a call; and the exposition passes `promtool check metrics`.
+//! The metrics endpoint as a real Prometheus sees it: scraped, `up`, the per-RPC counter moving
+//! after a call, the node gauges (pods by state, CNI latency) following a pod's life; and the
+//! exposition passes `promtool check metrics`.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use carapace_e2e::{Daemon, cri, eventually, free_port, http_get, url_encode};
+use carapace_e2e::{
+    Daemon, DaemonConfig, PodNetwork, cri, eventually, free_port, http_get, url_encode,
+};
 use tokio::io::AsyncWriteExt;
 
 /// A Prometheus server on a loopback port, scraping one target every second.
@@ -152,4 +155,73 @@ async fn the_exposition_passes_promtool_and_carries_process_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
     d.stop().await;
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_the_pod_gauges_and_cni_latency() {
+    let cfg = DaemonConfig::new();
+    let net = PodNetwork::bridge(&cfg, 34);
+    let d = Daemon::start_with(cfg).await;
+    let prom = Prometheus::start(d.config.metrics_addr()).await;
+    let mut rt = d.runtime().await;
+    let uid = "5a7a0000-0000-4000-8000-000000000034";
+    let id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "gauged".into(),
+                    uid: uid.into(),
+                    namespace: "e2e-metrics".into(),
+                    attempt: 0,
+                }),
+                linux: Some(cri::LinuxPodSandboxConfig {
+                    cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log_text()))
+        .into_inner()
+        .pod_sandbox_id;
+    let wait = |q: &'static str, want: f64| {
+        let prom = &prom;
+        async move {
+            eventually(Duration::from_secs(60), q, || async {
+                prom.query(q).await.filter(|v| *v == want)
+            })
+            .await
+        }
+    };
+    wait("carapace_pods{job=\"carapace\",state=\"ready\"}", 1.0).await;
+    wait(
+        "carapace_containers{job=\"carapace\",state=\"running\"}",
+        0.0,
+    )
+    .await;
+    wait("carapace_monitor_processes{job=\"carapace\"}", 0.0).await;
+    wait(
+        "carapace_cni_operation_duration_seconds_count{job=\"carapace\",operation=\"add\",outcome=\"success\"}",
+        1.0,
+    )
+    .await;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    wait("carapace_pods{job=\"carapace\",state=\"ready\"}", 0.0).await;
+    wait(
+        "carapace_cni_operation_duration_seconds_count{job=\"carapace\",operation=\"del\",outcome=\"success\"}",
+        1.0,
+    )
+    .await;
+    prom.stop().await;
+    d.stop().await;
+    drop(net);
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod container;
 mod error;
 pub mod executor;
+pub mod exits;
 pub mod fsutil;
 pub mod logs;
 pub mod monitor;

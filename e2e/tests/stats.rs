@@ -1,0 +1,670 @@
+//! Stats, metrics and events through the real daemon, as the kubelet's CRI stats provider and
+//! evented PLEG use them: a busy container's CPU rising with a current rate, a container's memory
+//! in its working set and its writes in its writable layer, pod network bytes growing after
+//! traffic between two pods, the cAdvisor-named metrics with consistent label sets, and the
+//! events of a container that exits by itself. Each test has its own daemon and its own
+//! `PodNetwork` index (30..39), and removes what it made.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use carapace_e2e::cri::runtime_service_client::RuntimeServiceClient;
+use carapace_e2e::registry::Registry;
+use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, eventually, processes_naming};
+use tonic::transport::Channel;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// One test's node: a registry with busybox, a bridge network, a daemon that pulled the image.
+struct Node {
+    d: Daemon,
+    rt: RuntimeServiceClient<Channel>,
+    registry: Registry,
+    net: PodNetwork,
+    /// The daemon's `state`: short, so monitor socket paths fit a socket address.
+    state: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(index: u8) -> Node {
+        let state = tempfile::Builder::new()
+            .prefix("st.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut cfg = DaemonConfig::new();
+        cfg.set(
+            "state",
+            toml::Value::String(state.path().display().to_string()),
+        );
+        let registry = Registry::start().await;
+        registry.configure(&cfg);
+        let net = PodNetwork::bridge(&cfg, index);
+        let d = Daemon::start_with(cfg).await;
+        let rt = d.runtime().await;
+        d.images()
+            .await
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: Registry::busybox(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", d.log_text()));
+        Node {
+            d,
+            rt,
+            registry,
+            net,
+            state,
+        }
+    }
+
+    fn pod(&self, name: &str, uid: &str) -> cri::PodSandboxConfig {
+        let log_directory = self.d.config.dir().join("pods").join(name);
+        std::fs::create_dir_all(&log_directory).unwrap();
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.into(),
+                namespace: "e2e-stats".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: log_directory.display().to_string(),
+            labels: HashMap::from([("app".into(), name.into())]),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> String {
+        self.rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    async fn create(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        name: &str,
+        cmd: &[&str],
+    ) -> String {
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: Registry::busybox(),
+                ..Default::default()
+            }),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}/0.log"),
+            ..Default::default()
+        };
+        self.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .container_id
+    }
+
+    async fn start_container(&mut self, id: &str) {
+        self.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log_text()));
+    }
+
+    async fn started(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        name: &str,
+        cmd: &[&str],
+    ) -> String {
+        let id = self.create(pod_id, pod, name, cmd).await;
+        self.start_container(&id).await;
+        id
+    }
+
+    async fn stats(&mut self, id: &str) -> cri::ContainerStats {
+        self.rt
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .stats
+            .expect("stats")
+    }
+
+    async fn pod_stats(&mut self, id: &str) -> cri::PodSandboxStats {
+        self.rt
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PodSandboxStats: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .stats
+            .expect("stats")
+    }
+
+    async fn remove_pod(&mut self, id: &str) {
+        self.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", self.d.log_text()));
+        self.rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", self.d.log_text()));
+    }
+
+    /// Stops the daemon (which checks no mount or process is left) and the registry.
+    async fn finish(self) -> String {
+        let Node {
+            d,
+            registry,
+            net,
+            state,
+            ..
+        } = self;
+        let log = d.stop().await;
+        let procs = processes_naming(state.path());
+        assert!(
+            procs.is_empty(),
+            "processes left naming the state dir: {procs:?}"
+        );
+        registry.stop().await;
+        drop(net);
+        log
+    }
+}
+
+fn v(x: &Option<cri::UInt64Value>) -> u64 {
+    x.as_ref().map(|v| v.value).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_busy_container_shows_cpu_rising_and_a_current_rate() {
+    let mut n = Node::start(30).await;
+    let pod = n.pod("busy", "5a7a0000-0000-4000-8000-000000000030");
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .started(&pod_id, &pod, "spin", &["sh", "-c", "while :; do :; done"])
+        .await;
+    let first = n.stats(&id).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = n.stats(&id).await;
+    let (c1, c2) = (first.cpu.unwrap(), second.cpu.unwrap());
+    let (u1, u2) = (
+        v(&c1.usage_core_nano_seconds),
+        v(&c2.usage_core_nano_seconds),
+    );
+    assert!(
+        u2 > u1 + 100_000_000,
+        "CPU did not rise by 0.1 s in 1.5 s: {u1} -> {u2}"
+    );
+    let rate = v(&c2.usage_nano_cores);
+    assert!(rate > 50_000_000, "a busy loop at {rate} nano-cores");
+    assert!(c2.timestamp > c1.timestamp);
+    assert_eq!(second.attributes.unwrap().metadata.unwrap().name, "spin");
+
+    // The pod's CPU includes its container's; its process count sees the shell.
+    let p1 = n.pod_stats(&pod_id).await.linux.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let p2 = n.pod_stats(&pod_id).await.linux.unwrap();
+    let pcpu = p2.cpu.unwrap();
+    assert!(
+        v(&pcpu.usage_core_nano_seconds) >= u2,
+        "pod CPU below its container's"
+    );
+    assert!(v(&pcpu.usage_nano_cores) > 50_000_000, "{pcpu:?}");
+    assert!(v(&p2.process.unwrap().process_count) >= 1);
+    assert_eq!(p1.containers.len(), 1);
+    assert_eq!(p2.containers[0].attributes.as_ref().unwrap().id, id);
+
+    // The node gauges and histograms count it.
+    let text = n.d.metrics_text().await;
+    for line in [
+        "carapace_container_start_duration_seconds_count 1",
+        "carapace_containers{state=\"running\"} 1",
+        "carapace_pods{state=\"ready\"} 1",
+        "carapace_monitor_processes 1",
+        "carapace_cni_operation_duration_seconds_count{operation=\"add\",outcome=\"success\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from /metrics:\n{text}");
+    }
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+#[tokio::test]
+async fn memory_shows_in_the_working_set_and_writes_in_the_writable_layer() {
+    let mut n = Node::start(31).await;
+    let pod = n.pod("mem", "5a7a0000-0000-4000-8000-000000000031");
+    let pod_id = n.run_pod(&pod).await;
+    // 50 MB held in a shell variable; 8 MiB written to the rootfs.
+    let id = n
+        .started(
+            &pod_id,
+            &pod,
+            "hog",
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/blob bs=1048576 count=8 2>/dev/null; \
+                 x=$(head -c 50000000 /dev/zero | tr '\\0' a); echo held; sleep 600",
+            ],
+        )
+        .await;
+    let rt = n.rt.clone();
+    let stats = eventually(Duration::from_secs(30), "50 MB in the working set", || {
+        let (mut rt, id) = (rt.clone(), id.clone());
+        async move {
+            let s = rt
+                .container_stats(cri::ContainerStatsRequest { container_id: id })
+                .await
+                .ok()?
+                .into_inner()
+                .stats?;
+            let ws = v(&s.memory.as_ref()?.working_set_bytes);
+            (ws > 50_000_000).then_some(s)
+        }
+    })
+    .await;
+    let mem = stats.memory.unwrap();
+    assert!(v(&mem.usage_bytes) >= v(&mem.working_set_bytes));
+    assert!(v(&mem.rss_bytes) > 40_000_000, "{mem:?}");
+    assert!(v(&mem.page_faults) > 0);
+    let layer = stats.writable_layer.unwrap();
+    assert!(v(&layer.used_bytes) >= 8 << 20, "{layer:?}");
+    assert!(v(&layer.inodes_used) >= 2, "{layer:?}");
+
+    // ListContainerStats filters; ImageFsInfo reports the writable layers.
+    let listed =
+        n.rt.list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    let none =
+        n.rt.list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                label_selector: HashMap::from([("no".into(), "such".into())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(none.is_empty());
+    let fs =
+        n.d.images()
+            .await
+            .image_fs_info(cri::ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    let cfs = &fs.container_filesystems[0];
+    assert!(v(&cfs.used_bytes) >= 8 << 20, "{cfs:?}");
+    assert_eq!(
+        cfs.fs_id.as_ref().unwrap().mountpoint,
+        layer.fs_id.unwrap().mountpoint
+    );
+
+    // The pod's memory holds its container's.
+    let p = n.pod_stats(&pod_id).await.linux.unwrap();
+    assert!(v(&p.memory.unwrap().working_set_bytes) > 50_000_000);
+
+    // The metrics: names the kubelet reads, label values matching each descriptor's keys.
+    let descriptors: HashMap<String, Vec<String>> =
+        n.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors
+            .into_iter()
+            .map(|d| (d.name, d.label_keys))
+            .collect();
+    let pods =
+        n.rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics;
+    assert_eq!(pods.len(), 1);
+    let pm = &pods[0];
+    assert_eq!(pm.pod_sandbox_id, pod_id);
+    let cm = &pm.container_metrics[0];
+    assert_eq!(cm.container_id, id);
+    let mut names = HashSet::new();
+    for m in pm.metrics.iter().chain(&cm.metrics) {
+        let keys = descriptors
+            .get(&m.name)
+            .unwrap_or_else(|| panic!("{} has no descriptor", m.name));
+        assert_eq!(keys.len(), m.label_values.len(), "{m:?} vs {keys:?}");
+        assert_eq!(keys[..2], ["id", "name"]);
+        names.insert(m.name.as_str());
+    }
+    for want in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_rss",
+        "container_memory_usage_bytes",
+        "container_fs_usage_bytes",
+        "container_processes",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+    ] {
+        assert!(names.contains(want), "{want} missing from {names:?}");
+    }
+    let ws = cm
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_memory_working_set_bytes")
+        .unwrap();
+    assert_eq!(ws.label_values, [id.as_str(), "hog"]);
+    assert!(v(&ws.value) > 50_000_000);
+    let rx = pm
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_network_receive_bytes_total")
+        .unwrap();
+    assert_eq!(rx.label_values, [pod_id.as_str(), "mem", "eth0"]);
+
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+/// A busybox httpd serving `dir` inside a pod's network namespace; killed on drop.
+struct Httpd(Child);
+
+impl Drop for Httpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn netns_of(info: &serde_json::Value) -> String {
+    info["namespaces"]["network"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn pod_network_bytes_grow_after_traffic_between_two_pods() {
+    let cfg = DaemonConfig::new();
+    let net = PodNetwork::bridge(&cfg, 32);
+    let d = Daemon::start_with(cfg).await;
+    let mut rt = d.runtime().await;
+    let mut pods = Vec::new();
+    for (name, uid) in [
+        ("server", "5a7a0000-0000-4000-8000-000000000032"),
+        ("client", "5a7a0000-0000-4000-8001-000000000032"),
+    ] {
+        let config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.into(),
+                namespace: "e2e-stats".into(),
+                attempt: 0,
+            }),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log_text()))
+            .into_inner()
+            .pod_sandbox_id;
+        let r = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+        let ip = r.status.unwrap().network.unwrap().ip;
+        pods.push((id, netns_of(&info), ip));
+    }
+    let www = tempfile::Builder::new()
+        .prefix("st-www.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(www.path().join("big"), vec![b'x'; 2 << 20]).unwrap();
+    let counters = |stats: &[cri::PodSandboxStats], id: &str| -> (u64, u64) {
+        let s = stats
+            .iter()
+            .find(|s| s.attributes.as_ref().unwrap().id == id)
+            .unwrap_or_else(|| panic!("no stats for {id}: {stats:?}"));
+        let n = s.linux.as_ref().unwrap().network.as_ref().unwrap();
+        let i = n.default_interface.as_ref().expect("eth0");
+        assert_eq!(i.name, "eth0");
+        (v(&i.rx_bytes), v(&i.tx_bytes))
+    };
+    let list = |mut rt: RuntimeServiceClient<Channel>| async move {
+        rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                label_selector: HashMap::new(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+    };
+    let before = list(rt.clone()).await;
+    assert_eq!(before.len(), 2);
+    let (server, client) = (&pods[0], &pods[1]);
+    let (_, server_tx0) = counters(&before, &server.0);
+    let (client_rx0, _) = counters(&before, &client.0);
+
+    let httpd = Httpd(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", server.1))
+            .args([BUSYBOX, "httpd", "-f", "-p", "8090", "-h"])
+            .arg(www.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{}:8090/big", server.2);
+    eventually(Duration::from_secs(10), "wget from the client pod", || {
+        let (ns, url) = (client.1.clone(), url.clone());
+        async move {
+            // `timeout`, not wget's `-T`, which segfaults in a pod's netns (busybox 1.35).
+            let out = std::process::Command::new("nsenter")
+                .arg(format!("--net={ns}"))
+                .args(["timeout", "5", BUSYBOX, "wget", "-q", "-O", "-", &url])
+                .output()
+                .ok()?;
+            (out.status.success() && out.stdout.len() == 2 << 20).then_some(())
+        }
+    })
+    .await;
+    drop(httpd);
+    let after = list(rt.clone()).await;
+    let (_, server_tx1) = counters(&after, &server.0);
+    let (client_rx1, _) = counters(&after, &client.0);
+    assert!(
+        server_tx1 >= server_tx0 + (2 << 20),
+        "server tx {server_tx0} -> {server_tx1}"
+    );
+    assert!(
+        client_rx1 >= client_rx0 + (2 << 20),
+        "client rx {client_rx0} -> {client_rx1}"
+    );
+
+    // One pod by id prefix.
+    let one = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                id: client.0[..12].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(one.len(), 1);
+    let missing = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: "0123456789ab".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    for (id, _, _) in &pods {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    d.stop().await;
+    drop(net);
+}
+
+#[tokio::test]
+async fn the_events_stream_reports_a_container_created_started_stopped_by_itself_and_deleted() {
+    let mut n = Node::start(33).await;
+    let pod = n.pod("ev", "5a7a0000-0000-4000-8000-000000000033");
+    let pod_id = n.run_pod(&pod).await;
+    let mut events =
+        n.rt.get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    let id = n
+        .create(&pod_id, &pod, "brief", &["sh", "-c", "sleep 1"])
+        .await;
+    n.start_container(&id).await;
+    // It exits by itself; nobody asks its status.
+    let mut seen = Vec::new();
+    let wait = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(ev) = events.message().await.unwrap() {
+            if ev.container_id != id {
+                continue;
+            }
+            let kind = cri::ContainerEventType::try_from(ev.container_event_type).unwrap();
+            seen.push((kind, ev));
+            if kind == cri::ContainerEventType::ContainerStoppedEvent {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        wait.is_ok(),
+        "no STOPPED within 15 s; saw {:?}\n{}",
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        n.d.log_text()
+    );
+    n.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ev = events.message().await.unwrap().unwrap();
+            if ev.container_id == id {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("a DELETED event");
+    use cri::ContainerEventType as T;
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [
+            T::ContainerCreatedEvent,
+            T::ContainerStartedEvent,
+            T::ContainerStoppedEvent
+        ]
+    );
+    assert_eq!(
+        deleted.container_event_type,
+        T::ContainerDeletedEvent as i32
+    );
+    let stopped = &seen[2].1;
+    assert_eq!(stopped.pod_sandbox_status.as_ref().unwrap().id, pod_id);
+    let st = stopped
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == id)
+        .expect("the container's status in its STOPPED event");
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 0);
+    let started = &seen[1].1;
+    assert_eq!(
+        started
+            .containers_statuses
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].1.created_at <= w[1].1.created_at)
+    );
+    drop(events);
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
