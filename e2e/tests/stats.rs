@@ -271,7 +271,8 @@ async fn memory_shows_in_the_working_set_and_writes_in_the_writable_layer() {
     let mut n = Node::start(31).await;
     let pod = n.pod("mem", "5a7a0000-0000-4000-8000-000000000031");
     let pod_id = n.run_pod(&pod).await;
-    // 50 MB held in a shell variable; 8 MiB written to the rootfs.
+    // 50 MB held in a shell variable (used after the sleep, so the shell does not exec `sleep`
+    // and drop it); 8 MiB written to the rootfs.
     let id = n
         .started(
             &pod_id,
@@ -281,12 +282,13 @@ async fn memory_shows_in_the_working_set_and_writes_in_the_writable_layer() {
                 "sh",
                 "-c",
                 "dd if=/dev/zero of=/blob bs=1048576 count=8 2>/dev/null; \
-                 x=$(head -c 50000000 /dev/zero | tr '\\0' a); echo held; sleep 600",
+                 x=$(head -c 50000000 /dev/zero | tr '\\0' a); sleep 600; echo ${#x}",
             ],
         )
         .await;
     let rt = n.rt.clone();
-    let stats = eventually(Duration::from_secs(30), "50 MB in the working set", || {
+    // The layer's usage is walked at most every few seconds: wait for both.
+    let stats = eventually(Duration::from_secs(30), "50 MB in the working set, 8 MiB in the layer", || {
         let (mut rt, id) = (rt.clone(), id.clone());
         async move {
             let s = rt
@@ -296,7 +298,8 @@ async fn memory_shows_in_the_working_set_and_writes_in_the_writable_layer() {
                 .into_inner()
                 .stats?;
             let ws = v(&s.memory.as_ref()?.working_set_bytes);
-            (ws > 50_000_000).then_some(s)
+            let layer = v(&s.writable_layer.as_ref()?.used_bytes);
+            (ws > 50_000_000 && layer >= 8 << 20).then_some(s)
         }
     })
     .await;
