@@ -288,20 +288,24 @@ async fn memory_shows_in_the_working_set_and_writes_in_the_writable_layer() {
         .await;
     let rt = n.rt.clone();
     // The layer's usage is walked at most every few seconds: wait for both.
-    let stats = eventually(Duration::from_secs(30), "50 MB in the working set, 8 MiB in the layer", || {
-        let (mut rt, id) = (rt.clone(), id.clone());
-        async move {
-            let s = rt
-                .container_stats(cri::ContainerStatsRequest { container_id: id })
-                .await
-                .ok()?
-                .into_inner()
-                .stats?;
-            let ws = v(&s.memory.as_ref()?.working_set_bytes);
-            let layer = v(&s.writable_layer.as_ref()?.used_bytes);
-            (ws > 50_000_000 && layer >= 8 << 20).then_some(s)
-        }
-    })
+    let stats = eventually(
+        Duration::from_secs(30),
+        "50 MB in the working set, 8 MiB in the layer",
+        || {
+            let (mut rt, id) = (rt.clone(), id.clone());
+            async move {
+                let s = rt
+                    .container_stats(cri::ContainerStatsRequest { container_id: id })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .stats?;
+                let ws = v(&s.memory.as_ref()?.working_set_bytes);
+                let layer = v(&s.writable_layer.as_ref()?.used_bytes);
+                (ws > 50_000_000 && layer >= 8 << 20).then_some(s)
+            }
+        },
+    )
     .await;
     let mem = stats.memory.unwrap();
     assert!(v(&mem.usage_bytes) >= v(&mem.working_set_bytes));

@@ -22,8 +22,15 @@ pub struct ExitWatcher {
 
 struct Shared {
     epoll: Epoll,
+    watched: Mutex<Watched>,
+}
+
+/// The containers being watched, by the token their pidfd was registered with.
+#[derive(Default)]
+struct Watched {
+    last_token: u64,
     /// Token → (container id, its monitor's pidfd, kept open while watched).
-    watched: Mutex<(u64, HashMap<u64, (String, OwnedFd)>)>,
+    by_token: HashMap<u64, (String, OwnedFd)>,
 }
 
 impl ExitWatcher {
@@ -43,7 +50,7 @@ impl ExitWatcher {
         }
         let shared = Arc::new(Shared {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ctx("epoll_create")?,
-            watched: Mutex::new((0, HashMap::new())),
+            watched: Mutex::default(),
         });
         let (t, cb) = (shared.clone(), self.on_exit.clone());
         std::thread::Builder::new()
@@ -62,13 +69,13 @@ impl ExitWatcher {
         };
         let shared = self.shared()?;
         let mut w = shared.watched.lock().unwrap_or_else(|p| p.into_inner());
-        w.0 += 1;
-        let token = w.0;
+        w.last_token += 1;
+        let token = w.last_token;
         shared
             .epoll
             .add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
             .ctx("epoll_ctl add")?;
-        w.1.insert(token, (c.id().to_owned(), fd));
+        w.by_token.insert(token, (c.id().to_owned(), fd));
         Ok(true)
     }
 }
@@ -87,7 +94,7 @@ fn run(shared: &Shared, on_exit: &Callback) {
         for ev in &events[..n] {
             let gone = {
                 let mut w = shared.watched.lock().unwrap_or_else(|p| p.into_inner());
-                w.1.remove(&ev.data())
+                w.by_token.remove(&ev.data())
             };
             // Closing the pidfd takes it out of the epoll set.
             if let Some((id, fd)) = gone {
