@@ -223,7 +223,7 @@ impl Cri {
         archive: &std::path::Path,
         base_name: Option<&str>,
     ) -> Result<Vec<api::Image>, Error> {
-        let images = image::ImageApi::new(self.images.clone());
+        let images = image::ImageApi::new(self.images.clone(), None);
         images.import(archive, base_name).await
     }
 }

@@ -238,7 +238,7 @@ impl PodStatsApi {
         .await
         .map_err(|e| Error::Internal(format!("pod stats task: {e}")))?;
         let mut containers: HashMap<String, Vec<ContainerSample>> = HashMap::new();
-        if let Some(c) = &self.containers {
+        if let Some(c) = self.containers.as_ref().filter(|_| !samples.is_empty()) {
             let only = match samples.as_slice() {
                 [one] => one.sandbox.id.clone(),
                 _ => String::new(),
