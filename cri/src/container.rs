@@ -1123,6 +1123,17 @@ struct Inner {
     watching: Mutex<HashSet<String>>,
     exits: OnceLock<runtime::exits::ExitWatcher>,
     links: OnceLock<Links>,
+    /// Container states as last read, so that ListContainers (which the kubelet calls every
+    /// second) is served from memory; see [`Inner::invalidate`].
+    states: Mutex<HashMap<String, Known>>,
+}
+
+/// A container's state as last read from disk, and the number of changes seen so far: a read
+/// that raced with a change (the version moved meanwhile) is not kept.
+#[derive(Default)]
+struct Known {
+    version: u64,
+    state: Option<State>,
 }
 
 /// What the container calls reach beyond the runtime, set once by [`ContainerApi::link`].
@@ -1160,13 +1171,56 @@ impl Inner {
         self.table().containers.get(id).cloned()
     }
 
-    fn forget(&self, id: &str) {
-        let mut t = self.table();
-        if let Some(m) = t.containers.remove(id)
-            && t.names.get(&m.name).is_some_and(|i| i == id)
-        {
-            t.names.remove(&m.name);
+    /// Forgets the state kept for `id`: called after everything that changes it (start, an exit
+    /// noticed, stop, removal). Created and Exited only change through those; Running is kept
+    /// only while the exit watcher watches the container, which reports its exit.
+    fn invalidate(&self, id: &str) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let k = states.entry(id.to_owned()).or_default();
+        k.version += 1;
+        k.state = None;
+    }
+
+    /// The kept states of `ids`, with the versions to hand back to [`Inner::keep_states`].
+    fn known_states(&self, ids: &[String]) -> Vec<(u64, Option<State>)> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter()
+            .map(|id| states.get(id).map_or((0, None), |k| (k.version, k.state)))
+            .collect()
+    }
+
+    /// Keeps states just read from disk, unless a change came in since `version` was taken.
+    fn keep_states(&self, read: Vec<(String, u64, State)>) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.table();
+        for (id, version, state) in read {
+            if !table.containers.contains_key(&id)
+                || (state == State::Running && !watching.contains(&id))
+            {
+                continue;
+            }
+            let k = states.entry(id).or_default();
+            if k.version == version {
+                k.state = Some(state);
+            }
         }
+    }
+
+    fn forget(&self, id: &str) {
+        {
+            let mut t = self.table();
+            if let Some(m) = t.containers.remove(id)
+                && t.names.get(&m.name).is_some_and(|i| i == id)
+            {
+                t.names.remove(&m.name);
+            }
+        }
+        // Not under the table's lock: `keep_states` takes the two in the other order.
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     /// `/proc/<pid>/ns/pid` of a running container, for PID namespace mode TARGET.
@@ -1375,6 +1429,7 @@ impl Inner {
     /// The STOPPED event of a container, once per start: whoever notices the exit first (the
     /// exit watcher, Stop or Remove) sends it.
     fn stopped(&self, id: &str) {
+        self.invalidate(id);
         let first = self
             .watching
             .lock()
@@ -1490,6 +1545,7 @@ impl ContainerApi {
                 watching: Mutex::default(),
                 exits: OnceLock::new(),
                 links: OnceLock::new(),
+                states: Mutex::default(),
             }),
         })
     }
@@ -1739,7 +1795,9 @@ impl ContainerApi {
         let inner = self.inner.clone();
         let pid = self
             .blocking(move |i| {
-                let pid = i.runtime.get(&id)?.start()?;
+                let started = i.runtime.get(&id).and_then(|c| c.start());
+                i.invalidate(&id);
+                let pid = started?;
                 if let Some(m) = i.meta(&id) {
                     i.send_event(
                         &id,
@@ -1853,41 +1911,65 @@ impl ContainerApi {
             .cloned()
             .collect();
         let want_state = filter.state.map(|s| s.state);
-        let containers = self
-            .blocking(move |i| {
-                Ok(metas
+        // From memory; only states not known yet (first call, just changed) are read from disk.
+        let ids: Vec<String> = metas.iter().map(|m| m.id.clone()).collect();
+        let known = self.inner.known_states(&ids);
+        let unknown: Vec<(String, u64)> = ids
+            .iter()
+            .zip(&known)
+            .filter(|(_, (_, s))| s.is_none())
+            .map(|(id, (v, _))| (id.clone(), *v))
+            .collect();
+        let read: HashMap<String, Option<State>> = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            self.blocking(move |i| {
+                let read: Vec<(String, u64, Option<State>)> = unknown
                     .into_iter()
-                    .map(|m| {
-                        let state = i
-                            .runtime
-                            .get(&m.id)
-                            .and_then(|c| c.status())
-                            .map(|s| state_to_cri(s.state))
-                            .unwrap_or(ContainerState::ContainerUnknown);
-                        (m, state)
+                    .map(|(id, v)| {
+                        let s = i.runtime.get(&id).and_then(|c| c.status()).ok();
+                        (id, v, s.map(|s| s.state))
                     })
-                    .filter(|(_, s)| want_state.is_none_or(|w| w == *s as i32))
-                    .map(|(m, state)| Container {
-                        id: m.id.clone(),
-                        pod_sandbox_id: m.sandbox_id.clone(),
-                        metadata: Some(ContainerMetadata {
-                            name: m.metadata_name.clone(),
-                            attempt: m.attempt,
-                        }),
-                        image: Some(ImageSpec {
-                            image: m.image.clone(),
-                            ..Default::default()
-                        }),
-                        image_ref: m.image_ref.clone(),
-                        state: state as i32,
-                        created_at: m.created_at,
-                        labels: to_hash(&m.labels),
-                        annotations: to_hash(&m.annotations),
-                        image_id: m.image_id.clone(),
-                    })
-                    .collect())
+                    .collect();
+                i.keep_states(
+                    read.iter()
+                        .filter_map(|(id, v, s)| s.map(|s| (id.clone(), *v, s)))
+                        .collect(),
+                );
+                Ok(read.into_iter().map(|(id, _, s)| (id, s)).collect())
             })
-            .await?;
+            .await?
+        };
+        let containers = metas
+            .into_iter()
+            .zip(known)
+            .map(|(m, (_, kept))| {
+                let state = kept
+                    .or_else(|| read.get(&m.id).copied().flatten())
+                    .map(state_to_cri)
+                    .unwrap_or(ContainerState::ContainerUnknown);
+                (m, state)
+            })
+            .filter(|(_, s)| want_state.is_none_or(|w| w == *s as i32))
+            .map(|(m, state)| Container {
+                id: m.id.clone(),
+                pod_sandbox_id: m.sandbox_id.clone(),
+                metadata: Some(ContainerMetadata {
+                    name: m.metadata_name.clone(),
+                    attempt: m.attempt,
+                }),
+                image: Some(ImageSpec {
+                    image: m.image.clone(),
+                    ..Default::default()
+                }),
+                image_ref: m.image_ref.clone(),
+                state: state as i32,
+                created_at: m.created_at,
+                labels: to_hash(&m.labels),
+                annotations: to_hash(&m.annotations),
+                image_id: m.image_id.clone(),
+            })
+            .collect();
         Ok(ListContainersResponse { containers })
     }
 

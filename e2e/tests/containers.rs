@@ -661,6 +661,47 @@ async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
         "{st:?}"
     );
 
+    // ListContainers is served from memory: a container listed as running is listed as exited
+    // once it ends by itself, without any other call about it in between.
+    let brief = n
+        .create_started(&pod_id, &pod, &container("brief", &["sleep", "2"]))
+        .await;
+    let in_state = |s: cri::ContainerState| cri::ContainerFilter {
+        id: brief.clone(),
+        state: Some(cri::ContainerStateValue { state: s as i32 }),
+        ..Default::default()
+    };
+    assert_eq!(
+        n.list(in_state(cri::ContainerState::ContainerRunning))
+            .await
+            .len(),
+        1
+    );
+    let rt = n.rt.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the brief container listed as exited",
+        || {
+            let f = in_state(cri::ContainerState::ContainerExited);
+            let mut rt = rt.clone();
+            async move {
+                let l = rt
+                    .list_containers(cri::ListContainersRequest { filter: Some(f) })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .containers;
+                (l.len() == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        n.list(in_state(cri::ContainerState::ContainerRunning))
+            .await
+            .is_empty()
+    );
+
     // A read-only rootfs: writing to / fails, in the container and in an exec.
     let mut ro = container("ro", &["sh", "-c", "touch /x; echo touch=$?; sleep 1000"]);
     ro.linux
