@@ -17,6 +17,7 @@ for p in containerd runc; do
   }
 done
 cargo build --release -q -p carapace -p carapace-bench
+BIN="${CARGO_TARGET_DIR:-target}/release"
 
 W=$(mktemp -d /tmp/carapace-bench.XXXXXX)
 BRIDGE=cbench0
@@ -122,7 +123,7 @@ bin_dirs = ["/usr/lib/cni"]
 [registry]
 config_path = "$W/certs.d"
 TOML
-./target/release/carapace serve --config "$W/carapace.toml" >"$W/carapace.log" 2>&1 &
+"$BIN/carapace" serve --config "$W/carapace.toml" >"$W/carapace.log" 2>&1 &
 pids+=($!)
 CARAPACE_PID=$!
 
@@ -133,7 +134,7 @@ done
 sleep 1
 
 echo "bench: $(nproc) cores, kernel $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)" >&2
-./target/release/carapace-bench \
+"$BIN/carapace-bench" \
   --endpoint "carapace=unix://$W/carapace.sock" \
   --endpoint "containerd=unix://$W/containerd.sock" \
   --pid "carapace=$CARAPACE_PID" --pid "containerd=$CONTAINERD_PID" \

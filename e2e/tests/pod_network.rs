@@ -494,8 +494,10 @@ async fn a_missing_plugin_fails_run_pod_sandbox_with_its_name_and_leaks_nothing(
         "a failed pod was left listed (RunPodSandbox said: {err}): {left:?}; removing it: {removing:?}"
     );
     assert_eq!(leases(&net), leases_before);
-    let netns_dir = d.config.state();
-    let pins: Vec<_> = carapace_e2e::mounts_under(&netns_dir);
+    // The pods' pins and /dev/shm live under `sandboxes`; the daemon's own read-only bind of
+    // its binary (state/carapace.exe) stays while it runs.
+    let pods_dir = d.config.state().join("sandboxes");
+    let pins: Vec<_> = carapace_e2e::mounts_under(&pods_dir);
     assert!(pins.is_empty(), "mounts left after a failed run: {pins:?}");
     d.stop().await; // no mount or process left under the daemon's dir
     eprintln!("broken_conflist: {:?}", t.elapsed());
