@@ -503,8 +503,11 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
                 if n % 10 == 0 {
                     r.rt.list_container_stats(cri::ListContainerStatsRequest::default())
                         .await?;
-                    r.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
-                        .await?;
+                    // containerd 1.6 refuses pod stats for pods without a cgroup parent (the
+                    // bench gives none); its refusal still costs it the call, so go on.
+                    let _ =
+                        r.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+                            .await;
                 }
                 n += 1;
             }

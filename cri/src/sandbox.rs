@@ -103,11 +103,8 @@ impl SandboxApi {
     ) -> Result<ListPodSandboxResponse, Error> {
         let store = self.store()?;
         let filter = req.filter.unwrap_or_default();
-        let items = store
-            .list()
-            .into_iter()
-            .filter(|sb| matches(&filter, sb))
-            .map(|sb| PodSandbox {
+        let items = store.list_map(|sb| {
+            matches(&filter, sb).then(|| PodSandbox {
                 id: sb.id.clone(),
                 metadata: Some(metadata(&sb.config.metadata)),
                 state: state(sb.state) as i32,
@@ -116,7 +113,7 @@ impl SandboxApi {
                 annotations: to_map(&sb.config.annotations),
                 runtime_handler: sb.config.runtime_handler.clone(),
             })
-            .collect();
+        });
         Ok(ListPodSandboxResponse { items })
     }
 }
