@@ -92,6 +92,8 @@ state = "$W/run/containerd"
   sandbox_image = "$REG/bench/pause:1"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # The pods' network namespaces under the work dir too, so the cleanup unmounts any left.
+  netns_mounts_under = "$W/run/netns"
   restrict_oom_score_adj = $restrict
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"

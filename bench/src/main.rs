@@ -136,13 +136,16 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{:x}-{n}", t & 0xffff_ffff)
 }
 
+/// The namespace of every pod the bench makes, so a failed pass's pods can be found and removed.
+const BENCH_NAMESPACE: &str = "carapace-bench";
+
 fn pod_config(name: &str) -> cri::PodSandboxConfig {
     let uid = unique("uid");
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: name.to_owned(),
             uid: uid.clone(),
-            namespace: "carapace-bench".into(),
+            namespace: BENCH_NAMESPACE.into(),
             attempt: 0,
         }),
         hostname: name.chars().take(60).collect(),
@@ -204,6 +207,24 @@ impl Runtime {
             })
             .await
             .with_context(|| format!("{}: RemovePodSandbox", self.name))?;
+        Ok(())
+    }
+
+    /// Removes every bench pod still there: a pass that failed half-way leaves its pods, and a
+    /// runtime stopped with pods (containerd's shims and pause processes) leaks their netns.
+    async fn remove_leftover_pods(&mut self) -> Result<()> {
+        let items = self
+            .rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .with_context(|| format!("{}: ListPodSandbox", self.name))?
+            .into_inner()
+            .items;
+        for p in items {
+            if p.metadata.is_some_and(|m| m.namespace == BENCH_NAMESPACE) {
+                self.remove_pod(&p.id).await?;
+            }
+        }
         Ok(())
     }
 
@@ -670,7 +691,12 @@ async fn main() -> Result<()> {
                 eprintln!("{w}: {}", r.name);
                 match pass(r, w, &a, half).await {
                     Ok(s) => samples[i].extend(s),
-                    Err(e) => eprintln!("  {w} on {} failed: {e:#}", r.name),
+                    Err(e) => {
+                        eprintln!("  {w} on {} failed: {e:#}", r.name);
+                        if let Err(e) = r.remove_leftover_pods().await {
+                            eprintln!("  removing {}'s leftover pods failed: {e:#}", r.name);
+                        }
+                    }
                 }
             }
         }

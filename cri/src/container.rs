@@ -1189,6 +1189,23 @@ impl Inner {
             .collect()
     }
 
+    /// The states of `ids` (None: unreadable): kept ones from memory, the others read from disk
+    /// (blocking) and kept for next time.
+    fn states_of(&self, ids: &[String]) -> Vec<Option<State>> {
+        let mut read = Vec::new();
+        let mut states = Vec::with_capacity(ids.len());
+        for (id, (version, kept)) in ids.iter().zip(self.known_states(ids)) {
+            let state = kept.or_else(|| {
+                let s = self.runtime.get(id).and_then(|c| c.status()).ok()?.state;
+                read.push((id.clone(), version, s));
+                Some(s)
+            });
+            states.push(state);
+        }
+        self.keep_states(read);
+        states
+    }
+
     /// Keeps states just read from disk, unless a change came in since `version` was taken.
     fn keep_states(&self, read: Vec<(String, u64, State)>) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
@@ -1577,23 +1594,26 @@ impl ContainerApi {
     }
 
     /// Containers by state and the monitors' count and resident memory, for the Prometheus
-    /// gauges (blocking: asks each container's state).
+    /// gauges (blocking: states as ListContainers keeps them, read from disk only when unknown).
     pub(crate) fn census(&self) -> (Vec<(&'static str, i64)>, i64, i64) {
         let ids: Vec<String> = self.inner.table().containers.keys().cloned().collect();
+        let states = self.inner.states_of(&ids);
         let mut by_state: HashMap<&'static str, i64> = HashMap::new();
         let (mut monitors, mut rss) = (0, 0);
-        for id in ids {
-            let c = self.inner.runtime.get(&id);
-            let state = match c.as_ref().map(|c| c.status()) {
-                Ok(Ok(st)) => match st.state {
-                    State::Created => "created",
-                    State::Running => "running",
-                    State::Exited => "exited",
-                },
-                _ => "unknown",
+        for (id, state) in ids.iter().zip(states) {
+            let state = match state {
+                Some(State::Created) => "created",
+                Some(State::Running) => "running",
+                Some(State::Exited) => "exited",
+                None => "unknown",
             };
             *by_state.entry(state).or_default() += 1;
-            if let Some(pid) = c.ok().and_then(|c| c.monitor_pid())
+            if let Some(pid) = self
+                .inner
+                .runtime
+                .get(id)
+                .ok()
+                .and_then(|c| c.monitor_pid())
                 && let Some(bytes) = resident_bytes(pid)
             {
                 monitors += 1;
@@ -1914,38 +1934,16 @@ impl ContainerApi {
         // From memory; only states not known yet (first call, just changed) are read from disk.
         let ids: Vec<String> = metas.iter().map(|m| m.id.clone()).collect();
         let known = self.inner.known_states(&ids);
-        let unknown: Vec<(String, u64)> = ids
-            .iter()
-            .zip(&known)
-            .filter(|(_, (_, s))| s.is_none())
-            .map(|(id, (v, _))| (id.clone(), *v))
-            .collect();
-        let read: HashMap<String, Option<State>> = if unknown.is_empty() {
-            HashMap::new()
+        let states: Vec<Option<State>> = if known.iter().all(|(_, s)| s.is_some()) {
+            known.into_iter().map(|(_, s)| s).collect()
         } else {
-            self.blocking(move |i| {
-                let read: Vec<(String, u64, Option<State>)> = unknown
-                    .into_iter()
-                    .map(|(id, v)| {
-                        let s = i.runtime.get(&id).and_then(|c| c.status()).ok();
-                        (id, v, s.map(|s| s.state))
-                    })
-                    .collect();
-                i.keep_states(
-                    read.iter()
-                        .filter_map(|(id, v, s)| s.map(|s| (id.clone(), *v, s)))
-                        .collect(),
-                );
-                Ok(read.into_iter().map(|(id, _, s)| (id, s)).collect())
-            })
-            .await?
+            self.blocking(move |i| Ok(i.states_of(&ids))).await?
         };
         let containers = metas
             .into_iter()
-            .zip(known)
-            .map(|(m, (_, kept))| {
-                let state = kept
-                    .or_else(|| read.get(&m.id).copied().flatten())
+            .zip(states)
+            .map(|(m, state)| {
+                let state = state
                     .map(state_to_cri)
                     .unwrap_or(ContainerState::ContainerUnknown);
                 (m, state)
