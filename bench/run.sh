@@ -32,6 +32,9 @@ cleanup() {
   grep -o " $W[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
   ip link del "$BRIDGE" 2>/dev/null
   rm -rf "$W" /var/lib/cni/networks/carapace-bench /tmp/carapace-bench-logs
+  # containerd's parent cgroup of its pods (no pod of the bench gives one of its own); rmdir only
+  # takes it when empty, so a containerd running beside us keeps its own.
+  for c in /sys/fs/cgroup/*/k8s.io; do rmdir "$c" 2>/dev/null; done
 }
 trap cleanup EXIT
 
