@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # carapace vs containerd, side by side, on this machine: one command.
 #   bench/run.sh [carapace-bench flags, e.g. --rounds 6 --pods 50 --only pod-start,list]
+#   BENCH_RUNTIMES=carapace bench/run.sh ...   carapace alone (no ratios), for a quick look
 # Starts a private registry filled with images built here, Debian's containerd + runc and carapace,
 # both with the same CNI conflist, registry configuration and cgroup driver, runs every workload
 # against both (A B A B) and prints the table. Everything lives under one temp dir and is removed
@@ -111,9 +112,12 @@ state = "$W/run/containerd"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$W/certs.d"
 TOML
-containerd --config "$W/containerd.toml" >"$W/containerd.log" 2>&1 &
-pids+=($!)
-CONTAINERD_PID=$!
+RUNTIMES=${BENCH_RUNTIMES:-carapace,containerd}
+if [[ ,$RUNTIMES, == *,containerd,* ]]; then
+  containerd --config "$W/containerd.toml" >"$W/containerd.log" 2>&1 &
+  pids+=($!)
+  CONTAINERD_PID=$!
+fi
 
 cat > "$W/carapace.toml" <<TOML
 root = "$W/carapace/root"
@@ -132,7 +136,12 @@ TOML
 pids+=($!)
 CARAPACE_PID=$!
 
-for s in "$W/carapace.sock" "$W/containerd.sock"; do
+targets=()
+for r in ${RUNTIMES//,/ }; do
+  pid_var=${r^^}_PID
+  targets+=(--endpoint "$r=unix://$W/$r.sock" --pid "$r=${!pid_var}")
+done
+for s in "$W/carapace.sock" ${CONTAINERD_PID:+"$W/containerd.sock"}; do
   for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.05; done
   [ -S "$s" ] || { echo "bench: $s never appeared" >&2; tail "$W"/*.log >&2; exit 1; }
 done
@@ -140,8 +149,6 @@ sleep 1
 
 echo "bench: $(nproc) cores, kernel $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)" >&2
 "$BIN/carapace-bench" \
-  --endpoint "carapace=unix://$W/carapace.sock" \
-  --endpoint "containerd=unix://$W/containerd.sock" \
-  --pid "carapace=$CARAPACE_PID" --pid "containerd=$CONTAINERD_PID" \
+  "${targets[@]}" \
   --image "$REG/bench/busybox:1" --pull-image "$REG/bench/big:1" \
   "$@"

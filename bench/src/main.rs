@@ -152,7 +152,7 @@ fn pod_config(name: &str) -> cri::PodSandboxConfig {
         log_directory: format!("/tmp/carapace-bench-logs/{uid}"),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption::default()),
+                namespace_options: Some(namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -173,7 +173,23 @@ fn container_config(image: &str, name: &str) -> cri::ContainerConfig {
         }),
         command: vec!["sleep".into(), "3600".into()],
         log_path: format!("{name}.log"),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        linux: Some(cri::LinuxContainerConfig {
+            // The kubelet repeats the pod's namespace modes for each container.
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the kubelet sends for a pod without shareProcessNamespace: each container its own PID
+/// namespace (the zero value, POD, is the shared one).
+fn namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
         ..Default::default()
     }
 }

@@ -342,23 +342,24 @@ fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Result<Output, Run
     };
     let stdout = reader(child.stdout.take().map(|s| Box::new(s) as _), MAX_STDOUT);
     let stderr = reader(child.stderr.take().map(|s| Box::new(s) as _), MAX_STDERR);
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.wait();
-                // The reader threads end when the killed group's pipes close; not waited for, in
-                // case something outside the group holds them.
-                return Err(RunError::Timeout);
-            }
-            Ok(None) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => return Err(RunError::Io(e)),
+    // Its exit wakes us (no polling interval added to every plugin call); the deadline bounds the
+    // wait.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let left = deadline.saturating_duration_since(Instant::now());
+    let status = match rx.recv_timeout(left) {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(RunError::Io(e)),
+        Err(_) => {
+            let pgid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            // The waiter reaps it; the reader threads end when the killed group's pipes close,
+            // not waited for, in case something outside the group holds them.
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            return Err(RunError::Timeout);
         }
     };
     let _ = writer.join();

@@ -210,11 +210,15 @@ pub(crate) fn stop(infra: &InfraProcess) -> std::io::Result<()> {
     // parent-death signal right after; wait for that too, so the namespace is empty when the
     // caller goes on to unpin it.
     let pid1_alive = || matches!(proc_start(infra.pid1), Some((_, false)));
-    for _ in 0..500 {
+    // The kernel takes a moment to tear a killed namespace down: look again soon, then less often.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_micros(250);
+    while std::time::Instant::now() < deadline {
         if !alive(infra.pid) && !pid1_alive() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
     Err(std::io::Error::other(format!(
         "infra process {} did not exit",

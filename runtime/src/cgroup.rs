@@ -110,6 +110,7 @@ impl ContainerCgroup {
         // memory cgroup left behind keeps the pod cgroup from ever being removed), and EBUSY while
         // the last task is reaped is retried until the deadline.
         let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(250);
         for dir in self.dirs() {
             loop {
                 match std::fs::remove_dir(&dir) {
@@ -118,7 +119,10 @@ impl ContainerCgroup {
                     Err(e) if Instant::now() >= deadline => {
                         return Err(cg_err("remove", &dir.display().to_string(), e));
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(_) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(20));
+                    }
                 }
             }
         }

@@ -357,10 +357,18 @@ impl Container {
             {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // The monitor records the exit and then exits: its end wakes us at once. Looked at
+            // again at least every 100 ms in case it lingers after recording.
+            match self.started() {
+                Some(s) => {
+                    crate::sys::wait_exited(s.monitor_pid, left.min(Duration::from_millis(100)));
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(10))),
+            }
         }
     }
 
@@ -403,10 +411,7 @@ impl Container {
         }
         if let Some(started) = self.started() {
             // The monitor removes its socket and exits right after recording the exit.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while process_alive(started.monitor_pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            crate::sys::wait_exited(started.monitor_pid, Duration::from_secs(5));
         }
         if let Some(r) = &record {
             ContainerCgroup::new(&r.cgroup_path).destroy(Duration::from_secs(5))?;

@@ -727,7 +727,11 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
             let _ = waitpid(child, None);
             return Ok(124);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Woken by the exit itself, not a timer: ExecSync returns as soon as the command ends.
+        let left = deadline.map_or(Duration::from_secs(60), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        crate::sys::wait_exited(child.as_raw(), left);
     }
 }
 

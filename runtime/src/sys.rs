@@ -206,3 +206,29 @@ pub(crate) fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {
     // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// Waits up to `timeout` for `pid` to exit (a zombie counts as exited) without polling; true once
+/// it has. A pid that is already gone has exited.
+pub(crate) fn wait_exited(pid: i32, timeout: std::time::Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let Ok(fd) = pidfd_open(pid) else {
+        return true;
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+            Ok(_) => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
