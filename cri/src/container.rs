@@ -496,48 +496,49 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+/// The records of a colon-separated file (`/etc/passwd`, `/etc/group`): comment lines skipped,
+/// and a record with fewer than `min_fields` fields or no name dropped, as is one `entry` refuses.
+fn parse_records<T>(text: &str, min_fields: usize, entry: impl Fn(&[&str]) -> Option<T>) -> Vec<T> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 4 || f[0].is_empty() {
+            if f.len() < min_fields || f[0].is_empty() {
                 return None;
             }
-            Some(PasswdEntry {
-                name: f[0].to_owned(),
-                uid: f[2].trim().parse().ok()?,
-                gid: f[3].trim().parse().ok()?,
-                home: f.get(5).map(|s| s.to_string()).unwrap_or_default(),
-            })
+            entry(&f)
         })
         .collect()
 }
 
-fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 3 || f[0].is_empty() {
-                return None;
-            }
-            Some(GroupEntry {
-                name: f[0].to_owned(),
-                gid: f[2].trim().parse().ok()?,
-                members: f
-                    .get(3)
-                    .map(|m| {
-                        m.split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    parse_records(text, 4, |f| {
+        Some(PasswdEntry {
+            name: f[0].to_owned(),
+            uid: f[2].trim().parse().ok()?,
+            gid: f[3].trim().parse().ok()?,
+            home: f.get(5).map(|s| s.to_string()).unwrap_or_default(),
         })
-        .collect()
+    })
+}
+
+fn parse_group(text: &str) -> Vec<GroupEntry> {
+    parse_records(text, 3, |f| {
+        Some(GroupEntry {
+            name: f[0].to_owned(),
+            gid: f[2].trim().parse().ok()?,
+            members: f
+                .get(3)
+                .map(|m| {
+                    m.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    })
 }
 
 /// The process's identity inside the container.

@@ -5,7 +5,9 @@
 //! `make test` before the tests run).
 //!
 //! [`registry`] has a real image registry on loopback with a busybox image, for the image and
-//! container tests. [`stream`] has clients for the streaming server (exec, attach, port-forward).
+//! container tests. [`node`] puts a daemon, a registry and a pod network together as one test's
+//! node, with the pod and container calls of the kubelet. [`stream`] has clients for the
+//! streaming server (exec, attach, port-forward).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +25,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use k8s_cri::v1 as cri;
 
+pub mod node;
 pub mod registry;
 pub mod stream;
 
@@ -285,6 +288,51 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => panic!("connecting to carapace: {e}\n{}", self.log_text()),
         }
+    }
+
+    /// RunPodSandbox; returns the pod's id.
+    pub async fn run_pod(&self, config: &cri::PodSandboxConfig) -> String {
+        self.runtime()
+            .await
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.log_text()))
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    /// The pod's status and its verbose info.
+    pub async fn pod_status(&self, id: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
+        let r = self
+            .runtime()
+            .await
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PodSandboxStatus {id}: {e}\n{}", self.log_text()))
+            .into_inner();
+        let info = serde_json::from_str(&r.info["info"]).expect("the verbose info is JSON");
+        (r.status.expect("PodSandboxStatus without a status"), info)
+    }
+
+    /// StopPodSandbox then RemovePodSandbox, as the kubelet does.
+    pub async fn remove_pod(&self, id: &str) {
+        let mut rt = self.runtime().await;
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}\n{}", self.log_text()));
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e}\n{}", self.log_text()));
     }
 
     /// The daemon's `/metrics` page.

@@ -9,386 +9,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use carapace_e2e::cri::runtime_service_client::RuntimeServiceClient;
+use carapace_e2e::node::{LogLine, Node, container, cri_log, dirs_below, resources, security};
 use carapace_e2e::registry::Registry;
-use carapace_e2e::{
-    Daemon, DaemonConfig, PodNetwork, cri, eventually, mounts_under, processes_naming,
-};
+use carapace_e2e::{Daemon, DaemonConfig, cri, eventually, mounts_under};
 use tonic::Code;
-use tonic::transport::Channel;
-
-/// One test's node: a registry with the busybox image, a pod network, a daemon that has pulled
-/// the image, and a runtime client.
-struct Node {
-    d: Daemon,
-    rt: RuntimeServiceClient<Channel>,
-    registry: Registry,
-    net: PodNetwork,
-    /// The test's index: its bridge, subnet and the last group of its pod uids.
-    index: u8,
-    /// The daemon's `state`, outside the test's dir (see [`short_state`]).
-    state: tempfile::TempDir,
-}
-
-/// Directories below `dir`, `depth` levels deep at most.
-fn walk_dirs(dir: &Path, depth: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    if depth == 0 {
-        return out;
-    }
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            out.push(e.path().display().to_string());
-            out.extend(walk_dirs(&e.path(), depth - 1));
-        }
-    }
-    out
-}
-
-/// A `state` directory with a short path. The daemon binds each container's monitor socket at
-/// `<state>/containers/<64 hex id>/monitor.sock`, which only fits a unix socket address (107
-/// bytes) when `state` is at most 18 bytes long; the test's own dir under /tmp is longer. See
-/// `a_container_starts_with_the_default_test_state_path` for the daemon bug.
-fn short_state() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("cs.")
-        .tempdir_in("/tmp")
-        .expect("creating the state dir")
-}
-
-impl Node {
-    /// `index`: the test's own bridge and subnet (see [`PodNetwork::bridge`]).
-    async fn start(index: u8) -> Node {
-        let state = short_state();
-        let mut cfg = DaemonConfig::new();
-        cfg.set(
-            "state",
-            toml::Value::String(state.path().display().to_string()),
-        );
-        Self::start_with(index, cfg, state).await
-    }
-
-    async fn start_with(index: u8, cfg: DaemonConfig, state: tempfile::TempDir) -> Node {
-        let registry = Registry::start().await;
-        registry.configure(&cfg);
-        let net = PodNetwork::bridge(&cfg, index);
-        let d = Daemon::start_with(cfg).await;
-        let rt = d.runtime().await;
-        let node = Node {
-            d,
-            rt,
-            registry,
-            net,
-            index,
-            state,
-        };
-        node.pull().await;
-        node
-    }
-
-    async fn pull(&self) -> String {
-        self.pull_image(&Registry::busybox()).await
-    }
-
-    async fn pull_image(&self, image: &str) -> String {
-        self.d
-            .images()
-            .await
-            .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .image_ref
-    }
-
-    /// The pod's config, with a log directory under the test's dir made as the kubelet makes it.
-    fn pod(&self, name: &str, uid: &str) -> cri::PodSandboxConfig {
-        let log_directory = self
-            .d
-            .config
-            .dir()
-            .join("pods")
-            .join(format!("e2e_{name}_{uid}"));
-        std::fs::create_dir_all(&log_directory).unwrap();
-        cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.into(),
-                namespace: "e2e".into(),
-                attempt: 0,
-            }),
-            hostname: format!("{name}-host"),
-            log_directory: log_directory.display().to_string(),
-            labels: HashMap::from([("app".into(), name.into())]),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    async fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> String {
-        self.rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .pod_sandbox_id
-    }
-
-    async fn create(
-        &mut self,
-        pod_id: &str,
-        pod: &cri::PodSandboxConfig,
-        config: &cri::ContainerConfig,
-    ) -> Result<String, tonic::Status> {
-        self.rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.into(),
-                config: Some(config.clone()),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .map(|r| r.into_inner().container_id)
-    }
-
-    /// Creates and starts; panics with the daemon's log on failure.
-    async fn create_started(
-        &mut self,
-        pod_id: &str,
-        pod: &cri::PodSandboxConfig,
-        config: &cri::ContainerConfig,
-    ) -> String {
-        let id = match self.create(pod_id, pod, config).await {
-            Ok(id) => id,
-            Err(e) => panic!("CreateContainer: {e}\n{}", self.d.log_text()),
-        };
-        if let Err(e) = self
-            .rt
-            .start_container(cri::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-        {
-            panic!("StartContainer: {e}\n{}", self.d.log_text());
-        }
-        id
-    }
-
-    /// The container's status and its verbose info.
-    async fn status(&mut self, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
-        let r = self
-            .rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: true,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}\n{}", self.d.log_text()))
-            .into_inner();
-        let info = r
-            .info
-            .get("info")
-            .map(|i| serde_json::from_str(i).unwrap())
-            .unwrap_or_default();
-        (r.status.unwrap(), info)
-    }
-
-    /// Waits for the container to exit and returns its status.
-    async fn exited(&mut self, id: &str) -> cri::ContainerStatus {
-        let rt = self.rt.clone();
-        eventually(Duration::from_secs(10), "the container to exit", || {
-            let mut rt = rt.clone();
-            let id = id.to_owned();
-            async move {
-                let st = rt
-                    .container_status(cri::ContainerStatusRequest {
-                        container_id: id,
-                        verbose: false,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status?;
-                (st.state == cri::ContainerState::ContainerExited as i32).then_some(st)
-            }
-        })
-        .await
-    }
-
-    async fn exec_sync(
-        &mut self,
-        id: &str,
-        cmd: &[&str],
-        timeout: i64,
-    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
-        self.rt
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: id.into(),
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                timeout,
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    async fn list(&mut self, filter: cri::ContainerFilter) -> Vec<cri::Container> {
-        let mut l = self
-            .rt
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(filter),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        l.sort_by(|a, b| a.id.cmp(&b.id));
-        l
-    }
-
-    async fn stop_container(&mut self, id: &str, timeout: i64) {
-        if let Err(e) = self
-            .rt
-            .stop_container(cri::StopContainerRequest {
-                container_id: id.into(),
-                timeout,
-            })
-            .await
-        {
-            panic!("StopContainer {id}: {e}\n{}", self.d.log_text());
-        }
-    }
-
-    async fn remove_container(&mut self, id: &str) {
-        if let Err(e) = self
-            .rt
-            .remove_container(cri::RemoveContainerRequest {
-                container_id: id.into(),
-            })
-            .await
-        {
-            panic!("RemoveContainer {id}: {e}\n{}", self.d.log_text());
-        }
-    }
-
-    /// StopPodSandbox then RemovePodSandbox, as the kubelet does.
-    async fn remove_pod(&mut self, id: &str) {
-        self.rt
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", self.d.log_text()));
-        self.rt
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", self.d.log_text()));
-    }
-
-    /// Checks the test removed everything it made, then stops the daemon (which checks no mount
-    /// or process is left) and the registry. Returns the daemon's log.
-    async fn finish(mut self) -> String {
-        let left = self.list(cri::ContainerFilter::default()).await;
-        assert!(left.is_empty(), "containers left: {left:?}");
-        let pods = self
-            .rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
-        assert!(pods.is_empty(), "pods left: {pods:?}");
-        let Node {
-            d,
-            registry,
-            net,
-            state,
-            index,
-            ..
-        } = self;
-        // No pod or container cgroup of this test's pods is left in any hierarchy.
-        let suffix = format!("-{index:012}");
-        let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|c| walk_dirs(&c.path().join("kubepods"), 4))
-            .filter(|p| p.contains(&suffix))
-            .collect();
-        assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
-        let log = d.stop().await;
-        let mounts = mounts_under(state.path());
-        assert!(
-            mounts.is_empty(),
-            "mounts left in the state dir: {mounts:?}"
-        );
-        let procs = processes_naming(state.path());
-        assert!(
-            procs.is_empty(),
-            "processes left naming the state dir: {procs:?}"
-        );
-        registry.stop().await;
-        drop(net);
-        log
-    }
-}
-
-/// A container config as the kubelet sends it: its own PID namespace, a log file
-/// `<name>/0.log` under the pod's log directory, label `c=<name>`.
-fn container(name: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: Registry::busybox(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("c".into(), name.into())]),
-        linux: Some(cri::LinuxContainerConfig {
-            security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    pid: cri::NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The security context of a [`container`] config, to adjust.
-fn security(cfg: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerSecurityContext {
-    cfg.linux
-        .get_or_insert_default()
-        .security_context
-        .get_or_insert_default()
-}
-
-/// The resources of a [`container`] config, to adjust.
-fn resources(cfg: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerResources {
-    cfg.linux
-        .get_or_insert_default()
-        .resources
-        .get_or_insert_default()
-}
 
 /// A v1 cgroup directory of `pod` (cgroupfs driver, as the pod's `cgroup_parent` names it), or of
 /// its container `id`.
@@ -404,11 +28,7 @@ fn cgroup_dir(controller: &str, pod: &cri::PodSandboxConfig, id: Option<&str>) -
 }
 
 /// Waits until a line of the CRI log at `path` satisfies `pred`; returns the lines.
-async fn log_until(
-    path: &Path,
-    what: &str,
-    pred: impl Fn(&(String, String, String, String)) -> bool,
-) -> Vec<(String, String, String, String)> {
+async fn log_until(path: &Path, what: &str, pred: impl Fn(&LogLine) -> bool) -> Vec<LogLine> {
     eventually(Duration::from_secs(10), what, || {
         let lines = cri_log(path);
         let found = lines.iter().any(&pred);
@@ -418,7 +38,7 @@ async fn log_until(
 }
 
 /// The stdout of a CRI log, lines joined with `\n`.
-fn stdout_of(lines: &[(String, String, String, String)]) -> String {
+fn stdout_of(lines: &[LogLine]) -> String {
     lines
         .iter()
         .filter(|l| l.1 == "stdout")
@@ -438,19 +58,6 @@ fn is_rfc3339(s: &str) -> bool {
         && b[13] == b':'
         && b[16] == b':'
         && (s.ends_with('Z') || matches!(b[b.len() - 6], b'+' | b'-'))
-}
-
-/// The CRI log lines of a file: (timestamp, stream, tag, content).
-fn cri_log(path: &Path) -> Vec<(String, String, String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let mut it = l.splitn(4, ' ');
-            let mut next = || it.next().unwrap_or_default().to_owned();
-            (next(), next(), next(), next())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -978,9 +585,7 @@ async fn a_streaming_exec_over_websocket_carries_stdin_stdout_and_the_exit_code(
 /// unix socket address holds (the monitor now binds through /proc/self/fd).
 #[tokio::test]
 async fn a_container_starts_with_the_default_test_state_path() {
-    let cfg = DaemonConfig::new();
-    let state = tempfile::tempdir().unwrap(); // unused: the daemon's state stays in cfg's dir
-    let mut n = Node::start_with(16, cfg, state).await;
+    let mut n = Node::start_with(16, DaemonConfig::new()).await;
     let pod = n.pod("long", "0d1e2f30-0000-4000-8000-000000000016");
     let pod_id = n.run_pod(&pod).await;
     let id = n
@@ -997,40 +602,6 @@ async fn a_container_starts_with_the_default_test_state_path() {
     n.remove_pod(&pod_id).await;
     let log = n.finish().await;
     assert!(failed.is_none(), "StartContainer: {failed:?}\n{log}");
-}
-
-impl Node {
-    /// Runs `config` to its exit and returns its status and CRI log.
-    async fn run_to_exit(
-        &mut self,
-        pod_id: &str,
-        pod: &cri::PodSandboxConfig,
-        config: &cri::ContainerConfig,
-    ) -> (
-        String,
-        cri::ContainerStatus,
-        Vec<(String, String, String, String)>,
-    ) {
-        let id = self.create_started(pod_id, pod, config).await;
-        let st = self.exited(&id).await;
-        // The monitor writes the last lines before it records the exit.
-        let lines = cri_log(Path::new(&st.log_path));
-        (id, st, lines)
-    }
-
-    async fn log_path(&mut self, id: &str) -> PathBuf {
-        PathBuf::from(self.status(id).await.0.log_path)
-    }
-
-    /// Removes every container of the test, then its pod, then checks nothing is left.
-    async fn remove_all(mut self, pod_id: &str) -> String {
-        for c in self.list(cri::ContainerFilter::default()).await {
-            self.stop_container(&c.id, 0).await;
-            self.remove_container(&c.id).await;
-        }
-        self.remove_pod(pod_id).await;
-        self.finish().await
-    }
 }
 
 #[tokio::test]
@@ -1275,7 +846,7 @@ async fn sigterm_ignored_is_killed_after_the_timeout_and_writes_stay_in_their_co
     }
     // The image's layer, in the daemon's snapshots, still holds the image's content.
     let rel = file.trim_start_matches('/');
-    let in_layers: Vec<PathBuf> = walk_dirs(&n.d.config.root(), 5)
+    let in_layers: Vec<PathBuf> = dirs_below(&n.d.config.root(), 5)
         .into_iter()
         .filter(|d| d.ends_with("/fs"))
         .map(|d| Path::new(&d).join(rel))
@@ -1325,9 +896,7 @@ async fn exec_sync_reports_both_streams_and_reopen_log_after_a_rename_writes_a_n
     let old = cri_log(&rotated);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(cri_log(&rotated), old, "the renamed file still grows");
-    let tick = |l: &(String, String, String, String)| -> u64 {
-        l.3.trim_start_matches("tick ").parse().unwrap()
-    };
+    let tick = |l: &LogLine| -> u64 { l.3.trim_start_matches("tick ").parse().unwrap() };
     assert!(
         tick(fresh.first().unwrap()) > tick(old.last().unwrap()),
         "{old:?} then {fresh:?}"

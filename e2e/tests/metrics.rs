@@ -5,6 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use carapace_e2e::node::pod_config;
 use carapace_e2e::{
     Daemon, DaemonConfig, PodNetwork, cri, eventually, free_port, http_get, url_encode,
 };
@@ -163,29 +164,12 @@ async fn prometheus_scrapes_the_pod_gauges_and_cni_latency() {
     let net = PodNetwork::bridge(&cfg, 34);
     let d = Daemon::start_with(cfg).await;
     let prom = Prometheus::start(d.config.metrics_addr()).await;
-    let mut rt = d.runtime().await;
-    let uid = "5a7a0000-0000-4000-8000-000000000034";
-    let id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(cri::PodSandboxConfig {
-                metadata: Some(cri::PodSandboxMetadata {
-                    name: "gauged".into(),
-                    uid: uid.into(),
-                    namespace: "e2e-metrics".into(),
-                    attempt: 0,
-                }),
-                linux: Some(cri::LinuxPodSandboxConfig {
-                    cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log_text()))
-        .into_inner()
-        .pod_sandbox_id;
+    let id = d
+        .run_pod(&pod_config(
+            "gauged",
+            "5a7a0000-0000-4000-8000-000000000034",
+        ))
+        .await;
     let wait = |q: &'static str, want: f64| {
         let prom = &prom;
         async move {
@@ -207,14 +191,7 @@ async fn prometheus_scrapes_the_pod_gauges_and_cni_latency() {
         1.0,
     )
     .await;
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-        .await
-        .unwrap();
+    d.remove_pod(&id).await;
     wait("carapace_pods{job=\"carapace\",state=\"ready\"}", 0.0).await;
     wait(
         "carapace_cni_operation_duration_seconds_count{job=\"carapace\",operation=\"del\",outcome=\"success\"}",

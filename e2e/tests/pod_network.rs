@@ -9,41 +9,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use carapace_e2e::node::pod_config;
 use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, free_port, in_netns};
 use tonic::Code;
 
 const BUSYBOX: &str = "/bin/busybox";
-
-fn pod_config(name: &str, uid: &str) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: uid.into(),
-            namespace: "e2e-net".into(),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        labels: HashMap::from([("app".into(), name.into())]),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run(d: &Daemon, cfg: &cri::PodSandboxConfig) -> String {
-    d.runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log_text()))
-        .into_inner()
-        .pod_sandbox_id
-}
 
 async fn run_err(d: &Daemon, cfg: cri::PodSandboxConfig) -> tonic::Status {
     match d
@@ -61,21 +31,6 @@ async fn run_err(d: &Daemon, cfg: cri::PodSandboxConfig) -> tonic::Status {
         ),
         Err(e) => e,
     }
-}
-
-async fn status(d: &Daemon, id: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
-    let r = d
-        .runtime()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("PodSandboxStatus {id}: {e}\n{}", d.log_text()))
-        .into_inner();
-    let info = serde_json::from_str(&r.info["info"]).unwrap();
-    (r.status.unwrap(), info)
 }
 
 fn pod_ip(st: &cri::PodSandboxStatus) -> String {
@@ -100,20 +55,6 @@ async fn list(d: &Daemon) -> Vec<cri::PodSandbox> {
         .unwrap()
         .into_inner()
         .items
-}
-
-async fn stop_and_remove(d: &Daemon, id: &str) {
-    let mut rt = d.runtime().await;
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}\n{}", d.log_text()));
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e}\n{}", d.log_text()));
 }
 
 /// host-local's leases for `net`: the files in its directory whose names are IPs.
@@ -212,10 +153,14 @@ async fn two_pods_get_distinct_ips_and_reach_each_other_and_release_their_leases
     let d = Daemon::start_with(cfg).await;
     let leases_before = leases(&net);
 
-    let a = run(&d, &pod_config("a", "20000000-0000-4000-8000-00000000000a")).await;
-    let b = run(&d, &pod_config("b", "20000000-0000-4000-8000-00000000000b")).await;
-    let (sa, ia) = status(&d, &a).await;
-    let (sb, ib) = status(&d, &b).await;
+    let a = d
+        .run_pod(&pod_config("a", "20000000-0000-4000-8000-00000000000a"))
+        .await;
+    let b = d
+        .run_pod(&pod_config("b", "20000000-0000-4000-8000-00000000000b"))
+        .await;
+    let (sa, ia) = d.pod_status(&a).await;
+    let (sb, ib) = d.pod_status(&b).await;
     let (ip_a, ip_b) = (pod_ip(&sa), pod_ip(&sb));
     assert_ne!(ip_a, ip_b, "two pods got the same IP");
     for ip in [&ip_a, &ip_b] {
@@ -233,8 +178,8 @@ async fn two_pods_get_distinct_ips_and_reach_each_other_and_release_their_leases
     drop(httpd);
     assert_eq!(got.as_deref(), Ok(content), "wget {url} from pod b");
 
-    stop_and_remove(&d, &a).await;
-    stop_and_remove(&d, &b).await;
+    d.remove_pod(&a).await;
+    d.remove_pod(&b).await;
     assert!(list(&d).await.is_empty());
     assert_eq!(leases(&net), leases_before, "IPAM leases not released");
     for ns in [&ns_a, &ns_b] {
@@ -259,8 +204,8 @@ async fn a_host_port_reaches_the_pod() {
         host_port: host_port.into(),
         host_ip: String::new(),
     }];
-    let id = run(&d, &pod).await;
-    let (_, info) = status(&d, &id).await;
+    let id = d.run_pod(&pod).await;
+    let (_, info) = d.pod_status(&id).await;
     let ns = netns_path(&info);
 
     let content = "hello through a hostPort\n";
@@ -284,7 +229,7 @@ async fn a_host_port_reaches_the_pod() {
     let got = via_localhost.or(via_gateway);
     assert_eq!(got.as_deref(), Ok(content), "wget {localhost} / {gateway}");
 
-    stop_and_remove(&d, &id).await;
+    d.remove_pod(&id).await;
     assert!(list(&d).await.is_empty());
     d.stop().await;
     eprintln!("host_port: {:?}", t.elapsed());
@@ -311,8 +256,8 @@ async fn a_host_network_pod_has_no_ip_or_netns_of_its_own() {
         }),
         ..Default::default()
     });
-    let id = run(&d, &pod).await;
-    let (st, info) = status(&d, &id).await;
+    let id = d.run_pod(&pod).await;
+    let (st, info) = d.pod_status(&id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
     let ip = pod_ip(&st);
     assert!(
@@ -344,7 +289,7 @@ async fn a_host_network_pod_has_no_ip_or_netns_of_its_own() {
     let resolv = std::fs::read_to_string(info["files"]["resolvConf"].as_str().unwrap()).unwrap();
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
 
-    stop_and_remove(&d, &id).await;
+    d.remove_pod(&id).await;
     assert!(list(&d).await.is_empty());
     d.stop().await;
     eprintln!("host_network: {:?}", t.elapsed());
@@ -428,7 +373,7 @@ async fn a_namespaced_sysctl_with_a_bad_value_is_an_invalid_argument() {
     let err = run_err(&d, pod).await;
     let left = list(&d).await;
     for p in &left {
-        stop_and_remove(&d, &p.id).await;
+        d.remove_pod(&p.id).await;
     }
     assert_eq!(
         err.code(),
@@ -512,34 +457,28 @@ async fn pods_survive_a_sigkilled_daemon_and_are_removed_cleanly() {
     let leases_before = leases(&net);
 
     let ids = [
-        run(
-            &d,
-            &pod_config("k1", "25000000-0000-4000-8000-000000000001"),
-        )
-        .await,
-        run(
-            &d,
-            &pod_config("k2", "25000000-0000-4000-8000-000000000002"),
-        )
-        .await,
+        d.run_pod(&pod_config("k1", "25000000-0000-4000-8000-000000000001"))
+            .await,
+        d.run_pod(&pod_config("k2", "25000000-0000-4000-8000-000000000002"))
+            .await,
     ];
     let mut before = HashMap::new();
     for id in &ids {
-        before.insert(id.clone(), pod_ip(&status(&d, id).await.0));
+        before.insert(id.clone(), pod_ip(&d.pod_status(id).await.0));
     }
 
     let d = d.kill_and_restart().await;
     let listed = list(&d).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     for id in &ids {
-        let (st, info) = status(&d, id).await;
+        let (st, info) = d.pod_status(id).await;
         assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
         assert_eq!(pod_ip(&st), before[id], "pod {id} changed IP");
         let addrs = in_netns(&netns_path(&info), &["ip", "-4", "addr", "show", "eth0"]);
         assert!(addrs.contains(&before[id]), "{addrs}");
     }
     for id in &ids {
-        stop_and_remove(&d, id).await;
+        d.remove_pod(id).await;
     }
     assert!(list(&d).await.is_empty());
     assert_eq!(leases(&net), leases_before, "IPAM leases not released");
@@ -575,7 +514,7 @@ async fn the_same_run_pod_sandbox_twice_at_once_yields_one_sandbox() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(leases(&net), leases_before + 1, "one lease for one pod");
 
-    stop_and_remove(&d, &id1).await;
+    d.remove_pod(&id1).await;
     assert!(list(&d).await.is_empty());
     assert_eq!(leases(&net), leases_before);
     d.stop().await;

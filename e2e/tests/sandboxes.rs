@@ -5,66 +5,27 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, in_netns};
+use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, in_netns, node};
 use tonic::Code;
 
+/// A [`node::pod_config`] with DNS settings, a sysctl and a PID namespace shared by the pod.
 fn pod_config(name: &str, uid: &str) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: uid.into(),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        labels: HashMap::from([("app".into(), name.into())]),
-        dns_config: Some(cri::DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec!["e2e.svc.cluster.local".into()],
-            options: vec!["ndots:5".into()],
-        }),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-            sysctls: HashMap::from([("net.ipv4.ip_unprivileged_port_start".into(), "0".into())]),
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    pid: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+    let mut pod = node::pod_config(name, uid);
+    pod.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["e2e.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    let linux = pod.linux.get_or_insert_default();
+    linux.sysctls = HashMap::from([("net.ipv4.ip_unprivileged_port_start".into(), "0".into())]);
+    linux.security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-async fn run(d: &Daemon, cfg: &cri::PodSandboxConfig) -> String {
-    d.runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log_text()))
-        .into_inner()
-        .pod_sandbox_id
-}
-
-async fn status(d: &Daemon, id: &str) -> (cri::PodSandboxStatus, serde_json::Value) {
-    let r = d
-        .runtime()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info = serde_json::from_str(&r.info["info"]).unwrap();
-    (r.status.unwrap(), info)
+    });
+    pod
 }
 
 #[tokio::test]
@@ -90,8 +51,8 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
     assert!(network.status, "{network:?}");
 
     let pod = pod_config("web", "0d1e2f30-0000-4000-8000-000000000001");
-    let id = run(&d, &pod).await;
-    let (st, info) = status(&d, &id).await;
+    let id = d.run_pod(&pod).await;
+    let (st, info) = d.pod_status(&id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
     let ip = st.network.as_ref().unwrap().ip.clone();
     assert!(ip.starts_with(&format!("{}.", net.prefix)), "pod IP {ip}");
@@ -131,7 +92,7 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
     let cgroup = info["cgroupPath"].as_str().unwrap().to_owned();
 
     // A kubelet retry after a timeout gets the same sandbox back.
-    assert_eq!(run(&d, &pod).await, id);
+    assert_eq!(d.run_pod(&pod).await, id);
     let list = rt
         .list_pod_sandbox(cri::ListPodSandboxRequest {
             filter: Some(cri::PodSandboxFilter {
@@ -154,7 +115,7 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
         .await
         .unwrap();
     }
-    let (st, _) = status(&d, &id).await;
+    let (st, _) = d.pod_status(&id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
     for _ in 0..2 {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
@@ -192,15 +153,13 @@ async fn pods_survive_a_daemon_restart_with_the_same_ip() {
     let cfg = DaemonConfig::new();
     let _net = PodNetwork::bridge(&cfg, 2);
     let d = Daemon::start_with(cfg).await;
-    let id = run(
-        &d,
-        &pod_config("db", "0d1e2f30-0000-4000-8000-000000000002"),
-    )
-    .await;
-    let (before, _) = status(&d, &id).await;
+    let id = d
+        .run_pod(&pod_config("db", "0d1e2f30-0000-4000-8000-000000000002"))
+        .await;
+    let (before, _) = d.pod_status(&id).await;
 
     let d = d.restart().await;
-    let (after, info) = status(&d, &id).await;
+    let (after, info) = d.pod_status(&id).await;
     assert_eq!(after.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(after.network.unwrap().ip, before.network.unwrap().ip);
     // The namespace is still pinned and usable.

@@ -10,203 +10,11 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use carapace_e2e::cri::runtime_service_client::RuntimeServiceClient;
-use carapace_e2e::registry::Registry;
-use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, eventually, processes_naming};
+use carapace_e2e::node::{Node, container, pod_config};
+use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, eventually};
 use tonic::transport::Channel;
 
 const BUSYBOX: &str = "/bin/busybox";
-
-/// One test's node: a registry with busybox, a bridge network, a daemon that pulled the image.
-struct Node {
-    d: Daemon,
-    rt: RuntimeServiceClient<Channel>,
-    registry: Registry,
-    net: PodNetwork,
-    /// The daemon's `state`: short, so monitor socket paths fit a socket address.
-    state: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(index: u8) -> Node {
-        let state = tempfile::Builder::new()
-            .prefix("st.")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let mut cfg = DaemonConfig::new();
-        cfg.set(
-            "state",
-            toml::Value::String(state.path().display().to_string()),
-        );
-        let registry = Registry::start().await;
-        registry.configure(&cfg);
-        let net = PodNetwork::bridge(&cfg, index);
-        let d = Daemon::start_with(cfg).await;
-        let rt = d.runtime().await;
-        d.images()
-            .await
-            .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: Registry::busybox(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", d.log_text()));
-        Node {
-            d,
-            rt,
-            registry,
-            net,
-            state,
-        }
-    }
-
-    fn pod(&self, name: &str, uid: &str) -> cri::PodSandboxConfig {
-        let log_directory = self.d.config.dir().join("pods").join(name);
-        std::fs::create_dir_all(&log_directory).unwrap();
-        cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.into(),
-                namespace: "e2e-stats".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: log_directory.display().to_string(),
-            labels: HashMap::from([("app".into(), name.into())]),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    async fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> String {
-        self.rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .pod_sandbox_id
-    }
-
-    async fn create(
-        &mut self,
-        pod_id: &str,
-        pod: &cri::PodSandboxConfig,
-        name: &str,
-        cmd: &[&str],
-    ) -> String {
-        let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(cri::ImageSpec {
-                image: Registry::busybox(),
-                ..Default::default()
-            }),
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}/0.log"),
-            ..Default::default()
-        };
-        self.rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.into(),
-                config: Some(config),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .container_id
-    }
-
-    async fn start_container(&mut self, id: &str) {
-        self.rt
-            .start_container(cri::StartContainerRequest {
-                container_id: id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log_text()));
-    }
-
-    async fn started(
-        &mut self,
-        pod_id: &str,
-        pod: &cri::PodSandboxConfig,
-        name: &str,
-        cmd: &[&str],
-    ) -> String {
-        let id = self.create(pod_id, pod, name, cmd).await;
-        self.start_container(&id).await;
-        id
-    }
-
-    async fn stats(&mut self, id: &str) -> cri::ContainerStats {
-        self.rt
-            .container_stats(cri::ContainerStatsRequest {
-                container_id: id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .stats
-            .expect("stats")
-    }
-
-    async fn pod_stats(&mut self, id: &str) -> cri::PodSandboxStats {
-        self.rt
-            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("PodSandboxStats: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .stats
-            .expect("stats")
-    }
-
-    async fn remove_pod(&mut self, id: &str) {
-        self.rt
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", self.d.log_text()));
-        self.rt
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", self.d.log_text()));
-    }
-
-    /// Stops the daemon (which checks no mount or process is left) and the registry.
-    async fn finish(self) -> String {
-        let Node {
-            d,
-            registry,
-            net,
-            state,
-            ..
-        } = self;
-        let log = d.stop().await;
-        let procs = processes_naming(state.path());
-        assert!(
-            procs.is_empty(),
-            "processes left naming the state dir: {procs:?}"
-        );
-        registry.stop().await;
-        drop(net);
-        log
-    }
-}
 
 fn v(x: &Option<cri::UInt64Value>) -> u64 {
     x.as_ref().map(|v| v.value).unwrap_or(0)
@@ -217,12 +25,11 @@ async fn a_busy_container_shows_cpu_rising_and_a_current_rate() {
     let mut n = Node::start(30).await;
     let pod = n.pod("busy", "5a7a0000-0000-4000-8000-000000000030");
     let pod_id = n.run_pod(&pod).await;
-    let id = n
-        .started(&pod_id, &pod, "spin", &["sh", "-c", "while :; do :; done"])
-        .await;
-    let first = n.stats(&id).await;
+    let spin = container("spin", &["sh", "-c", "while :; do :; done"]);
+    let id = n.create_started(&pod_id, &pod, &spin).await;
+    let first = n.container_stats(&id).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let second = n.stats(&id).await;
+    let second = n.container_stats(&id).await;
     let (c1, c2) = (first.cpu.unwrap(), second.cpu.unwrap());
     let (u1, u2) = (
         v(&c1.usage_core_nano_seconds),
@@ -273,19 +80,16 @@ async fn memory_shows_in_the_working_set_and_writes_in_the_writable_layer() {
     let pod_id = n.run_pod(&pod).await;
     // 50 MB held in a shell variable (used after the sleep, so the shell does not exec `sleep`
     // and drop it); 8 MiB written to the rootfs.
-    let id = n
-        .started(
-            &pod_id,
-            &pod,
-            "hog",
-            &[
-                "sh",
-                "-c",
-                "dd if=/dev/zero of=/blob bs=1048576 count=8 2>/dev/null; \
-                 x=$(head -c 50000000 /dev/zero | tr '\\0' a); sleep 600; echo ${#x}",
-            ],
-        )
-        .await;
+    let hog = container(
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/blob bs=1048576 count=8 2>/dev/null; \
+             x=$(head -c 50000000 /dev/zero | tr '\\0' a); sleep 600; echo ${#x}",
+        ],
+    );
+    let id = n.create_started(&pod_id, &pod, &hog).await;
     let rt = n.rt.clone();
     // The layer's usage is walked at most every few seconds: wait for both.
     let stats = eventually(
@@ -443,38 +247,9 @@ async fn pod_network_bytes_grow_after_traffic_between_two_pods() {
         ("server", "5a7a0000-0000-4000-8000-000000000032"),
         ("client", "5a7a0000-0000-4000-8001-000000000032"),
     ] {
-        let config = cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.into(),
-                namespace: "e2e-stats".into(),
-                attempt: 0,
-            }),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log_text()))
-            .into_inner()
-            .pod_sandbox_id;
-        let r = rt
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-        let ip = r.status.unwrap().network.unwrap().ip;
+        let id = d.run_pod(&pod_config(name, uid)).await;
+        let (st, info) = d.pod_status(&id).await;
+        let ip = st.network.unwrap().ip;
         pods.push((id, netns_of(&info), ip));
     }
     let www = tempfile::Builder::new()
@@ -570,16 +345,7 @@ async fn pod_network_bytes_grow_after_traffic_between_two_pods() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
 
     for (id, _, _) in &pods {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        d.remove_pod(id).await;
     }
     d.stop().await;
     drop(net);
@@ -596,8 +362,9 @@ async fn the_events_stream_reports_a_container_created_started_stopped_by_itself
             .unwrap()
             .into_inner();
     let id = n
-        .create(&pod_id, &pod, "brief", &["sh", "-c", "sleep 1"])
-        .await;
+        .create(&pod_id, &pod, &container("brief", &["sh", "-c", "sleep 1"]))
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", n.d.log_text()));
     n.start_container(&id).await;
     // It exits by itself; nobody asks its status.
     let mut seen = Vec::new();

@@ -5,215 +5,16 @@
 //! pod, used tokens and malformed upgrades refused. Every test removes what it made and ends with
 //! `Daemon::stop`, which checks that no mount or process is left.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use carapace_e2e::cri::runtime_service_client::RuntimeServiceClient;
-use carapace_e2e::registry::Registry;
+use carapace_e2e::node::{Node, container, cri_log};
 use carapace_e2e::stream::{RemoteCommand, SpdyClient, refused_status};
-use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, eventually, processes_naming};
+use carapace_e2e::{cri, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// One test's node: a registry with busybox, a pod network, a daemon that pulled the image.
-struct Node {
-    d: Daemon,
-    rt: RuntimeServiceClient<Channel>,
-    registry: Registry,
-    net: PodNetwork,
-    /// A short `state` dir: monitor sockets live under it.
-    state: tempfile::TempDir,
-}
-
-impl Node {
-    /// `index`: this test's own bridge and subnet (40-49 belong to this file).
-    async fn start(index: u8) -> Node {
-        let state = tempfile::Builder::new()
-            .prefix("cs.")
-            .tempdir_in("/tmp")
-            .expect("creating the state dir");
-        let mut cfg = DaemonConfig::new();
-        cfg.set(
-            "state",
-            toml::Value::String(state.path().display().to_string()),
-        );
-        let registry = Registry::start().await;
-        registry.configure(&cfg);
-        let net = PodNetwork::bridge(&cfg, index);
-        let d = Daemon::start_with(cfg).await;
-        let rt = d.runtime().await;
-        d.images()
-            .await
-            .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: Registry::busybox(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", d.log_text()));
-        Node {
-            d,
-            rt,
-            registry,
-            net,
-            state,
-        }
-    }
-
-    fn pod(&self, name: &str, index: u8) -> cri::PodSandboxConfig {
-        let uid = format!("5e7ea000-0000-4000-8000-{index:012}");
-        let log_directory = self
-            .d
-            .config
-            .dir()
-            .join("pods")
-            .join(format!("e2e_{name}_{uid}"));
-        std::fs::create_dir_all(&log_directory).unwrap();
-        cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.clone(),
-                namespace: "e2e".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: log_directory.display().to_string(),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    async fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> String {
-        self.rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pod.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .pod_sandbox_id
-    }
-
-    async fn create_started(
-        &mut self,
-        pod_id: &str,
-        pod: &cri::PodSandboxConfig,
-        config: cri::ContainerConfig,
-    ) -> String {
-        let id = self
-            .rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.into(),
-                config: Some(config),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .container_id;
-        self.rt
-            .start_container(cri::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log_text()));
-        id
-    }
-
-    async fn exec_url(&mut self, req: cri::ExecRequest) -> String {
-        self.rt
-            .exec(req)
-            .await
-            .unwrap_or_else(|e| panic!("Exec: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .url
-    }
-
-    async fn attach_url(&mut self, req: cri::AttachRequest) -> Result<String, tonic::Status> {
-        self.rt.attach(req).await.map(|r| r.into_inner().url)
-    }
-
-    /// Stops and removes the containers and the pod, checks nothing is left, stops the daemon.
-    async fn finish(mut self, pod_id: &str, containers: &[&str]) {
-        for id in containers {
-            self.rt
-                .stop_container(cri::StopContainerRequest {
-                    container_id: id.to_string(),
-                    timeout: 0,
-                })
-                .await
-                .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", self.d.log_text()));
-            self.rt
-                .remove_container(cri::RemoveContainerRequest {
-                    container_id: id.to_string(),
-                })
-                .await
-                .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", self.d.log_text()));
-        }
-        self.rt
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: pod_id.into(),
-            })
-            .await
-            .unwrap();
-        self.rt
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod_id.into(),
-            })
-            .await
-            .unwrap();
-        let Node {
-            d,
-            registry,
-            net,
-            state,
-            ..
-        } = self;
-        d.stop().await;
-        let procs = processes_naming(state.path());
-        assert!(procs.is_empty(), "processes left: {procs:?}");
-        registry.stop().await;
-        drop(net);
-    }
-}
-
-/// A busybox container as the kubelet sends it, with its own PID namespace and a log file.
-fn container(name: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: Registry::busybox(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("c".into(), name.into())]),
-        linux: Some(cri::LinuxContainerConfig {
-            security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    pid: cri::NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest {
     cri::ExecRequest {
@@ -226,21 +27,6 @@ fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest 
     }
 }
 
-/// The (stream, content) of each CRI log line of a file.
-fn cri_log(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let mut it = l.splitn(4, ' ');
-            let _ts = it.next();
-            let stream = it.next().unwrap_or_default().to_owned();
-            let _tag = it.next();
-            (stream, it.next().unwrap_or_default().to_owned())
-        })
-        .collect()
-}
-
 fn log_path(pod: &cri::PodSandboxConfig, name: &str) -> std::path::PathBuf {
     Path::new(&pod.log_directory).join(format!("{name}/0.log"))
 }
@@ -248,10 +34,10 @@ fn log_path(pod: &cri::PodSandboxConfig, name: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn exec_with_a_tty_sees_the_resize_and_merges_stderr() {
     let mut n = Node::start(40).await;
-    let pod = n.pod("tty", 40);
+    let pod = n.pod("tty", "5e7ea000-0000-4000-8000-000000000040");
     let pod_id = n.run_pod(&pod).await;
     let id = n
-        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
         .await;
 
     // The command waits for a line, so the resize has landed before `stty size` asks.
@@ -294,16 +80,16 @@ async fn exec_with_a_tty_sees_the_resize_and_merges_stderr() {
     assert_eq!(out.stdout_text(), "no-input\r\n", "{out:?}");
     assert_eq!(out.exit_code(), Some(0), "{out:?}");
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }
 
 #[tokio::test]
 async fn exec_without_a_tty_echoes_stdin_and_reports_the_exit_code() {
     let mut n = Node::start(41).await;
-    let pod = n.pod("pipe", 41);
+    let pod = n.pod("pipe", "5e7ea000-0000-4000-8000-000000000041");
     let pod_id = n.run_pod(&pod).await;
     let id = n
-        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
         .await;
 
     let url = n
@@ -332,16 +118,16 @@ async fn exec_without_a_tty_echoes_stdin_and_reports_the_exit_code() {
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
     assert_eq!(out.exit_code(), Some(7), "{status}");
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }
 
 #[tokio::test]
 async fn used_tokens_get_404_and_a_malformed_upgrade_harms_nothing() {
     let mut n = Node::start(42).await;
-    let pod = n.pod("tokens", 42);
+    let pod = n.pod("tokens", "5e7ea000-0000-4000-8000-000000000042");
     let pod_id = n.run_pod(&pod).await;
     let id = n
-        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
         .await;
 
     let url = n.exec_url(exec_req(&id, &["true"], false, false)).await;
@@ -404,7 +190,7 @@ async fn used_tokens_get_404_and_a_malformed_upgrade_harms_nothing() {
         .await;
     assert_eq!(out.stdout_text(), "still-serving\n");
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }
 
 /// A container reading lines from its stdin and answering each.
@@ -436,18 +222,18 @@ fn attach_req(id: &str, tty: bool, stdin: bool) -> cri::AttachRequest {
 #[tokio::test]
 async fn attach_carries_a_running_containers_output_and_input() {
     let mut n = Node::start(43).await;
-    let pod = n.pod("attach", 43);
+    let pod = n.pod("attach", "5e7ea000-0000-4000-8000-000000000043");
     let pod_id = n.run_pod(&pod).await;
     let id = n
-        .create_started(&pod_id, &pod, echo_container("echo", false, false))
+        .create_started(&pod_id, &pod, &echo_container("echo", false, false))
         .await;
     let quiet = n
-        .create_started(&pod_id, &pod, container("quiet", &["sleep", "1000"]))
+        .create_started(&pod_id, &pod, &container("quiet", &["sleep", "1000"]))
         .await;
     let log = log_path(&pod, "echo");
     eventually(WAIT, "the container's first line", || {
         let log = log.clone();
-        async move { cri_log(&log).iter().any(|l| l.1 == "ready").then_some(()) }
+        async move { cri_log(&log).iter().any(|l| l.3 == "ready").then_some(()) }
     })
     .await;
 
@@ -476,7 +262,7 @@ async fn attach_carries_a_running_containers_output_and_input() {
     let lines = cri_log(&log);
     for want in ["got:hello", "got:both", "got:again"] {
         assert!(
-            lines.contains(&("stdout".to_string(), want.to_string())),
+            lines.iter().any(|l| l.1 == "stdout" && l.3 == want),
             "{want} in {lines:?}"
         );
     }
@@ -497,18 +283,18 @@ async fn attach_carries_a_running_containers_output_and_input() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
 
-    n.finish(&pod_id, &[&id, &quiet]).await;
+    n.remove_all(&pod_id).await;
 }
 
 #[tokio::test]
 async fn attach_to_a_tty_container_resizes_its_terminal_and_logs_plain_lines() {
     let mut n = Node::start(44).await;
-    let pod = n.pod("ttyattach", 44);
+    let pod = n.pod("ttyattach", "5e7ea000-0000-4000-8000-000000000044");
     let pod_id = n.run_pod(&pod).await;
     let mut c = container("shell", &["sh"]);
     c.tty = true;
     c.stdin = true;
-    let id = n.create_started(&pod_id, &pod, c).await;
+    let id = n.create_started(&pod_id, &pod, &c).await;
 
     let url = n.attach_url(attach_req(&id, true, true)).await.unwrap();
     let mut s = RemoteCommand::connect(&url).await.unwrap();
@@ -526,28 +312,28 @@ async fn attach_to_a_tty_container_resizes_its_terminal_and_logs_plain_lines() {
         let log = log.clone();
         async move {
             let l = cri_log(&log);
-            l.iter().any(|l| l.1 == "term-42").then_some(l)
+            l.iter().any(|l| l.3 == "term-42").then_some(l)
         }
     })
     .await;
     assert!(
         lines
             .iter()
-            .all(|l| l.0 == "stdout" && !l.1.ends_with('\r')),
+            .all(|l| l.1 == "stdout" && !l.3.ends_with('\r')),
         "{lines:?}"
     );
-    assert!(lines.iter().any(|l| l.1 == "30 100"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.3 == "30 100"), "{lines:?}");
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }
 
 #[tokio::test]
 async fn attach_works_after_a_daemon_restart_and_stdin_once_ends_the_input() {
     let mut n = Node::start(45).await;
-    let pod = n.pod("restart", 45);
+    let pod = n.pod("restart", "5e7ea000-0000-4000-8000-000000000045");
     let pod_id = n.run_pod(&pod).await;
     let id = n
-        .create_started(&pod_id, &pod, echo_container("echo", false, true))
+        .create_started(&pod_id, &pod, &echo_container("echo", false, true))
         .await;
 
     n.d = n.d.restart().await;
@@ -565,23 +351,7 @@ async fn attach_works_after_a_daemon_restart_and_stdin_once_ends_the_input() {
     s.wait_for("stdin-closed\n", WAIT).await;
     let out = s.finish(WAIT).await;
     assert_eq!(out.exit_code(), Some(0), "{out:?}");
-    let st = eventually(WAIT, "the container to exit", || {
-        let mut rt = n.rt.clone();
-        let id = id.clone();
-        async move {
-            let st = rt
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: id,
-                    verbose: false,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .status?;
-            (st.state == cri::ContainerState::ContainerExited as i32).then_some(st)
-        }
-    })
-    .await;
+    let st = n.exited(&id).await;
     assert_eq!(st.exit_code, 0, "{st:?}");
     let e = n
         .attach_url(attach_req(&id, false, false))
@@ -593,29 +363,28 @@ async fn attach_works_after_a_daemon_restart_and_stdin_once_ends_the_input() {
         "attach to an exited container: {e}"
     );
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }
 
 #[tokio::test]
 async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
     let mut n = Node::start(46).await;
-    let pod = n.pod("pf", 46);
+    let pod = n.pod("pf", "5e7ea000-0000-4000-8000-000000000046");
     let pod_id = n.run_pod(&pod).await;
-    let id = n
-        .create_started(
-            &pod_id,
-            &pod,
-            container(
-                "web",
-                &[
-                    "sh",
-                    "-c",
-                    "busybox mkdir -p /www && echo hello-from-httpd > /www/index.html && \
+    n.create_started(
+        &pod_id,
+        &pod,
+        &container(
+            "web",
+            &[
+                "sh",
+                "-c",
+                "busybox mkdir -p /www && echo hello-from-httpd > /www/index.html && \
                      exec busybox httpd -f -p 8080 -h /www",
-                ],
-            ),
-        )
-        .await;
+            ],
+        ),
+    )
+    .await;
 
     let url =
         n.rt.port_forward(cri::PortForwardRequest {
@@ -693,19 +462,19 @@ async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
     assert!(msg.contains("8081"), "{msg}");
     pf.close().await;
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }
 
 #[tokio::test]
 async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_its_log() {
     let mut n = Node::start(47).await;
-    let pod = n.pod("slow", 47);
+    let pod = n.pod("slow", "5e7ea000-0000-4000-8000-000000000047");
     let pod_id = n.run_pod(&pod).await;
     let id = n
         .create_started(
             &pod_id,
             &pod,
-            container(
+            &container(
                 "flood",
                 &["sh", "-c", "sleep 1; while true; do cat /bin/busybox; done"],
             ),
@@ -736,14 +505,7 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
     assert_eq!(String::from_utf8_lossy(&r.stdout), "responsive\n");
     // Nothing buffered the flood for the stalled client: the monitor stays small.
     let started: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            n.state
-                .path()
-                .join("containers")
-                .join(&id)
-                .join("runtime.json"),
-        )
-        .unwrap(),
+        &std::fs::read(n.state().join("containers").join(&id).join("runtime.json")).unwrap(),
     )
     .unwrap();
     let monitor = started["monitor_pid"].as_i64().unwrap();
@@ -760,7 +522,7 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
     );
     drop(stalled);
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }
 
 /// The kubelet's (and crictl's default) transport: a plain SPDY/3.1 upgrade, one stream per
@@ -768,10 +530,10 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
 #[tokio::test]
 async fn exec_with_a_tty_over_spdy_sees_the_resize_and_reports_the_exit_code() {
     let mut n = Node::start(48).await;
-    let pod = n.pod("spdy", 48);
+    let pod = n.pod("spdy", "5e7ea000-0000-4000-8000-000000000048");
     let pod_id = n.run_pod(&pod).await;
     let id = n
-        .create_started(&pod_id, &pod, container("main", &["sleep", "1000"]))
+        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
         .await;
     let url = n
         .exec_url(exec_req(
@@ -803,5 +565,5 @@ async fn exec_with_a_tty_over_spdy_sees_the_resize_and_reports_the_exit_code() {
     s.finish(stdin).await;
     s.close().await;
 
-    n.finish(&pod_id, &[&id]).await;
+    n.remove_all(&pod_id).await;
 }

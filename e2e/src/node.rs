@@ -1,0 +1,479 @@
+//! One test's node as the kubelet sees it: a registry on loopback with the busybox image, a pod
+//! network of the test's own, a daemon that has pulled the image, and the CRI calls a test makes
+//! on pods and containers. Each call panics with the daemon's log when it fails, unless the test
+//! wants the error ([`Node::create`], [`Node::exec_sync`]). [`Node::finish`] checks the test
+//! removed what it made and that nothing is left on the host.
+//!
+//! Also the configs the kubelet sends: [`pod_config`] and [`container`], and the CRI log reader
+//! [`cri_log`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+use crate::registry::Registry;
+use crate::{Daemon, DaemonConfig, PodNetwork, cri, eventually, mounts_under, processes_naming};
+
+/// A pod config as the kubelet sends it: namespace `e2e`, hostname `<name>-host`, label
+/// `app=<name>`, and a cgroup parent named after `uid` (cgroupfs driver).
+pub fn pod_config(name: &str, uid: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        labels: HashMap::from([("app".into(), name.into())]),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A busybox container config as the kubelet sends it: its own PID namespace, a log file
+/// `<name>/0.log` under the pod's log directory, label `c=<name>`.
+pub fn container(name: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: Registry::busybox(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("c".into(), name.into())]),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The security context of a [`container`] config, to adjust.
+pub fn security(cfg: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerSecurityContext {
+    cfg.linux
+        .get_or_insert_default()
+        .security_context
+        .get_or_insert_default()
+}
+
+/// The resources of a [`container`] config, to adjust.
+pub fn resources(cfg: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerResources {
+    cfg.linux
+        .get_or_insert_default()
+        .resources
+        .get_or_insert_default()
+}
+
+/// One line of a CRI log file: (timestamp, stream, tag, content).
+pub type LogLine = (String, String, String, String);
+
+/// The lines of a CRI log file (none if it cannot be read).
+pub fn cri_log(path: &Path) -> Vec<LogLine> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let mut next = || it.next().unwrap_or_default().to_owned();
+            (next(), next(), next(), next())
+        })
+        .collect()
+}
+
+/// Directories below `dir`, `depth` levels deep at most.
+pub fn dirs_below(dir: &Path, depth: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(e.path().display().to_string());
+            out.extend(dirs_below(&e.path(), depth - 1));
+        }
+    }
+    out
+}
+
+/// One test's node. Tests reach the daemon (`d`) and its runtime client (`rt`) directly for
+/// what the helpers here do not cover; after replacing `d` (a restart), they set `rt` again.
+pub struct Node {
+    pub d: Daemon,
+    pub rt: RuntimeServiceClient<Channel>,
+    pub registry: Registry,
+    net: PodNetwork,
+    /// The test's index: its bridge, subnet and the last group of its pod uids.
+    index: u8,
+    /// The daemon's `state` directory.
+    state: PathBuf,
+    /// The short `state` directory [`Node::start`] made (see there).
+    _short_state: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// A node whose daemon has the default test configuration but for a short `state` path.
+    /// The daemon binds each container's monitor socket at
+    /// `<state>/containers/<64 hex id>/monitor.sock`; a `state` outside the test's longer dir
+    /// keeps that path within a unix socket address (107 bytes) whatever the daemon does.
+    ///
+    /// `index`: the test's own bridge and subnet (see [`PodNetwork::bridge`]); the uids of the
+    /// test's pods end in it, as [`Node::finish`] looks for their cgroups by it.
+    pub async fn start(index: u8) -> Node {
+        let state = tempfile::Builder::new()
+            .prefix("cs.")
+            .tempdir_in("/tmp")
+            .expect("creating the state dir");
+        let mut cfg = DaemonConfig::new();
+        cfg.set(
+            "state",
+            toml::Value::String(state.path().display().to_string()),
+        );
+        let mut node = Self::start_with(index, cfg).await;
+        node._short_state = Some(state);
+        node
+    }
+
+    /// A node whose daemon runs on `cfg` as it is.
+    pub async fn start_with(index: u8, cfg: DaemonConfig) -> Node {
+        let registry = Registry::start().await;
+        registry.configure(&cfg);
+        let net = PodNetwork::bridge(&cfg, index);
+        let state = cfg.state();
+        let d = Daemon::start_with(cfg).await;
+        let rt = d.runtime().await;
+        let node = Node {
+            d,
+            rt,
+            registry,
+            net,
+            index,
+            state,
+            _short_state: None,
+        };
+        node.pull_image(&Registry::busybox()).await;
+        node
+    }
+
+    /// The daemon's `state` directory.
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// Pulls `image` and returns its image ref.
+    pub async fn pull_image(&self, image: &str) -> String {
+        self.d
+            .images()
+            .await
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .image_ref
+    }
+
+    /// A [`pod_config`] with a log directory under the test's dir, made as the kubelet makes it.
+    pub fn pod(&self, name: &str, uid: &str) -> cri::PodSandboxConfig {
+        let log_directory = self
+            .d
+            .config
+            .dir()
+            .join("pods")
+            .join(format!("e2e_{name}_{uid}"));
+        std::fs::create_dir_all(&log_directory).expect("creating the pod's log directory");
+        cri::PodSandboxConfig {
+            log_directory: log_directory.display().to_string(),
+            ..pod_config(name, uid)
+        }
+    }
+
+    pub async fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> String {
+        self.d.run_pod(pod).await
+    }
+
+    /// StopPodSandbox then RemovePodSandbox, as the kubelet does.
+    pub async fn remove_pod(&mut self, id: &str) {
+        self.d.remove_pod(id).await
+    }
+
+    pub async fn create(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: &cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config.clone()),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    pub async fn start_container(&mut self, id: &str) {
+        if let Err(e) = self
+            .rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+        {
+            panic!("StartContainer: {e}\n{}", self.d.log_text());
+        }
+    }
+
+    /// Creates and starts a container.
+    pub async fn create_started(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: &cri::ContainerConfig,
+    ) -> String {
+        let id = match self.create(pod_id, pod, config).await {
+            Ok(id) => id,
+            Err(e) => panic!("CreateContainer: {e}\n{}", self.d.log_text()),
+        };
+        self.start_container(&id).await;
+        id
+    }
+
+    /// Runs `config` to its exit and returns its id, status and CRI log.
+    pub async fn run_to_exit(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: &cri::ContainerConfig,
+    ) -> (String, cri::ContainerStatus, Vec<LogLine>) {
+        let id = self.create_started(pod_id, pod, config).await;
+        let st = self.exited(&id).await;
+        // The monitor writes the last lines before it records the exit.
+        let lines = cri_log(Path::new(&st.log_path));
+        (id, st, lines)
+    }
+
+    /// The container's status and its verbose info.
+    pub async fn status(&mut self, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
+        let r = self
+            .rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}\n{}", self.d.log_text()))
+            .into_inner();
+        let info = r
+            .info
+            .get("info")
+            .map(|i| serde_json::from_str(i).expect("the verbose info is JSON"))
+            .unwrap_or_default();
+        (r.status.expect("ContainerStatus without a status"), info)
+    }
+
+    /// The container's CRI log file.
+    pub async fn log_path(&mut self, id: &str) -> PathBuf {
+        PathBuf::from(self.status(id).await.0.log_path)
+    }
+
+    /// Waits for the container to exit and returns its status.
+    pub async fn exited(&mut self, id: &str) -> cri::ContainerStatus {
+        let rt = self.rt.clone();
+        eventually(Duration::from_secs(10), "the container to exit", || {
+            let mut rt = rt.clone();
+            let id = id.to_owned();
+            async move {
+                let st = rt
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: id,
+                        verbose: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status?;
+                (st.state == cri::ContainerState::ContainerExited as i32).then_some(st)
+            }
+        })
+        .await
+    }
+
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The streaming server's URL for an exec.
+    pub async fn exec_url(&mut self, req: cri::ExecRequest) -> String {
+        self.rt
+            .exec(req)
+            .await
+            .unwrap_or_else(|e| panic!("Exec: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .url
+    }
+
+    /// The streaming server's URL for an attach, or the refusal.
+    pub async fn attach_url(&mut self, req: cri::AttachRequest) -> Result<String, tonic::Status> {
+        self.rt.attach(req).await.map(|r| r.into_inner().url)
+    }
+
+    /// The containers `filter` selects, sorted by id.
+    pub async fn list(&mut self, filter: cri::ContainerFilter) -> Vec<cri::Container> {
+        let mut l = self
+            .rt
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ListContainers: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .containers;
+        l.sort_by(|a, b| a.id.cmp(&b.id));
+        l
+    }
+
+    pub async fn container_stats(&mut self, id: &str) -> cri::ContainerStats {
+        self.rt
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .stats
+            .expect("ContainerStats without stats")
+    }
+
+    pub async fn pod_stats(&mut self, id: &str) -> cri::PodSandboxStats {
+        self.rt
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PodSandboxStats: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .stats
+            .expect("PodSandboxStats without stats")
+    }
+
+    pub async fn stop_container(&mut self, id: &str, timeout: i64) {
+        if let Err(e) = self
+            .rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+        {
+            panic!("StopContainer {id}: {e}\n{}", self.d.log_text());
+        }
+    }
+
+    pub async fn remove_container(&mut self, id: &str) {
+        if let Err(e) = self
+            .rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+        {
+            panic!("RemoveContainer {id}: {e}\n{}", self.d.log_text());
+        }
+    }
+
+    /// Stops and removes every container, then the pod `pod_id`, then [`Node::finish`].
+    pub async fn remove_all(mut self, pod_id: &str) -> String {
+        for c in self.list(cri::ContainerFilter::default()).await {
+            self.stop_container(&c.id, 0).await;
+            self.remove_container(&c.id).await;
+        }
+        self.remove_pod(pod_id).await;
+        self.finish().await
+    }
+
+    /// Checks the test removed every container and pod it made and that no cgroup of its pods
+    /// is left, then stops the daemon (which checks no mount or process is left under the test's
+    /// dir), checks the same for the `state` dir, and stops the registry. Returns the daemon's
+    /// log.
+    pub async fn finish(mut self) -> String {
+        let left = self.list(cri::ContainerFilter::default()).await;
+        assert!(left.is_empty(), "containers left: {left:?}");
+        let pods = self
+            .rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("ListPodSandbox: {e}\n{}", self.d.log_text()))
+            .into_inner()
+            .items;
+        assert!(pods.is_empty(), "pods left: {pods:?}");
+        let Node {
+            d,
+            registry,
+            net,
+            index,
+            state,
+            _short_state,
+            ..
+        } = self;
+        // No pod or container cgroup of this test's pods is left in any hierarchy.
+        let suffix = format!("-{index:012}");
+        let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|c| dirs_below(&c.path().join("kubepods"), 4))
+            .filter(|p| p.contains(&suffix))
+            .collect();
+        assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+        let log = d.stop().await;
+        let mounts = mounts_under(&state);
+        assert!(
+            mounts.is_empty(),
+            "mounts left in the state dir: {mounts:?}"
+        );
+        let procs = processes_naming(&state);
+        assert!(
+            procs.is_empty(),
+            "processes left naming the state dir: {procs:?}"
+        );
+        registry.stop().await;
+        drop(net);
+        log
+    }
+}
