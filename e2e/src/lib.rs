@@ -320,6 +320,17 @@ impl Daemon {
         (r.status.expect("PodSandboxStatus without a status"), info)
     }
 
+    /// Every pod the daemon lists.
+    pub async fn pods(&self) -> Vec<cri::PodSandbox> {
+        self.runtime()
+            .await
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("ListPodSandbox: {e}\n{}", self.log_text()))
+            .into_inner()
+            .items
+    }
+
     /// StopPodSandbox then RemovePodSandbox, as the kubelet does.
     pub async fn remove_pod(&self, id: &str) {
         let mut rt = self.runtime().await;

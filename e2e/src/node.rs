@@ -434,13 +434,7 @@ impl Node {
     pub async fn finish(mut self) -> String {
         let left = self.list(cri::ContainerFilter::default()).await;
         assert!(left.is_empty(), "containers left: {left:?}");
-        let pods = self
-            .rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap_or_else(|e| panic!("ListPodSandbox: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .items;
+        let pods = self.d.pods().await;
         assert!(pods.is_empty(), "pods left: {pods:?}");
         let Node {
             d,

@@ -14,6 +14,18 @@ use carapace_e2e::registry::Registry;
 use carapace_e2e::{Daemon, DaemonConfig, cri, eventually, mounts_under};
 use tonic::Code;
 
+/// A container logging `tick <n>` every 100 ms.
+fn ticker() -> cri::ContainerConfig {
+    container(
+        "ticker",
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        ],
+    )
+}
+
 /// A v1 cgroup directory of `pod` (cgroupfs driver, as the pod's `cgroup_parent` names it), or of
 /// its container `id`.
 fn cgroup_dir(controller: &str, pod: &cri::PodSandboxConfig, id: Option<&str>) -> PathBuf {
@@ -863,15 +875,7 @@ async fn exec_sync_reports_both_streams_and_reopen_log_after_a_rename_writes_a_n
     let mut n = Node::start(53).await;
     let pod = n.pod("rotate", "0d1e2f30-0000-4000-8000-000000000053");
     let pod_id = n.run_pod(&pod).await;
-    let ticker = container(
-        "ticker",
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
-        ],
-    );
-    let id = n.create_started(&pod_id, &pod, &ticker).await;
+    let id = n.create_started(&pod_id, &pod, &ticker()).await;
 
     let r = n
         .exec_sync(&id, &["sh", "-c", "echo out; echo err >&2; exit 7"], 5)
@@ -924,15 +928,7 @@ async fn a_daemon_killed_with_sigkill_finds_its_containers_and_the_exit_it_misse
     let mut n = Node::start(54).await;
     let pod = n.pod("killed", "0d1e2f30-0000-4000-8000-000000000054");
     let pod_id = n.run_pod(&pod).await;
-    let ticker = container(
-        "ticker",
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
-        ],
-    );
-    let ticker_id = n.create_started(&pod_id, &pod, &ticker).await;
+    let ticker_id = n.create_started(&pod_id, &pod, &ticker()).await;
     // Exits with 7 once the host creates `go` in its volume.
     let trigger = n.d.config.dir().join("trigger");
     std::fs::create_dir(&trigger).unwrap();

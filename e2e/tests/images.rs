@@ -229,19 +229,10 @@ async fn pull_list_status_repull_and_remove_through_the_cri() {
     let mut images = d.images().await;
     let name = format!("{REGISTRY}/e2e/busybox:v1");
 
-    let pulled = images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&name),
-            ..Default::default()
-        })
+    let pulled = pull(&mut images, &name)
         .await
-        .unwrap_or_else(|e| panic!("pull: {e}\n{}", d.log_text()))
-        .into_inner();
-    assert!(
-        pulled.image_ref.starts_with("sha256:"),
-        "{}",
-        pulled.image_ref
-    );
+        .unwrap_or_else(|e| panic!("pull: {e}\n{}", d.log_text()));
+    assert!(pulled.starts_with("sha256:"), "{}", pulled);
     let fetched = counter(
         &d.metrics_text().await,
         "carapace_image_blobs_fetched_total",
@@ -255,7 +246,7 @@ async fn pull_list_status_repull_and_remove_through_the_cri() {
         .into_inner()
         .images;
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].id, pulled.image_ref);
+    assert_eq!(list[0].id, pulled);
     assert_eq!(list[0].repo_tags, std::slice::from_ref(&name));
     assert!(list[0].repo_digests[0].starts_with(&format!("{REGISTRY}/e2e/busybox@sha256:")));
     assert_eq!(list[0].uid.as_ref().map(|u| u.value), Some(0));
@@ -273,7 +264,7 @@ async fn pull_list_status_repull_and_remove_through_the_cri() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.image.as_ref().unwrap().id, pulled.image_ref);
+    assert_eq!(status.image.as_ref().unwrap().id, pulled);
     let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
     assert_eq!(info["imageSpec"]["config"]["Cmd"][0], "/bin/sh");
     let lower = PathBuf::from(info["lowerDirs"][0].as_str().unwrap());
@@ -288,21 +279,10 @@ async fn pull_list_status_repull_and_remove_through_the_cri() {
     );
 
     // Again, and in Docker's format (same layer): nothing is fetched but the new config.
-    images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&name),
-            ..Default::default()
-        })
+    pull(&mut images, &name).await.unwrap();
+    let docker = pull(&mut images, &format!("{REGISTRY}/e2e/busybox:docker"))
         .await
         .unwrap();
-    let docker = images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&format!("{REGISTRY}/e2e/busybox:docker")),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let m = d.metrics_text().await;
     assert!(
         counter(&m, "carapace_image_blobs_fetched_total") <= 3.0,
@@ -330,7 +310,7 @@ async fn pull_list_status_repull_and_remove_through_the_cri() {
             .unwrap();
         images
             .remove_image(cri::RemoveImageRequest {
-                image: spec(&docker.image_ref),
+                image: spec(&docker),
             })
             .await
             .unwrap();
@@ -368,20 +348,10 @@ async fn bad_references_and_missing_images_have_their_codes() {
     let mut images = d.images().await;
 
     for bad in ["UPPER/case", "busybox@sha256:short", ""] {
-        let e = images
-            .pull_image(cri::PullImageRequest {
-                image: spec(bad),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+        let e = pull(&mut images, bad).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e}");
     }
-    let e = images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&format!("{REGISTRY}/e2e/nothing:here")),
-            ..Default::default()
-        })
+    let e = pull(&mut images, &format!("{REGISTRY}/e2e/nothing:here"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
@@ -411,27 +381,16 @@ async fn pull_benchmark() {
         let d = daemon(&registry).await;
         let mut images = d.images().await;
         let t = Instant::now();
-        let r = images
-            .pull_image(cri::PullImageRequest {
-                image: spec(&name),
-                ..Default::default()
-            })
+        let image_ref = pull(&mut images, &name)
             .await
-            .unwrap_or_else(|e| panic!("pull: {e}\n{}", d.log_text()))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("pull: {e}\n{}", d.log_text()));
         times.push(t.elapsed());
         let t = Instant::now();
-        images
-            .pull_image(cri::PullImageRequest {
-                image: spec(&name),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        pull(&mut images, &name).await.unwrap();
         let again = t.elapsed();
         let size = images
             .image_status(cri::ImageStatusRequest {
-                image: spec(&r.image_ref),
+                image: spec(&image_ref),
                 verbose: false,
             })
             .await

@@ -47,16 +47,6 @@ fn netns_path(info: &serde_json::Value) -> String {
         .to_owned()
 }
 
-async fn list(d: &Daemon) -> Vec<cri::PodSandbox> {
-    d.runtime()
-        .await
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-}
-
 /// host-local's leases for `net`: the files in its directory whose names are IPs.
 fn leases(net: &PodNetwork) -> usize {
     std::fs::read_dir(format!("/var/lib/cni/networks/{}", net.name))
@@ -180,7 +170,7 @@ async fn two_pods_get_distinct_ips_and_reach_each_other_and_release_their_leases
 
     d.remove_pod(&a).await;
     d.remove_pod(&b).await;
-    assert!(list(&d).await.is_empty());
+    assert!(d.pods().await.is_empty());
     assert_eq!(leases(&net), leases_before, "IPAM leases not released");
     for ns in [&ns_a, &ns_b] {
         assert!(!Path::new(ns).exists(), "netns pin {ns} left behind");
@@ -230,7 +220,7 @@ async fn a_host_port_reaches_the_pod() {
     assert_eq!(got.as_deref(), Ok(content), "wget {localhost} / {gateway}");
 
     d.remove_pod(&id).await;
-    assert!(list(&d).await.is_empty());
+    assert!(d.pods().await.is_empty());
     d.stop().await;
     eprintln!("host_port: {:?}", t.elapsed());
 }
@@ -290,7 +280,7 @@ async fn a_host_network_pod_has_no_ip_or_netns_of_its_own() {
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
 
     d.remove_pod(&id).await;
-    assert!(list(&d).await.is_empty());
+    assert!(d.pods().await.is_empty());
     d.stop().await;
     eprintln!("host_network: {:?}", t.elapsed());
 }
@@ -346,7 +336,7 @@ async fn bad_and_non_namespaced_sysctls_are_invalid_arguments() {
         "not InvalidArgument:\n{}",
         wrong.join("\n")
     );
-    assert!(list(&d).await.is_empty(), "a refused pod was left listed");
+    assert!(d.pods().await.is_empty(), "a refused pod was left listed");
     assert_eq!(leases(&net), leases_before, "a refused pod kept its lease");
     assert!(
         !std::fs::read_to_string("/proc/sys/kernel/core_pattern")
@@ -371,7 +361,7 @@ async fn a_namespaced_sysctl_with_a_bad_value_is_an_invalid_argument() {
         "not-a-number".into(),
     )]);
     let err = run_err(&d, pod).await;
-    let left = list(&d).await;
+    let left = d.pods().await;
     for p in &left {
         d.remove_pod(&p.id).await;
     }
@@ -421,7 +411,7 @@ async fn a_missing_plugin_fails_run_pod_sandbox_with_its_name_and_leaks_nothing(
         err.message().contains("nosuchplugin"),
         "the error does not name the plugin: {err}"
     );
-    let left = list(&d).await;
+    let left = d.pods().await;
     // Clean up whatever was left, and say whether that even works, before asserting.
     let mut removing = Vec::new();
     for p in &left {
@@ -468,7 +458,7 @@ async fn pods_survive_a_sigkilled_daemon_and_are_removed_cleanly() {
     }
 
     let d = d.kill_and_restart().await;
-    let listed = list(&d).await;
+    let listed = d.pods().await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     for id in &ids {
         let (st, info) = d.pod_status(id).await;
@@ -480,7 +470,7 @@ async fn pods_survive_a_sigkilled_daemon_and_are_removed_cleanly() {
     for id in &ids {
         d.remove_pod(id).await;
     }
-    assert!(list(&d).await.is_empty());
+    assert!(d.pods().await.is_empty());
     assert_eq!(leases(&net), leases_before, "IPAM leases not released");
     d.stop().await;
     eprintln!("sigkill: {:?}", t.elapsed());
@@ -510,12 +500,12 @@ async fn the_same_run_pod_sandbox_twice_at_once_yields_one_sandbox() {
         .into_inner()
         .pod_sandbox_id;
     assert_eq!(id1, id2);
-    let listed = list(&d).await;
+    let listed = d.pods().await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(leases(&net), leases_before + 1, "one lease for one pod");
 
     d.remove_pod(&id1).await;
-    assert!(list(&d).await.is_empty());
+    assert!(d.pods().await.is_empty());
     assert_eq!(leases(&net), leases_before);
     d.stop().await;
     eprintln!("concurrent_run: {:?}", t.elapsed());

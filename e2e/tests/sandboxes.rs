@@ -174,14 +174,7 @@ async fn pods_survive_a_daemon_restart_with_the_same_ip() {
     })
     .await
     .unwrap();
-    assert!(
-        rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .is_empty()
-    );
+    assert!(d.pods().await.is_empty());
     d.stop().await;
 }
 
@@ -225,14 +218,7 @@ async fn bad_pod_requests_get_clear_codes_and_leave_nothing() {
     })
     .await
     .unwrap();
-    assert!(
-        rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .is_empty()
-    );
+    assert!(d.pods().await.is_empty());
     tokio::time::sleep(Duration::from_millis(10)).await;
     d.stop().await;
 }

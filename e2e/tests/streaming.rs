@@ -27,18 +27,25 @@ fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest 
     }
 }
 
+/// A node running pod `name` (its uid ends in `index`) with a container `main` sleeping in it;
+/// returns the node and the ids of the pod and the container.
+async fn sleeping_main(index: u8, name: &str) -> (Node, String, String) {
+    let mut n = Node::start(index).await;
+    let pod = n.pod(name, &format!("5e7ea000-0000-4000-8000-{index:012}"));
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
+        .await;
+    (n, pod_id, id)
+}
+
 fn log_path(pod: &cri::PodSandboxConfig, name: &str) -> std::path::PathBuf {
     Path::new(&pod.log_directory).join(format!("{name}/0.log"))
 }
 
 #[tokio::test]
 async fn exec_with_a_tty_sees_the_resize_and_merges_stderr() {
-    let mut n = Node::start(40).await;
-    let pod = n.pod("tty", "5e7ea000-0000-4000-8000-000000000040");
-    let pod_id = n.run_pod(&pod).await;
-    let id = n
-        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
-        .await;
+    let (mut n, pod_id, id) = sleeping_main(40, "tty").await;
 
     // The command waits for a line, so the resize has landed before `stty size` asks.
     let url = n
@@ -85,12 +92,7 @@ async fn exec_with_a_tty_sees_the_resize_and_merges_stderr() {
 
 #[tokio::test]
 async fn exec_without_a_tty_echoes_stdin_and_reports_the_exit_code() {
-    let mut n = Node::start(41).await;
-    let pod = n.pod("pipe", "5e7ea000-0000-4000-8000-000000000041");
-    let pod_id = n.run_pod(&pod).await;
-    let id = n
-        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
-        .await;
+    let (mut n, pod_id, id) = sleeping_main(41, "pipe").await;
 
     let url = n
         .exec_url(exec_req(
@@ -123,12 +125,7 @@ async fn exec_without_a_tty_echoes_stdin_and_reports_the_exit_code() {
 
 #[tokio::test]
 async fn used_tokens_get_404_and_a_malformed_upgrade_harms_nothing() {
-    let mut n = Node::start(42).await;
-    let pod = n.pod("tokens", "5e7ea000-0000-4000-8000-000000000042");
-    let pod_id = n.run_pod(&pod).await;
-    let id = n
-        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
-        .await;
+    let (mut n, pod_id, id) = sleeping_main(42, "tokens").await;
 
     let url = n.exec_url(exec_req(&id, &["true"], false, false)).await;
     let out = RemoteCommand::connect(&url)
@@ -529,12 +526,7 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
 /// remotecommand stream, the status on the error stream.
 #[tokio::test]
 async fn exec_with_a_tty_over_spdy_sees_the_resize_and_reports_the_exit_code() {
-    let mut n = Node::start(48).await;
-    let pod = n.pod("spdy", "5e7ea000-0000-4000-8000-000000000048");
-    let pod_id = n.run_pod(&pod).await;
-    let id = n
-        .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
-        .await;
+    let (mut n, pod_id, id) = sleeping_main(48, "spdy").await;
     let url = n
         .exec_url(exec_req(
             &id,
