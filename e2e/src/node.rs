@@ -4,8 +4,8 @@
 //! wants the error ([`Node::create`], [`Node::exec_sync`]). [`Node::finish`] checks the test
 //! removed what it made and that nothing is left on the host.
 //!
-//! Also the configs the kubelet sends: [`pod_config`] and [`container`], and the CRI log reader
-//! [`cri_log`].
+//! Also the configs the kubelet sends: [`pod_config`] and [`container`], and the CRI log readers
+//! [`cri_log`] and [`log_until`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -96,6 +96,16 @@ pub fn cri_log(path: &Path) -> Vec<LogLine> {
             (next(), next(), next(), next())
         })
         .collect()
+}
+
+/// Waits up to 10 s until a line of the CRI log at `path` satisfies `pred`; returns the lines.
+pub async fn log_until(path: &Path, what: &str, pred: impl Fn(&LogLine) -> bool) -> Vec<LogLine> {
+    eventually(Duration::from_secs(10), what, || {
+        let lines = cri_log(path);
+        let found = lines.iter().any(&pred);
+        async move { found.then_some(lines) }
+    })
+    .await
 }
 
 /// Directories below `dir`, `depth` levels deep at most.
