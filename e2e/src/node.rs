@@ -161,6 +161,19 @@ impl Node {
         node
     }
 
+    /// [`Node::start`], then a pod from [`Node::pod`] run on it; returns the node and the pod's
+    /// config and id.
+    pub async fn with_running_pod(
+        index: u8,
+        name: &str,
+        uid: &str,
+    ) -> (Node, cri::PodSandboxConfig, String) {
+        let mut node = Self::start(index).await;
+        let pod = node.pod(name, uid);
+        let pod_id = node.run_pod(&pod).await;
+        (node, pod, pod_id)
+    }
+
     /// A node whose daemon runs on `cfg` as it is.
     pub async fn start_with(index: u8, cfg: DaemonConfig) -> Node {
         let registry = Registry::start().await;

@@ -43,9 +43,8 @@ fn is_rfc3339(s: &str) -> bool {
 
 #[tokio::test]
 async fn a_container_runs_logs_execs_stops_and_is_removed() {
-    let mut n = Node::start(10).await;
-    let pod = n.pod("life", "0d1e2f30-0000-4000-8000-000000000010");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(10, "life", "0d1e2f30-0000-4000-8000-000000000010").await;
 
     let before = SystemTimeNanos::now();
     let cfg = container("main", &["sh", "-c", "echo out; echo err >&2; sleep 1000"]);
@@ -228,9 +227,8 @@ impl SystemTimeNanos {
 
 #[tokio::test]
 async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
-    let mut n = Node::start(11).await;
-    let pod = n.pod("exits", "0d1e2f30-0000-4000-8000-000000000011");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(11, "exits", "0d1e2f30-0000-4000-8000-000000000011").await;
 
     let failing = n
         .create_started(&pod_id, &pod, &container("fails", &["sh", "-c", "exit 3"]))
@@ -340,9 +338,8 @@ async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
 
 #[tokio::test]
 async fn a_retried_create_container_returns_the_same_container() {
-    let mut n = Node::start(12).await;
-    let pod = n.pod("retry", "0d1e2f30-0000-4000-8000-000000000012");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(12, "retry", "0d1e2f30-0000-4000-8000-000000000012").await;
     let cfg = container("main", &["sleep", "1000"]);
     let first = n
         .create(&pod_id, &pod, &cfg)
@@ -366,9 +363,8 @@ async fn a_retried_create_container_returns_the_same_container() {
 
 #[tokio::test]
 async fn a_running_container_survives_a_daemon_restart() {
-    let mut n = Node::start(13).await;
-    let pod = n.pod("restart", "0d1e2f30-0000-4000-8000-000000000013");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(13, "restart", "0d1e2f30-0000-4000-8000-000000000013").await;
     let id = n
         .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
         .await;
@@ -411,9 +407,8 @@ async fn a_running_container_survives_a_daemon_restart() {
 
 #[tokio::test]
 async fn bad_container_requests_get_clear_codes() {
-    let mut n = Node::start(14).await;
-    let pod = n.pod("bad", "0d1e2f30-0000-4000-8000-000000000014");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(14, "bad", "0d1e2f30-0000-4000-8000-000000000014").await;
     let good = container("main", &["sleep", "1000"]);
 
     let e = n.create(&"e".repeat(64), &pod, &good).await.unwrap_err();
@@ -458,9 +453,8 @@ async fn a_streaming_exec_over_websocket_carries_stdin_stdout_and_the_exit_code(
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    let mut n = Node::start(15).await;
-    let pod = n.pod("stream", "0d1e2f30-0000-4000-8000-000000000015");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(15, "stream", "0d1e2f30-0000-4000-8000-000000000015").await;
     let id = n
         .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
         .await;
@@ -587,9 +581,8 @@ async fn a_container_starts_with_the_default_test_state_path() {
 
 #[tokio::test]
 async fn exec_sync_reports_both_streams_and_reopen_log_after_a_rename_writes_a_new_file() {
-    let mut n = Node::start(53).await;
-    let pod = n.pod("rotate", "0d1e2f30-0000-4000-8000-000000000053");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(53, "rotate", "0d1e2f30-0000-4000-8000-000000000053").await;
     let id = n.create_started(&pod_id, &pod, &ticker()).await;
 
     let r = n
@@ -640,9 +633,8 @@ async fn exec_sync_reports_both_streams_and_reopen_log_after_a_rename_writes_a_n
 
 #[tokio::test]
 async fn a_daemon_killed_with_sigkill_finds_its_containers_and_the_exit_it_missed() {
-    let mut n = Node::start(54).await;
-    let pod = n.pod("killed", "0d1e2f30-0000-4000-8000-000000000054");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(54, "killed", "0d1e2f30-0000-4000-8000-000000000054").await;
     let ticker_id = n.create_started(&pod_id, &pod, &ticker()).await;
     // Exits with 7 once the host creates `go` in its volume.
     let trigger = n.d.config.dir().join("trigger");

@@ -38,9 +38,8 @@ fn stdout_of(lines: &[LogLine]) -> String {
 
 #[tokio::test]
 async fn memory_and_pids_limits_hold_and_an_update_changes_the_memory_limit() {
-    let mut n = Node::start(50).await;
-    let pod = n.pod("limits", "0d1e2f30-0000-4000-8000-000000000050");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(50, "limits", "0d1e2f30-0000-4000-8000-000000000050").await;
 
     // Over its memory limit: the kernel's OOM killer, reported as OOMKilled.
     let mut hog = container("hog", &["sh", "-c", "a=x; while true; do a=$a$a; done"]);
@@ -118,9 +117,8 @@ async fn memory_and_pids_limits_hold_and_an_update_changes_the_memory_limit() {
 
 #[tokio::test]
 async fn user_groups_capabilities_and_seccomp_apply_as_asked() {
-    let mut n = Node::start(51).await;
-    let pod = n.pod("identity", "0d1e2f30-0000-4000-8000-000000000051");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(51, "identity", "0d1e2f30-0000-4000-8000-000000000051").await;
 
     let mut user = container("user", &["id"]);
     let sc = security(&mut user);
@@ -315,9 +313,8 @@ fn shared_tmpfs(dir: &Path) {
 #[tokio::test]
 async fn mounts_propagate_from_a_bidirectional_volume_to_the_host_and_back() {
     use nix::mount::{MntFlags, umount2};
-    let mut n = Node::start(55).await;
-    let pod = n.pod("propagate", "0d1e2f30-0000-4000-8000-000000000055");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(55, "propagate", "0d1e2f30-0000-4000-8000-000000000055").await;
     let vols = n.d.config.dir().join("vols");
     let (bidi, h2c, private) = (vols.join("bidi"), vols.join("h2c"), vols.join("private"));
     shared_tmpfs(&bidi);

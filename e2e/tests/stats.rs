@@ -22,9 +22,8 @@ fn v(x: &Option<cri::UInt64Value>) -> u64 {
 
 #[tokio::test]
 async fn a_busy_container_shows_cpu_rising_and_a_current_rate() {
-    let mut n = Node::start(30).await;
-    let pod = n.pod("busy", "5a7a0000-0000-4000-8000-000000000030");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(30, "busy", "5a7a0000-0000-4000-8000-000000000030").await;
     let spin = container("spin", &["sh", "-c", "while :; do :; done"]);
     let id = n.create_started(&pod_id, &pod, &spin).await;
     let first = n.container_stats(&id).await;
@@ -75,9 +74,8 @@ async fn a_busy_container_shows_cpu_rising_and_a_current_rate() {
 
 #[tokio::test]
 async fn memory_shows_in_the_working_set_and_writes_in_the_writable_layer() {
-    let mut n = Node::start(31).await;
-    let pod = n.pod("mem", "5a7a0000-0000-4000-8000-000000000031");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(31, "mem", "5a7a0000-0000-4000-8000-000000000031").await;
     // 50 MB held in a shell variable (used after the sleep, so the shell does not exec `sleep`
     // and drop it); 8 MiB written to the rootfs.
     let hog = container(
@@ -353,9 +351,8 @@ async fn pod_network_bytes_grow_after_traffic_between_two_pods() {
 
 #[tokio::test]
 async fn the_events_stream_reports_a_container_created_started_stopped_by_itself_and_deleted() {
-    let mut n = Node::start(33).await;
-    let pod = n.pod("ev", "5a7a0000-0000-4000-8000-000000000033");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(33, "ev", "5a7a0000-0000-4000-8000-000000000033").await;
     let mut events =
         n.rt.get_container_events(cri::GetEventsRequest {})
             .await

@@ -30,9 +30,8 @@ fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> cri::ExecRequest 
 /// A node running pod `name` (its uid ends in `index`) with a container `main` sleeping in it;
 /// returns the node and the ids of the pod and the container.
 async fn sleeping_main(index: u8, name: &str) -> (Node, String, String) {
-    let mut n = Node::start(index).await;
-    let pod = n.pod(name, &format!("5e7ea000-0000-4000-8000-{index:012}"));
-    let pod_id = n.run_pod(&pod).await;
+    let uid = format!("5e7ea000-0000-4000-8000-{index:012}");
+    let (mut n, pod, pod_id) = Node::with_running_pod(index, name, &uid).await;
     let id = n
         .create_started(&pod_id, &pod, &container("main", &["sleep", "1000"]))
         .await;
@@ -218,9 +217,8 @@ fn attach_req(id: &str, tty: bool, stdin: bool) -> cri::AttachRequest {
 
 #[tokio::test]
 async fn attach_carries_a_running_containers_output_and_input() {
-    let mut n = Node::start(43).await;
-    let pod = n.pod("attach", "5e7ea000-0000-4000-8000-000000000043");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(43, "attach", "5e7ea000-0000-4000-8000-000000000043").await;
     let id = n
         .create_started(&pod_id, &pod, &echo_container("echo", false, false))
         .await;
@@ -285,9 +283,8 @@ async fn attach_carries_a_running_containers_output_and_input() {
 
 #[tokio::test]
 async fn attach_to_a_tty_container_resizes_its_terminal_and_logs_plain_lines() {
-    let mut n = Node::start(44).await;
-    let pod = n.pod("ttyattach", "5e7ea000-0000-4000-8000-000000000044");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(44, "ttyattach", "5e7ea000-0000-4000-8000-000000000044").await;
     let mut c = container("shell", &["sh"]);
     c.tty = true;
     c.stdin = true;
@@ -326,9 +323,8 @@ async fn attach_to_a_tty_container_resizes_its_terminal_and_logs_plain_lines() {
 
 #[tokio::test]
 async fn attach_works_after_a_daemon_restart_and_stdin_once_ends_the_input() {
-    let mut n = Node::start(45).await;
-    let pod = n.pod("restart", "5e7ea000-0000-4000-8000-000000000045");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(45, "restart", "5e7ea000-0000-4000-8000-000000000045").await;
     let id = n
         .create_started(&pod_id, &pod, &echo_container("echo", false, true))
         .await;
@@ -365,9 +361,8 @@ async fn attach_works_after_a_daemon_restart_and_stdin_once_ends_the_input() {
 
 #[tokio::test]
 async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
-    let mut n = Node::start(46).await;
-    let pod = n.pod("pf", "5e7ea000-0000-4000-8000-000000000046");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(46, "pf", "5e7ea000-0000-4000-8000-000000000046").await;
     n.create_started(
         &pod_id,
         &pod,
@@ -464,9 +459,8 @@ async fn port_forward_over_websocket_reaches_httpd_in_the_pod() {
 
 #[tokio::test]
 async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_its_log() {
-    let mut n = Node::start(47).await;
-    let pod = n.pod("slow", "5e7ea000-0000-4000-8000-000000000047");
-    let pod_id = n.run_pod(&pod).await;
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(47, "slow", "5e7ea000-0000-4000-8000-000000000047").await;
     let id = n
         .create_started(
             &pod_id,
