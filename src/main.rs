@@ -3,6 +3,7 @@
 //! this same binary, so a node installs one file.
 
 mod image;
+mod memory;
 mod notify;
 mod serve;
 

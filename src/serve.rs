@@ -33,6 +33,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
     let started = Instant::now();
     let config = load_config(config_path.as_deref())?;
     init_logging(&config.log)?;
+    crate::memory::limit_arenas();
     // Two workers: the CRI is mostly waiting on the kernel and on children, and a node agent
     // should not claim a thread per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -107,6 +108,7 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
     )
     .await?;
     let metrics_task = tokio::spawn(metrics_server);
+    tokio::spawn(crate::memory::trim_periodically());
 
     let socket = &config.grpc.address;
     // 0660: root and the socket's group (kubelet runs as root; a group lets crictl users in).

@@ -205,17 +205,15 @@ pub(crate) fn spawn_init(
             None => unshare(CloneFlags::CLONE_NEWPID).ctx("new pid namespace")?,
         }
     }
-    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    let join = cgroup.join_files();
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
     match sys::fork_single_threaded()? {
         ForkResult::Child => {
-            drop((go_w, err_r));
+            drop(err_r);
             let mut err_w = std::fs::File::from(err_w);
             let result = (|| -> Result<std::convert::Infallible> {
-                let mut byte = [0u8; 1];
-                std::fs::File::from(go_r)
-                    .read_exact(&mut byte)
-                    .ctx("wait for the monitor")?;
+                // In the cgroup before anything else.
+                crate::cgroup::join_self(&join)?;
                 // The monitor blocks signals it takes through a signalfd; the mask survives exec.
                 nix::sys::signal::SigSet::empty()
                     .thread_set_mask()
@@ -228,18 +226,7 @@ pub(crate) fn spawn_init(
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
-            drop((go_r, err_w, stdio));
-            let fail = |e: Error| {
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(child, None);
-                e
-            };
-            // In the cgroup before it runs a single instruction of its own.
-            cgroup.add_process(child.as_raw()).map_err(fail)?;
-            std::fs::File::from(go_w)
-                .write_all(b"g")
-                .ctx("release init")
-                .map_err(fail)?;
+            drop((err_w, stdio));
             let mut msg = String::new();
             let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
             if !msg.is_empty() {
@@ -887,11 +874,15 @@ pub(crate) fn spawn_in_container(
             setns(fd, flag).ctx("join container namespace")?;
         }
     }
+    let join = cgroup.join_files();
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
     match sys::fork_single_threaded()? {
         ForkResult::Child => {
             drop(err_r);
             let r = (|| -> Result<std::convert::Infallible> {
+                // Into the container's cgroup first, by host paths (the container's mount
+                // namespace, joined below, shows only its own cgroup).
+                crate::cgroup::join_self(&join)?;
                 if tty {
                     crate::terminal::become_session_on(&std::io::stdin())?;
                 }
@@ -909,7 +900,6 @@ pub(crate) fn spawn_in_container(
         }
         ForkResult::Parent { child } => {
             drop(err_w);
-            let _ = cgroup.add_process(child.as_raw());
             let mut msg = String::new();
             let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
             if !msg.is_empty() {
