@@ -45,12 +45,20 @@ pub fn carapace_bin() -> PathBuf {
     target.join("debug/carapace")
 }
 
-/// A free loopback port (the kernel's choice; released again for the daemon to bind).
+/// A free loopback port for a server the test starts later. Drawn below the kernel's ephemeral
+/// range (32768 and up by default), so no outgoing connection made in between takes it (a
+/// daemon once failed to bind its metrics port that way).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20000 + (h.finish() % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999")
 }
 
 /// A daemon's configuration: private paths under one temp dir, plus whatever a test sets.
