@@ -1183,9 +1183,12 @@ impl Inner {
     }
 
     /// The kept states of `ids`, with the versions to hand back to [`Inner::keep_states`].
-    fn known_states(&self, ids: &[String]) -> Vec<(u64, Option<State>)> {
+    fn known_states<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(u64, Option<State>)> {
         let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter()
+        ids.into_iter()
             .map(|id| states.get(id).map_or((0, None), |k| (k.version, k.state)))
             .collect()
     }
@@ -1195,7 +1198,8 @@ impl Inner {
     fn states_of(&self, ids: &[String]) -> Vec<Option<State>> {
         let mut read = Vec::new();
         let mut states = Vec::with_capacity(ids.len());
-        for (id, (version, kept)) in ids.iter().zip(self.known_states(ids)) {
+        let known = self.known_states(ids.iter().map(String::as_str));
+        for (id, (version, kept)) in ids.iter().zip(known) {
             let state = kept.or_else(|| {
                 let s = self.runtime.get(id).and_then(|c| c.status()).ok()?.state;
                 read.push((id.clone(), version, s));
@@ -1923,34 +1927,15 @@ impl ContainerApi {
         req: ListContainersRequest,
     ) -> Result<ListContainersResponse, Error> {
         let filter = req.filter.unwrap_or_default();
-        let metas: Vec<Meta> = self
+        // Built straight from the records under the lock: one copy of each field, no copy of
+        // the whole record (mounts, log path) that the answer does not carry.
+        let mut containers: Vec<Container> = self
             .inner
             .table()
             .containers
             .values()
             .filter(|m| matches(&filter, m))
-            .cloned()
-            .collect();
-        let want_state = filter.state.map(|s| s.state);
-        // From memory; only states not known yet (first call, just changed) are read from disk.
-        let ids: Vec<String> = metas.iter().map(|m| m.id.clone()).collect();
-        let known = self.inner.known_states(&ids);
-        let states: Vec<Option<State>> = if known.iter().all(|(_, s)| s.is_some()) {
-            known.into_iter().map(|(_, s)| s).collect()
-        } else {
-            self.blocking(move |i| Ok(i.states_of(&ids))).await?
-        };
-        let containers = metas
-            .into_iter()
-            .zip(states)
-            .map(|(m, state)| {
-                let state = state
-                    .map(state_to_cri)
-                    .unwrap_or(ContainerState::ContainerUnknown);
-                (m, state)
-            })
-            .filter(|(_, s)| want_state.is_none_or(|w| w == *s as i32))
-            .map(|(m, state)| Container {
+            .map(|m| Container {
                 id: m.id.clone(),
                 pod_sandbox_id: m.sandbox_id.clone(),
                 metadata: Some(ContainerMetadata {
@@ -1962,13 +1947,31 @@ impl ContainerApi {
                     ..Default::default()
                 }),
                 image_ref: m.image_ref.clone(),
-                state: state as i32,
+                state: ContainerState::ContainerUnknown as i32,
                 created_at: m.created_at,
                 labels: to_hash(&m.labels),
                 annotations: to_hash(&m.annotations),
                 image_id: m.image_id.clone(),
             })
             .collect();
+        // From memory; only states not known yet (first call, just changed) are read from disk.
+        let known = self
+            .inner
+            .known_states(containers.iter().map(|c| c.id.as_str()));
+        let states: Vec<Option<State>> = if known.iter().all(|(_, s)| s.is_some()) {
+            known.into_iter().map(|(_, s)| s).collect()
+        } else {
+            let ids: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
+            self.blocking(move |i| Ok(i.states_of(&ids))).await?
+        };
+        for (c, state) in containers.iter_mut().zip(states) {
+            c.state = state
+                .map(state_to_cri)
+                .unwrap_or(ContainerState::ContainerUnknown) as i32;
+        }
+        if let Some(want) = filter.state.map(|s| s.state) {
+            containers.retain(|c| c.state == want);
+        }
         Ok(ListContainersResponse { containers })
     }
 
