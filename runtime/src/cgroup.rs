@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cgroups_rs::fs::Cgroup;
 use cgroups_rs::fs::hierarchies;
+use cgroups_rs::fs::{Cgroup, Hierarchy};
 use cgroups_rs::{FsManager, Manager};
 use oci_spec::runtime::LinuxResources;
 
@@ -17,6 +17,17 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct ContainerCgroup {
     path: String,
+}
+
+/// Where the hierarchies are mounted, read once per process: `hierarchies::auto()` parses
+/// `/proc/self/mountinfo` on every call, and on a node with many pods that table is long (every
+/// pod adds its namespace pins, shm and rootfs mounts).
+fn hierarchy() -> Box<dyn Hierarchy> {
+    static V1: std::sync::OnceLock<Option<hierarchies::V1>> = std::sync::OnceLock::new();
+    match V1.get_or_init(|| (!hierarchies::is_cgroup2_unified_mode()).then(hierarchies::V1::new)) {
+        Some(v1) => Box::new(v1.clone()),
+        None => Box::new(hierarchies::V2::new()),
+    }
 }
 
 fn cg_err(what: &str, path: &str, e: impl std::fmt::Display) -> Error {
@@ -40,9 +51,9 @@ impl ContainerCgroup {
 
     /// Every directory of this cgroup, one per v1 controller (or the single v2 one).
     pub fn dirs(&self) -> Vec<PathBuf> {
-        let cg = Cgroup::load(hierarchies::auto(), &self.path);
+        let cg = Cgroup::load(hierarchy(), &self.path);
         if Self::is_v2() {
-            return vec![hierarchies::auto().root().join(&self.path)];
+            return vec![hierarchy().root().join(&self.path)];
         }
         cg.subsystems()
             .iter()
@@ -52,8 +63,7 @@ impl ContainerCgroup {
 
     /// Creates the cgroup (parents included) and applies `resources`.
     pub fn create(&self, resources: &LinuxResources) -> Result<()> {
-        Cgroup::new(hierarchies::auto(), &self.path)
-            .map_err(|e| cg_err("create", &self.path, e))?;
+        Cgroup::new(hierarchy(), &self.path).map_err(|e| cg_err("create", &self.path, e))?;
         self.update(resources)
     }
 
@@ -76,12 +86,12 @@ impl ContainerCgroup {
     }
 
     pub fn exists(&self) -> bool {
-        Cgroup::load(hierarchies::auto(), &self.path).exists()
+        Cgroup::load(hierarchy(), &self.path).exists()
     }
 
     /// The processes in the cgroup.
     pub fn procs(&self) -> Vec<i32> {
-        let cg = Cgroup::load(hierarchies::auto(), &self.path);
+        let cg = Cgroup::load(hierarchy(), &self.path);
         if !cg.exists() {
             return vec![];
         }
