@@ -1172,6 +1172,14 @@ impl Inner {
         self.table().containers.get(id).cloned()
     }
 
+    /// The sandbox a container belongs to (for events: no copy of the whole record).
+    fn sandbox_of(&self, id: &str) -> Option<String> {
+        self.table()
+            .containers
+            .get(id)
+            .map(|m| m.sandbox_id.clone())
+    }
+
     /// Forgets the state kept for `id`: called after everything that changes it (start, an exit
     /// noticed, stop, removal). Created and Exited only change through those; Running is kept
     /// only while the exit watcher watches the container, which reports its exit.
@@ -1457,8 +1465,8 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
-        if first && let Some(m) = self.meta(id) {
-            self.send_event(id, &m.sandbox_id, ContainerEventType::ContainerStoppedEvent);
+        if first && let Some(sb) = self.sandbox_of(id) {
+            self.send_event(id, &sb, ContainerEventType::ContainerStoppedEvent);
         }
     }
 
@@ -1823,12 +1831,8 @@ impl ContainerApi {
                 let started = i.runtime.get(&id).and_then(|c| c.start());
                 i.invalidate(&id);
                 let pid = started?;
-                if let Some(m) = i.meta(&id) {
-                    i.send_event(
-                        &id,
-                        &m.sandbox_id,
-                        ContainerEventType::ContainerStartedEvent,
-                    );
+                if let Some(sb) = i.sandbox_of(&id) {
+                    i.send_event(&id, &sb, ContainerEventType::ContainerStartedEvent);
                 }
                 // After STARTED is out, so a container that exits at once reports STOPPED second.
                 inner.watch_exit(&id);
@@ -1897,7 +1901,7 @@ impl ContainerApi {
                 Err(runtime::Error::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            let sandbox_id = i.meta(&id).map(|m| m.sandbox_id);
+            let sandbox_id = i.sandbox_of(&id);
             i.forget(&id);
             i.stats.forget(&id);
             if let Some(sb) = sandbox_id {

@@ -227,7 +227,7 @@ impl PodStatsApi {
     async fn read(
         &self,
         pods: Vec<Sandbox>,
-    ) -> Result<(Vec<PodSample>, HashMap<String, Vec<ContainerSample>>), Error> {
+    ) -> Result<Vec<(PodSample, Vec<ContainerSample>)>, Error> {
         let store = self.sandboxes()?;
         let cache = self.cache.clone();
         let samples = tokio::task::spawn_blocking(move || {
@@ -251,7 +251,23 @@ impl PodStatsApi {
                 containers.entry(s.sandbox_id.clone()).or_default().push(s);
             }
         }
-        Ok((samples, containers))
+        Ok(samples
+            .into_iter()
+            .map(|p| {
+                let cs = containers.remove(&p.sandbox.id).unwrap_or_default();
+                (p, cs)
+            })
+            .collect())
+    }
+
+    /// The ready sandboxes `keep` selects.
+    fn ready_pods(&self, keep: impl Fn(&Sandbox) -> bool) -> Result<Vec<Sandbox>, Error> {
+        Ok(self
+            .sandboxes()?
+            .list()
+            .into_iter()
+            .filter(|sb| sb.state == SandboxState::Ready && keep(sb))
+            .collect())
     }
 
     fn layers_mountpoint(&self) -> String {
@@ -269,14 +285,12 @@ impl PodStatsApi {
         let sb = store
             .get(&id)
             .ok_or_else(|| Error::NotFound(format!("sandbox {id}")))?;
-        let (pods, mut containers) = self.read(vec![sb]).await?;
         let fs = self.layers_mountpoint();
-        pods.into_iter()
+        self.read(vec![sb])
+            .await?
+            .into_iter()
             .next()
-            .map(|p| {
-                let cs = containers.remove(&p.sandbox.id).unwrap_or_default();
-                pod_to_cri(p, &cs, &fs)
-            })
+            .map(|(p, cs)| pod_to_cri(p, &cs, &fs))
             .ok_or_else(|| Error::NotFound(format!("sandbox {id}")))
     }
 
@@ -286,52 +300,38 @@ impl PodStatsApi {
         filter: Option<PodSandboxStatsFilter>,
     ) -> Result<Vec<PodSandboxStats>, Error> {
         let f = filter.unwrap_or_default();
-        let pods: Vec<Sandbox> = self
-            .sandboxes()?
-            .list()
-            .into_iter()
-            .filter(|sb| sb.state == SandboxState::Ready && sb.id.starts_with(&f.id))
-            .filter(|sb| {
-                f.label_selector
+        let pods = self.ready_pods(|sb| {
+            sb.id.starts_with(&f.id)
+                && f.label_selector
                     .iter()
                     .all(|(k, v)| sb.config.labels.get(k) == Some(v))
-            })
-            .collect();
-        let (pods, mut containers) = self.read(pods).await?;
+        })?;
         let fs = self.layers_mountpoint();
-        Ok(pods
+        Ok(self
+            .read(pods)
+            .await?
             .into_iter()
-            .map(|p| {
-                let cs = containers.remove(&p.sandbox.id).unwrap_or_default();
-                pod_to_cri(p, &cs, &fs)
-            })
+            .map(|(p, cs)| pod_to_cri(p, &cs, &fs))
             .collect())
     }
 
     /// ListPodSandboxMetrics: every ready pod's network metrics and its containers' metrics.
     pub(crate) async fn metrics(&self) -> Result<Vec<PodSandboxMetrics>, Error> {
-        let pods: Vec<Sandbox> = self
-            .sandboxes()?
-            .list()
-            .into_iter()
-            .filter(|sb| sb.state == SandboxState::Ready)
-            .collect();
-        let (pods, mut containers) = self.read(pods).await?;
+        let pods = self.ready_pods(|_| true)?;
         let fs = self.layers_mountpoint();
-        Ok(pods
+        Ok(self
+            .read(pods)
+            .await?
             .into_iter()
-            .map(|p| {
-                let cs = containers.remove(&p.sandbox.id).unwrap_or_default();
-                PodSandboxMetrics {
-                    pod_sandbox_id: p.sandbox.id.clone(),
-                    metrics: pod_metrics(
-                        &p.sandbox.id,
-                        &p.sandbox.config.metadata.name,
-                        &p.network,
-                        p.timestamp,
-                    ),
-                    container_metrics: cs.iter().map(|c| container_metrics(c, &fs)).collect(),
-                }
+            .map(|(p, cs)| PodSandboxMetrics {
+                pod_sandbox_id: p.sandbox.id.clone(),
+                metrics: pod_metrics(
+                    &p.sandbox.id,
+                    &p.sandbox.config.metadata.name,
+                    &p.network,
+                    p.timestamp,
+                ),
+                container_metrics: cs.iter().map(|c| container_metrics(c, &fs)).collect(),
             })
             .collect())
     }

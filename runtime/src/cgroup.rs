@@ -19,12 +19,17 @@ pub struct ContainerCgroup {
     path: String,
 }
 
-/// Where the hierarchies are mounted, read once per process: `hierarchies::auto()` parses
-/// `/proc/self/mountinfo` on every call, and on a node with many pods that table is long (every
-/// pod adds its namespace pins, shm and rootfs mounts).
-fn hierarchy() -> Box<dyn Hierarchy> {
+/// Where the v1 hierarchies are mounted (None on a unified v2 node), read once per process:
+/// `hierarchies::auto()` parses `/proc/self/mountinfo` on every call, and on a node with many pods
+/// that table is long (every pod adds its namespace pins, shm and rootfs mounts).
+fn v1() -> Option<&'static hierarchies::V1> {
     static V1: std::sync::OnceLock<Option<hierarchies::V1>> = std::sync::OnceLock::new();
-    match V1.get_or_init(|| (!hierarchies::is_cgroup2_unified_mode()).then(hierarchies::V1::new)) {
+    V1.get_or_init(|| (!hierarchies::is_cgroup2_unified_mode()).then(hierarchies::V1::new))
+        .as_ref()
+}
+
+fn hierarchy() -> Box<dyn Hierarchy> {
+    match v1() {
         Some(v1) => Box::new(v1.clone()),
         None => Box::new(hierarchies::V2::new()),
     }
@@ -46,7 +51,7 @@ impl ContainerCgroup {
     }
 
     pub fn is_v2() -> bool {
-        hierarchies::is_cgroup2_unified_mode()
+        v1().is_none()
     }
 
     /// Every directory of this cgroup, one per v1 controller (or the single v2 one).

@@ -349,6 +349,10 @@ impl Container {
 
     fn wait_exit(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        // The monitor records the exit and then exits: its end wakes us at once.
+        let monitor = self
+            .started()
+            .and_then(|s| crate::sys::pidfd_open(s.monitor_pid).ok());
         loop {
             if self
                 .status()
@@ -361,11 +365,13 @@ impl Container {
             if left.is_zero() {
                 return false;
             }
-            // The monitor records the exit and then exits: its end wakes us at once. Looked at
-            // again at least every 100 ms in case it lingers after recording.
-            match self.started() {
-                Some(s) => {
-                    crate::sys::wait_exited(s.monitor_pid, left.min(Duration::from_millis(100)));
+            // Looked at again at least every 100 ms, in case the monitor lingers after recording.
+            match &monitor {
+                Some(fd) => {
+                    crate::sys::wait_readable(
+                        std::os::fd::AsFd::as_fd(fd),
+                        left.min(Duration::from_millis(100)),
+                    );
                 }
                 None => std::thread::sleep(left.min(Duration::from_millis(10))),
             }

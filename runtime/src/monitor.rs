@@ -713,25 +713,21 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
     process.set_args(Some(req.args));
     let cgroup = ContainerCgroup::new(&record.cgroup_path);
     let child = executor::spawn_in_container(started.pid, &spec, &process, &cgroup, req.tty)?;
-    let deadline =
-        (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
+    // Woken by the exit itself, not a timer: ExecSync returns as soon as the command ends.
+    if req.timeout_ms > 0
+        && !crate::sys::wait_exited(child.as_raw(), Duration::from_millis(req.timeout_ms))
+    {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Ok(124);
+    }
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, c)) => return Ok(c as u8),
             Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128u8.wrapping_add(s as u8)),
-            Ok(_) => {}
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::Internal(format!("wait: {}", e.desc()))),
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            return Ok(124);
-        }
-        // Woken by the exit itself, not a timer: ExecSync returns as soon as the command ends.
-        let left = deadline.map_or(Duration::from_secs(60), |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        crate::sys::wait_exited(child.as_raw(), left);
     }
 }
 

@@ -210,22 +210,25 @@ pub(crate) fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {
 /// Waits up to `timeout` for `pid` to exit (a zombie counts as exited) without polling; true once
 /// it has. A pid that is already gone has exited.
 pub(crate) fn wait_exited(pid: i32, timeout: std::time::Duration) -> bool {
+    match pidfd_open(pid) {
+        Ok(fd) => wait_readable(std::os::fd::AsFd::as_fd(&fd), timeout),
+        Err(_) => true,
+    }
+}
+
+/// Waits up to `timeout` for `fd` (a pidfd: its process exited) to become readable.
+pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let Ok(fd) = pidfd_open(pid) else {
-        return true;
-    };
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // Whole milliseconds, rounded up so a short wait is not a busy one.
         let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, ms) {
+        match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], ms) {
             Ok(n) if n > 0 => return true,
-            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EINTR) | Ok(_) => {}
             Err(_) => return false,
-            Ok(_) => {}
         }
         if std::time::Instant::now() >= deadline {
             return false;
