@@ -4,12 +4,27 @@ CARGO ?= cargo
 CONFIG ?= /etc/carapace/config.toml
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
+# carapace is built as one static, position-dependent executable. Every container's monitor is a
+# re-exec of it: without a dynamic loader, libc and friends, each monitor maps one file, dirties no
+# relocation or GOT pages and needs fewer page tables, and the idle daemon maps 1.2 MiB less.
+# Naming the target (even the host's own) keeps these flags off build scripts and proc macros,
+# which cannot be static. A plain `cargo build` still works and gives a dynamic binary.
+HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+HOST_VAR := $(shell echo '$(HOST)' | tr 'a-z.-' 'A-Z__')
+ifneq ($(HOST),)
+export CARGO_BUILD_TARGET := $(HOST)
+export CARGO_TARGET_$(HOST_VAR)_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
+endif
+BIN := target/$(HOST)/release/carapace
+# The daemon the end-to-end tests start: the debug build of the same static binary.
+export CARAPACE_BIN := $(CURDIR)/target/$(HOST)/debug/carapace
+
 .PHONY: run build deps test-deps test lint install clean
 
 ## run: install the runtime packages, build the release binary and serve the CRI in the foreground
 run: deps build
 	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/cni/10-carapace-bridge.conflist /etc/cni/net.d/10-carapace-bridge.conflist
-	exec ./target/release/carapace serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
+	exec ./$(BIN) serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
 
 build:
 	$(CARGO) build --release --bin carapace
@@ -32,7 +47,7 @@ lint:
 
 ## install: put carapace on this node as a systemd service (configuration files already there are kept)
 install: deps build
-	install -D -m 0755 target/release/carapace /usr/local/bin/carapace
+	install -D -m 0755 $(BIN) /usr/local/bin/carapace
 	install -D -m 0644 deploy/carapace.service /etc/systemd/system/carapace.service
 	install -D -m 0644 README.md /usr/local/share/doc/carapace/README.md
 	[ -e /etc/carapace/config.toml ] || install -D -m 0644 deploy/config.toml /etc/carapace/config.toml

@@ -17,8 +17,12 @@ for p in containerd runc; do
     break
   }
 done
-cargo build --release -q -p carapace -p carapace-bench
-BIN="${CARGO_TARGET_DIR:-target}/release"
+# The daemon as `make build` makes it (static); the bench client as a plain release build.
+make -s build CARGO="cargo -q"
+cargo build --release -q -p carapace-bench
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+BIN="${CARGO_TARGET_DIR:-target}/$HOST/release"
+BENCH_BIN="${CARGO_TARGET_DIR:-target}/release"
 
 W=$(mktemp -d /tmp/carapace-bench.XXXXXX)
 BRIDGE=cbench0
@@ -148,7 +152,7 @@ done
 sleep 1
 
 echo "bench: $(nproc) cores, kernel $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)" >&2
-"$BIN/carapace-bench" \
+"$BENCH_BIN/carapace-bench" \
   "${targets[@]}" \
   --image "$REG/bench/busybox:1" --pull-image "$REG/bench/big:1" \
   "$@"

@@ -90,6 +90,13 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == INFRA_SUBCOMMAND) {
         return ExitCode::from(u8::try_from(carapace_cri::infra_main()).unwrap_or(1));
     }
+    cli_main()
+}
+
+/// The commands for people. Kept out of `main`'s frame: inlined, their state (the serve future)
+/// made `main` a 14 KiB frame that every container monitor carried on its stack for life.
+#[inline(never)]
+fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve::run(config),

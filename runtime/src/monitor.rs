@@ -402,6 +402,10 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
         },
     )?;
     report(out, &format!("ok {pid}\n"));
+    // The spec was only needed to start the container; setting up touched most of what this
+    // process will ever dirty.
+    drop(spec);
+    crate::sys::release_setup_memory();
 
     #[derive(Clone, Copy)]
     enum Slot {

@@ -235,3 +235,47 @@ pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time:
         }
     }
 }
+
+/// Gives back the memory a long-lived helper dirtied once while setting up and never touches
+/// again: free heap chunks, and the stack pages below the caller's frame (parsing the bundle and
+/// starting the container run deep). A monitor lives as long as its container, so these pages
+/// would otherwise be paid for once per container for its whole life.
+#[inline(never)]
+pub(crate) fn release_setup_memory() {
+    // SAFETY: malloc_trim takes the allocator's lock and only returns pages of free chunks.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    let Some(low) = stack_low_end() else {
+        return;
+    };
+    // Everything below the live frames is dead; one page of margin covers the only frame still
+    // to come below this one, madvise's own. (A signal frame landing below later just faults
+    // zero pages back in.)
+    const MARGIN: usize = 4096;
+    let page = 4096;
+    let end = (sp.saturating_sub(MARGIN)) & !(page - 1);
+    if end <= low {
+        return;
+    }
+    let Some(start) = std::ptr::NonNull::new(low as *mut std::ffi::c_void) else {
+        return;
+    };
+    // SAFETY: [low, end) is the part of this thread's stack mapping below the deepest live frame
+    // (less the margin): nothing refers to it. MADV_DONTNEED turns it back into zero-fill pages,
+    // so a later deeper call simply faults fresh pages in. Failure only keeps the pages.
+    unsafe {
+        let _ =
+            nix::sys::mman::madvise(start, end - low, nix::sys::mman::MmapAdvise::MADV_DONTNEED);
+    }
+}
+
+/// The lowest address of the main thread's stack mapping, from `/proc/self/maps`.
+fn stack_low_end() -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
+    let range = line.split_whitespace().next()?;
+    usize::from_str_radix(range.split_once('-')?.0, 16).ok()
+}
