@@ -24,15 +24,18 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use carapace_runtime as runtime;
 use carapace_runtime::config as rt;
 use carapace_runtime::container::{Runtime, RuntimeOptions, State};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::api::*;
 use crate::error::Error;
 use crate::events::Events;
+use crate::listing::{Answer, CONTAINER_STATE};
 use crate::stats::{ContainerSample, CpuSample};
 
 /// What the container layer needs to know about the image, filled from `carapace-imageservice`
@@ -1096,6 +1099,28 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// A random 64-hex container id.
+/// A container's ListContainers item without its state, which each answer appends.
+fn list_item(m: &Meta) -> Container {
+    Container {
+        id: m.id.clone(),
+        pod_sandbox_id: m.sandbox_id.clone(),
+        metadata: Some(ContainerMetadata {
+            name: m.metadata_name.clone(),
+            attempt: m.attempt,
+        }),
+        image: Some(ImageSpec {
+            image: m.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: m.image_ref.clone(),
+        state: 0,
+        created_at: m.created_at,
+        labels: to_hash(&m.labels),
+        annotations: to_hash(&m.annotations),
+        image_id: m.image_id.clone(),
+    }
+}
+
 fn new_id() -> Result<String, Error> {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).map_err(|e| Error::Internal(format!("random container id: {e}")))?;
@@ -1127,6 +1152,8 @@ struct Inner {
     /// Container states as last read, so that ListContainers (which the kubelet calls every
     /// second) is served from memory; see [`Inner::invalidate`].
     states: Mutex<HashMap<String, Known>>,
+    /// Each container's ListContainers item, encoded once.
+    encoded: crate::listing::EncodedItems,
 }
 
 /// A container's state as last read from disk, and the number of changes seen so far: a read
@@ -1576,6 +1603,7 @@ impl ContainerApi {
                 exits: OnceLock::new(),
                 links: OnceLock::new(),
                 states: Mutex::default(),
+                encoded: Default::default(),
             }),
         })
     }
@@ -1926,57 +1954,56 @@ impl ContainerApi {
         Ok(RemoveContainerResponse {})
     }
 
+    /// ListContainers as the daemon answers it: encoded, from each container's kept encoding.
+    pub(crate) async fn list_encoded(&self, req: ListContainersRequest) -> Result<Bytes, Error> {
+        let filter = req.filter.unwrap_or_default();
+        let items: Vec<(String, Bytes)> = {
+            let table = self.inner.table();
+            let mut kept = self.inner.encoded.lock();
+            kept.prune(table.containers.len(), |id| {
+                table.containers.contains_key(id)
+            });
+            table
+                .containers
+                .values()
+                .filter(|m| matches(&filter, m))
+                .map(|m| {
+                    let bytes = kept.get(&m.id, m.created_at, || list_item(m).encode_to_vec());
+                    (m.id.clone(), bytes)
+                })
+                .collect()
+        };
+        // From memory; only states not known yet (first call, just changed) are read from disk.
+        let known = self
+            .inner
+            .known_states(items.iter().map(|(id, _)| id.as_str()));
+        let states: Vec<Option<State>> = if known.iter().all(|(_, s)| s.is_some()) {
+            known.into_iter().map(|(_, s)| s).collect()
+        } else {
+            let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+            self.blocking(move |i| Ok(i.states_of(&ids))).await?
+        };
+        let want = filter.state.map(|s| s.state);
+        let mut answer = Answer::default();
+        for ((_, bytes), state) in items.iter().zip(states) {
+            let state = state
+                .map(state_to_cri)
+                .unwrap_or(ContainerState::ContainerUnknown) as i32;
+            if want.is_none_or(|w| w == state) {
+                answer.push(bytes, CONTAINER_STATE, state);
+            }
+        }
+        Ok(answer.finish())
+    }
+
+    /// ListContainers as a message, decoded from the answer the daemon sends.
     pub(crate) async fn list(
         &self,
         req: ListContainersRequest,
     ) -> Result<ListContainersResponse, Error> {
-        let filter = req.filter.unwrap_or_default();
-        // Built straight from the records under the lock: one copy of each field, no copy of
-        // the whole record (mounts, log path) that the answer does not carry.
-        let mut containers: Vec<Container> = self
-            .inner
-            .table()
-            .containers
-            .values()
-            .filter(|m| matches(&filter, m))
-            .map(|m| Container {
-                id: m.id.clone(),
-                pod_sandbox_id: m.sandbox_id.clone(),
-                metadata: Some(ContainerMetadata {
-                    name: m.metadata_name.clone(),
-                    attempt: m.attempt,
-                }),
-                image: Some(ImageSpec {
-                    image: m.image.clone(),
-                    ..Default::default()
-                }),
-                image_ref: m.image_ref.clone(),
-                state: ContainerState::ContainerUnknown as i32,
-                created_at: m.created_at,
-                labels: to_hash(&m.labels),
-                annotations: to_hash(&m.annotations),
-                image_id: m.image_id.clone(),
-            })
-            .collect();
-        // From memory; only states not known yet (first call, just changed) are read from disk.
-        let known = self
-            .inner
-            .known_states(containers.iter().map(|c| c.id.as_str()));
-        let states: Vec<Option<State>> = if known.iter().all(|(_, s)| s.is_some()) {
-            known.into_iter().map(|(_, s)| s).collect()
-        } else {
-            let ids: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
-            self.blocking(move |i| Ok(i.states_of(&ids))).await?
-        };
-        for (c, state) in containers.iter_mut().zip(states) {
-            c.state = state
-                .map(state_to_cri)
-                .unwrap_or(ContainerState::ContainerUnknown) as i32;
-        }
-        if let Some(want) = filter.state.map(|s| s.state) {
-            containers.retain(|c| c.state == want);
-        }
-        Ok(ListContainersResponse { containers })
+        let bytes = self.list_encoded(req).await?;
+        ListContainersResponse::decode(bytes)
+            .map_err(|e| Error::Internal(format!("decoding our own container list: {e}")))
     }
 
     /// ContainerStats for one container.

@@ -9,6 +9,7 @@ mod container;
 mod error;
 mod events;
 mod image;
+mod listing;
 mod runtime;
 mod sandbox;
 mod stats;
@@ -21,9 +22,9 @@ use std::time::Duration;
 pub use carapace_podsandbox::{InfraCommand, infra_main};
 pub use error::Error;
 pub use k8s_cri::v1 as api;
+pub use listing::RuntimeService;
 
 use api::image_service_server::ImageServiceServer;
-use api::runtime_service_server::RuntimeServiceServer;
 use config::Config;
 
 /// The runtime's name in `Version`, as `crictl version` shows it.
@@ -195,8 +196,8 @@ impl Cri {
         }
     }
 
-    pub fn runtime_service(&self) -> RuntimeServiceServer<runtime::RuntimeApi> {
-        RuntimeServiceServer::new(runtime::RuntimeApi::new(
+    pub fn runtime_service(&self) -> RuntimeService {
+        RuntimeService::new(runtime::RuntimeApi::new(
             self.node.clone(),
             sandbox::SandboxApi::new(self.sandboxes.clone()),
             runtime::Stores {

@@ -47,6 +47,22 @@ impl RuntimeApi {
         }
     }
 
+    /// ListPodSandbox, encoded (see [`crate::listing`]).
+    pub(crate) async fn list_pods_encoded(
+        &self,
+        req: ListPodSandboxRequest,
+    ) -> Result<bytes::Bytes, Error> {
+        self.sandboxes.list_encoded(req).await
+    }
+
+    /// ListContainers, encoded (see [`crate::listing`]).
+    pub(crate) async fn list_containers_encoded(
+        &self,
+        req: ListContainersRequest,
+    ) -> Result<bytes::Bytes, Error> {
+        self.containers()?.list_encoded(req).await
+    }
+
     fn containers(&self) -> Result<&ContainerApi, Error> {
         self.stores
             .containers

@@ -5,23 +5,32 @@
 //! Interpretations: Stop and Remove of an unknown id succeed (the kubelet retries them after a
 //! restart); ids may be given as a unique prefix, as crictl users do.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use carapace_podsandbox as pods;
+use prost::Message;
 
 use crate::api::*;
 use crate::error::Error;
+use crate::listing::{Answer, EncodedItems, POD_STATE};
 
 /// What the RPC handlers call; `None` store: the daemon was built without one.
 #[derive(Clone)]
 pub(crate) struct SandboxApi {
     store: Option<Arc<pods::Sandboxes>>,
+    /// Each pod's ListPodSandbox item, encoded once.
+    encoded: Arc<EncodedItems>,
 }
 
 impl SandboxApi {
     pub(crate) fn new(store: Option<Arc<pods::Sandboxes>>) -> Self {
-        Self { store }
+        Self {
+            store,
+            encoded: Default::default(),
+        }
     }
 
     fn store(&self) -> Result<Arc<pods::Sandboxes>, Error> {
@@ -97,24 +106,58 @@ impl SandboxApi {
         })
     }
 
+    /// ListPodSandbox as the daemon answers it: encoded, from each pod's kept encoding.
+    pub(crate) async fn list_encoded(&self, req: ListPodSandboxRequest) -> Result<Bytes, Error> {
+        let store = self.store()?;
+        let filter = req.filter.unwrap_or_default();
+        let kept = RefCell::new(self.encoded.lock());
+        let seen = Cell::new(0usize);
+        let items = store.list_map(|sb| {
+            seen.set(seen.get() + 1);
+            if !matches(&filter, sb) {
+                return None;
+            }
+            let bytes = kept.borrow_mut().get(&sb.id, sb.created_at, || {
+                // The state is appended per answer: encoded as the default, it is left out.
+                PodSandbox {
+                    id: sb.id.clone(),
+                    metadata: Some(metadata(&sb.config.metadata)),
+                    state: 0,
+                    created_at: sb.created_at,
+                    labels: to_map(&sb.config.labels),
+                    annotations: to_map(&sb.config.annotations),
+                    runtime_handler: sb.config.runtime_handler.clone(),
+                }
+                .encode_to_vec()
+            });
+            Some((bytes, state(sb.state) as i32))
+        });
+        let kept_count = kept.into_inner().len();
+        if kept_count > seen.get() {
+            // Pods were removed: forget their items. The store's lock is taken first, as above.
+            let live: HashSet<String> = store
+                .list_map(|sb| Some(sb.id.clone()))
+                .into_iter()
+                .collect();
+            self.encoded
+                .lock()
+                .prune(live.len(), |id| live.contains(id));
+        }
+        let mut answer = Answer::default();
+        for (bytes, state) in &items {
+            answer.push(bytes, POD_STATE, *state);
+        }
+        Ok(answer.finish())
+    }
+
+    /// ListPodSandbox as a message, decoded from the answer the daemon sends.
     pub(crate) async fn list(
         &self,
         req: ListPodSandboxRequest,
     ) -> Result<ListPodSandboxResponse, Error> {
-        let store = self.store()?;
-        let filter = req.filter.unwrap_or_default();
-        let items = store.list_map(|sb| {
-            matches(&filter, sb).then(|| PodSandbox {
-                id: sb.id.clone(),
-                metadata: Some(metadata(&sb.config.metadata)),
-                state: state(sb.state) as i32,
-                created_at: sb.created_at,
-                labels: to_map(&sb.config.labels),
-                annotations: to_map(&sb.config.annotations),
-                runtime_handler: sb.config.runtime_handler.clone(),
-            })
-        });
-        Ok(ListPodSandboxResponse { items })
+        let bytes = self.list_encoded(req).await?;
+        ListPodSandboxResponse::decode(bytes)
+            .map_err(|e| Error::Internal(format!("decoding our own pod list: {e}")))
     }
 }
 
