@@ -661,6 +661,9 @@ fn helpers_mib() -> Result<(f64, f64)> {
     Ok((rss, pss))
 }
 
+/// How long the bench leaves the daemons idle after their first pull before reading RSS again.
+const SETTLE: Duration = Duration::from_secs(12);
+
 fn rss_mib(pid: u32) -> Result<f64> {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     st.lines()
@@ -675,10 +678,28 @@ fn rss_mib(pid: u32) -> Result<f64> {
 async fn main() -> Result<()> {
     let a = parse_args()?;
     let mut rts = Vec::new();
+    // Idle daemon RSS three ways: as started; right after its first pull (the bench image); and
+    // once that burst has settled (runtimes hand memory back on timers: carapace trims its heap
+    // every 10 s, tokio ends idle blocking threads after 10 s, Go's scavenger runs in the
+    // background), so a reader sees what an idle node agent holds and what a pull leaves behind.
+    let rss_row = |name: &str, row: &str| -> Result<()> {
+        if let Some(pid) = a.pids.get(name) {
+            let mib = rss_mib(*pid)?;
+            eprintln!("{name}: {row}: {mib:.1} MiB");
+            extra_row(name, row, mib);
+        }
+        Ok(())
+    };
     for (n, e) in &a.endpoints {
         let mut r = connect(n, e).await?;
+        rss_row(n, "daemon RSS idle, as started")?;
         r.ensure_image(&a.image).await?;
+        rss_row(n, "daemon RSS idle, right after its first pull")?;
         rts.push(r);
+    }
+    tokio::time::sleep(SETTLE).await;
+    for (n, _) in &a.endpoints {
+        rss_row(n, "daemon RSS idle, 12 s after its first pull")?;
     }
     let all = [
         "pod-start",
@@ -702,9 +723,6 @@ async fn main() -> Result<()> {
         None => all.to_vec(),
     };
     let mut rows = Vec::new();
-    for (name, pid) in &a.pids {
-        eprintln!("{name}: daemon RSS idle {:.1} MiB", rss_mib(*pid)?);
-    }
     for w in workloads {
         let mut samples: Vec<Samples> = vec![Vec::new(); rts.len()];
         // A B A B: each runtime gets two half-passes, interleaved.
