@@ -263,6 +263,33 @@ async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
             .len(),
         1
     );
+    // A listed container shows what its status shows (lists are answered from encodings kept
+    // between calls, with the state added per answer).
+    let listed = n
+        .list(in_state(cri::ContainerState::ContainerRunning))
+        .await;
+    let (st, _) = n.status(&brief).await;
+    let l = &listed[0];
+    assert_eq!(
+        (
+            &l.id,
+            &l.pod_sandbox_id,
+            &l.metadata,
+            &l.image_ref,
+            l.created_at
+        ),
+        (&st.id, &pod_id, &st.metadata, &st.image_ref, st.created_at)
+    );
+    assert_eq!((&l.labels, &l.annotations), (&st.labels, &st.annotations));
+    assert_eq!(
+        l.image.as_ref().map(|i| &i.image),
+        st.image.as_ref().map(|i| &i.image)
+    );
+    assert_eq!(
+        l.labels.get("c").map(String::as_str),
+        Some("brief"),
+        "{l:?}"
+    );
     let rt = n.rt.clone();
     eventually(
         Duration::from_secs(10),

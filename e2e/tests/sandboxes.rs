@@ -117,6 +117,27 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
     }
     let (st, _) = d.pod_status(&id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
+    // The list shows the new state with the same item otherwise.
+    let listed = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                id: id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].state,
+        cri::PodSandboxState::SandboxNotready as i32
+    );
+    assert_eq!(
+        (&listed[0].metadata, &listed[0].labels, listed[0].created_at),
+        (&st.metadata, &st.labels, st.created_at)
+    );
     for _ in 0..2 {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: id.clone(),
