@@ -2001,9 +2001,7 @@ impl ContainerApi {
         &self,
         req: ListContainersRequest,
     ) -> Result<ListContainersResponse, Error> {
-        let bytes = self.list_encoded(req).await?;
-        ListContainersResponse::decode(bytes)
-            .map_err(|e| Error::Internal(format!("decoding our own container list: {e}")))
+        crate::listing::decode(self.list_encoded(req).await?, "container list")
     }
 
     /// ContainerStats for one container.

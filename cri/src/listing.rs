@@ -159,34 +159,42 @@ impl<Req: Message + Default + Send + 'static> Codec for Encoded<Req> {
     }
 }
 
-struct ListPods(Arc<RuntimeApi>);
+/// How one list call is answered: the encoded answer to a decoded request.
+type ListFn<Req> = fn(Arc<RuntimeApi>, Req) -> BoxFuture<Bytes, crate::error::Error>;
 
-impl UnaryService<ListPodSandboxRequest> for ListPods {
+struct List<Req> {
+    api: Arc<RuntimeApi>,
+    answer: ListFn<Req>,
+}
+
+impl<Req: Send + 'static> UnaryService<Req> for List<Req> {
     type Response = Bytes;
     type Future = BoxFuture<tonic::Response<Bytes>, tonic::Status>;
 
-    fn call(&mut self, req: tonic::Request<ListPodSandboxRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move {
-            let bytes = api.list_pods_encoded(req.into_inner()).await?;
-            Ok(tonic::Response::new(bytes))
-        })
+    fn call(&mut self, req: tonic::Request<Req>) -> Self::Future {
+        let answer = (self.answer)(self.api.clone(), req.into_inner());
+        Box::pin(async move { Ok(tonic::Response::new(answer.await?)) })
     }
 }
 
-struct ListContainers(Arc<RuntimeApi>);
+/// Serves one call of a list method through gRPC's framing, with the encoded answer as is.
+fn serve<Req: Message + Default + Send + 'static>(
+    list: List<Req>,
+    req: http::Request<tonic::body::Body>,
+) -> BoxFuture<http::Response<tonic::body::Body>, Infallible> {
+    Box::pin(async move {
+        let mut grpc = tonic::server::Grpc::new(Encoded::<Req>::default());
+        Ok(grpc.unary(list, req).await)
+    })
+}
 
-impl UnaryService<ListContainersRequest> for ListContainers {
-    type Response = Bytes;
-    type Future = BoxFuture<tonic::Response<Bytes>, tonic::Status>;
-
-    fn call(&mut self, req: tonic::Request<ListContainersRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move {
-            let bytes = api.list_containers_encoded(req.into_inner()).await?;
-            Ok(tonic::Response::new(bytes))
-        })
-    }
+/// A list answer decoded again, for callers inside the crate that want the message.
+pub(crate) fn decode<M: Message + Default>(
+    bytes: Bytes,
+    what: &str,
+) -> Result<M, crate::error::Error> {
+    M::decode(bytes)
+        .map_err(|e| crate::error::Error::Internal(format!("decoding our own {what}: {e}")))
 }
 
 /// The CRI runtime service: the two list calls answered from kept encodings, the rest by the
@@ -223,16 +231,20 @@ impl Service<http::Request<tonic::body::Body>> for RuntimeService {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let api = self.api.clone();
         match req.uri().path() {
-            "/runtime.v1.RuntimeService/ListPodSandbox" => Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(Encoded::<ListPodSandboxRequest>::default());
-                Ok(grpc.unary(ListPods(api), req).await)
-            }),
-            "/runtime.v1.RuntimeService/ListContainers" => Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(Encoded::<ListContainersRequest>::default());
-                Ok(grpc.unary(ListContainers(api), req).await)
-            }),
+            "/runtime.v1.RuntimeService/ListPodSandbox" => serve(
+                List::<ListPodSandboxRequest> {
+                    api,
+                    answer: |api, r| Box::pin(async move { api.list_pods_encoded(r).await }),
+                },
+                req,
+            ),
+            "/runtime.v1.RuntimeService/ListContainers" => serve(
+                List::<ListContainersRequest> {
+                    api,
+                    answer: |api, r| Box::pin(async move { api.list_containers_encoded(r).await }),
+                },
+                req,
+            ),
             _ => self.generated.call(req),
         }
     }

@@ -155,9 +155,7 @@ impl SandboxApi {
         &self,
         req: ListPodSandboxRequest,
     ) -> Result<ListPodSandboxResponse, Error> {
-        let bytes = self.list_encoded(req).await?;
-        ListPodSandboxResponse::decode(bytes)
-            .map_err(|e| Error::Internal(format!("decoding our own pod list: {e}")))
+        crate::listing::decode(self.list_encoded(req).await?, "pod list")
     }
 }
 
