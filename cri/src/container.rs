@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::api::*;
 use crate::error::Error;
 use crate::events::Events;
-use crate::listing::{Answer, CONTAINER_STATE};
+use crate::listing::{CONTAINER_STATE, answer};
 use crate::stats::{ContainerSample, CpuSample};
 
 /// What the container layer needs to know about the image, filled from `carapace-imageservice`
@@ -1098,7 +1098,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A random 64-hex container id.
 /// A container's ListContainers item without its state, which each answer appends.
 fn list_item(m: &Meta) -> Container {
     Container {
@@ -1121,6 +1120,7 @@ fn list_item(m: &Meta) -> Container {
     }
 }
 
+/// A random 64-hex container id.
 fn new_id() -> Result<String, Error> {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).map_err(|e| Error::Internal(format!("random container id: {e}")))?;
@@ -1984,16 +1984,14 @@ impl ContainerApi {
             self.blocking(move |i| Ok(i.states_of(&ids))).await?
         };
         let want = filter.state.map(|s| s.state);
-        let mut answer = Answer::default();
-        for ((_, bytes), state) in items.iter().zip(states) {
+        let listed = items.iter().zip(states).filter_map(|((_, bytes), state)| {
             let state = state
                 .map(state_to_cri)
                 .unwrap_or(ContainerState::ContainerUnknown) as i32;
-            if want.is_none_or(|w| w == state) {
-                answer.push(bytes, CONTAINER_STATE, state);
-            }
-        }
-        Ok(answer.finish())
+            want.is_none_or(|w| w == state)
+                .then_some((&bytes[..], state))
+        });
+        Ok(answer(listed, CONTAINER_STATE))
     }
 
     /// ListContainers as a message, decoded from the answer the daemon sends.

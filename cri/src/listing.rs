@@ -77,37 +77,27 @@ impl Items<'_> {
     }
 }
 
-/// A list answer being written: its items, each with its state.
-#[derive(Default)]
-pub(crate) struct Answer {
-    buf: BytesMut,
-}
-
-impl Answer {
-    /// Appends one item: its encoding without the state, then the state field `state_field`
-    /// (left out when 0, as protobuf leaves a default out).
-    pub(crate) fn push(&mut self, item: &[u8], state_field: u32, state: i32) {
+/// A list answer: each item's kept encoding followed by its state field `state_field` (left out
+/// when 0, as protobuf leaves a default out).
+pub(crate) fn answer<'a>(
+    items: impl IntoIterator<Item = (&'a [u8], i32)>,
+    state_field: u32,
+) -> Bytes {
+    let mut buf = BytesMut::new();
+    for (item, state) in items {
         let state_len = if state == 0 {
             0
         } else {
             prost::encoding::int32::encoded_len(state_field, &state)
         };
-        let len = item.len() + state_len;
-        prost::encoding::encode_key(
-            ITEMS,
-            prost::encoding::WireType::LengthDelimited,
-            &mut self.buf,
-        );
-        prost::encoding::encode_varint(len as u64, &mut self.buf);
-        self.buf.put_slice(item);
+        prost::encoding::encode_key(ITEMS, prost::encoding::WireType::LengthDelimited, &mut buf);
+        prost::encoding::encode_varint((item.len() + state_len) as u64, &mut buf);
+        buf.put_slice(item);
         if state != 0 {
-            prost::encoding::int32::encode(state_field, &state, &mut self.buf);
+            prost::encoding::int32::encode(state_field, &state, &mut buf);
         }
     }
-
-    pub(crate) fn finish(self) -> Bytes {
-        self.buf.freeze()
-    }
+    buf.freeze()
 }
 
 /// A gRPC codec whose answers are already encoded; requests are decoded as usual.
@@ -274,21 +264,24 @@ mod tests {
             items: vec![pod("a", 0), pod("b", 1)],
         };
         let mut kept = EncodedItems::default();
-        let mut answer = Answer::default();
-        {
+        let items: Vec<(Bytes, i32)> = {
             let mut items = kept.lock();
-            for p in &want.items {
-                let bytes = items.get(&p.id, p.created_at, || {
-                    PodSandbox {
-                        state: 0,
-                        ..p.clone()
-                    }
-                    .encode_to_vec()
-                });
-                answer.push(&bytes, POD_STATE, p.state);
-            }
-        }
-        let got = ListPodSandboxResponse::decode(answer.finish()).unwrap();
+            want.items
+                .iter()
+                .map(|p| {
+                    let bytes = items.get(&p.id, p.created_at, || {
+                        PodSandbox {
+                            state: 0,
+                            ..p.clone()
+                        }
+                        .encode_to_vec()
+                    });
+                    (bytes, p.state)
+                })
+                .collect()
+        };
+        let answer = answer(items.iter().map(|(b, s)| (&b[..], *s)), POD_STATE);
+        let got = ListPodSandboxResponse::decode(answer).unwrap();
         assert_eq!(got, want);
         assert_eq!(kept.items.get_mut().unwrap().len(), 2);
     }

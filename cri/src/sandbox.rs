@@ -5,7 +5,6 @@
 //! Interpretations: Stop and Remove of an unknown id succeed (the kubelet retries them after a
 //! restart); ids may be given as a unique prefix, as crictl users do.
 
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use prost::Message;
 
 use crate::api::*;
 use crate::error::Error;
-use crate::listing::{Answer, EncodedItems, POD_STATE};
+use crate::listing::{EncodedItems, POD_STATE, answer};
 
 /// What the RPC handlers call; `None` store: the daemon was built without one.
 #[derive(Clone)]
@@ -110,14 +109,14 @@ impl SandboxApi {
     pub(crate) async fn list_encoded(&self, req: ListPodSandboxRequest) -> Result<Bytes, Error> {
         let store = self.store()?;
         let filter = req.filter.unwrap_or_default();
-        let kept = RefCell::new(self.encoded.lock());
-        let seen = Cell::new(0usize);
+        let mut kept = self.encoded.lock();
+        let mut seen = 0usize;
         let items = store.list_map(|sb| {
-            seen.set(seen.get() + 1);
+            seen += 1;
             if !matches(&filter, sb) {
                 return None;
             }
-            let bytes = kept.borrow_mut().get(&sb.id, sb.created_at, || {
+            let bytes = kept.get(&sb.id, sb.created_at, || {
                 // The state is appended per answer: encoded as the default, it is left out.
                 PodSandbox {
                     id: sb.id.clone(),
@@ -132,8 +131,9 @@ impl SandboxApi {
             });
             Some((bytes, state(sb.state) as i32))
         });
-        let kept_count = kept.into_inner().len();
-        if kept_count > seen.get() {
+        let stale = kept.len() > seen;
+        drop(kept);
+        if stale {
             // Pods were removed: forget their items. The store's lock is taken first, as above.
             let live: HashSet<String> = store
                 .list_map(|sb| Some(sb.id.clone()))
@@ -143,11 +143,7 @@ impl SandboxApi {
                 .lock()
                 .prune(live.len(), |id| live.contains(id));
         }
-        let mut answer = Answer::default();
-        for (bytes, state) in &items {
-            answer.push(bytes, POD_STATE, *state);
-        }
-        Ok(answer.finish())
+        Ok(answer(items.iter().map(|(b, s)| (&b[..], *s)), POD_STATE))
     }
 
     /// ListPodSandbox as a message, decoded from the answer the daemon sends.

@@ -330,9 +330,16 @@ impl Daemon {
 
     /// Every pod the daemon lists.
     pub async fn pods(&self) -> Vec<cri::PodSandbox> {
+        self.pods_where(cri::PodSandboxFilter::default()).await
+    }
+
+    /// The pods `filter` selects.
+    pub async fn pods_where(&self, filter: cri::PodSandboxFilter) -> Vec<cri::PodSandbox> {
         self.runtime()
             .await
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(filter),
+            })
             .await
             .unwrap_or_else(|e| panic!("ListPodSandbox: {e}\n{}", self.log_text()))
             .into_inner()

@@ -93,17 +93,12 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
 
     // A kubelet retry after a timeout gets the same sandbox back.
     assert_eq!(d.run_pod(&pod).await, id);
-    let list = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest {
-            filter: Some(cri::PodSandboxFilter {
-                label_selector: HashMap::from([("app".into(), "web".into())]),
-                ..Default::default()
-            }),
+    let list = d
+        .pods_where(cri::PodSandboxFilter {
+            label_selector: HashMap::from([("app".into(), "web".into())]),
+            ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+        .await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].id, id);
 
@@ -118,17 +113,12 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
     let (st, _) = d.pod_status(&id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
     // The list shows the new state with the same item otherwise.
-    let listed = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest {
-            filter: Some(cri::PodSandboxFilter {
-                id: id.clone(),
-                ..Default::default()
-            }),
+    let listed = d
+        .pods_where(cri::PodSandboxFilter {
+            id: id.clone(),
+            ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+        .await;
     assert_eq!(listed.len(), 1);
     assert_eq!(
         listed[0].state,

@@ -734,7 +734,7 @@ impl Sandboxes {
 
     /// What `f` makes of every sandbox it keeps, oldest first, read in place under the lock: the
     /// kubelet lists every second, so nothing is cloned that the answer does not need.
-    pub fn list_map<T>(&self, f: impl Fn(&Sandbox) -> Option<T>) -> Vec<T> {
+    pub fn list_map<T>(&self, f: impl FnMut(&Sandbox) -> Option<T>) -> Vec<T> {
         let t = self.lock();
         let mut v: Vec<&Sandbox> = t.sandboxes.values().collect();
         v.sort_unstable_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));

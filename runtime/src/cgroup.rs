@@ -56,11 +56,11 @@ impl ContainerCgroup {
 
     /// Every directory of this cgroup, one per v1 controller (or the single v2 one).
     pub fn dirs(&self) -> Vec<PathBuf> {
-        let cg = Cgroup::load(hierarchy(), &self.path);
         if Self::is_v2() {
             return vec![hierarchy().root().join(&self.path)];
         }
-        cg.subsystems()
+        Cgroup::load(hierarchy(), &self.path)
+            .subsystems()
             .iter()
             .map(|s| cgroups_rs::fs::Controller::path(s.to_controller()).to_path_buf())
             .collect()
