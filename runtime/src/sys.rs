@@ -251,12 +251,17 @@ pub(crate) fn release_setup_memory() {
     let Some(low) = stack_low_end() else {
         return;
     };
+    // The kernel's page size, not 4 KiB: madvise rounds the length up to whole pages, so on a
+    // 64 KiB-page kernel a 4 KiB-aligned end would reach into live frames.
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = match unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => return,
+    };
     // Everything below the live frames is dead; one page of margin covers the only frame still
     // to come below this one, madvise's own. (A signal frame landing below later just faults
     // zero pages back in.)
-    const MARGIN: usize = 4096;
-    let page = 4096;
-    let end = (sp.saturating_sub(MARGIN)) & !(page - 1);
+    let end = sp.saturating_sub(page) & !(page - 1);
     if end <= low {
         return;
     }
