@@ -429,31 +429,6 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
             }
             r.remove_pod(&pod).await?;
         }
-        "list" => {
-            // Pods with one running container each, as on a node.
-            let mut pods = Vec::new();
-            for _ in 0..a.pods {
-                let (pod, cfg) = r.run_pod().await?;
-                r.start_container(&pod, &cfg, &a.image).await?;
-                pods.push(pod);
-            }
-            // A list is quick and the kubelet repeats it every second: many samples per pass, so
-            // p50 is the steady state rather than the first calls after 100 pods came up.
-            for _ in 0..rounds * LIST_SAMPLES {
-                let (_, ms) = timed(async {
-                    r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
-                        .await?;
-                    r.rt.list_containers(cri::ListContainersRequest::default())
-                        .await?;
-                    Ok(())
-                })
-                .await?;
-                s.push(ms);
-            }
-            for p in pods {
-                r.remove_pod(&p).await?;
-            }
-        }
         "pull" => {
             let Some(image) = a.pull_image.clone() else {
                 return Ok(s);
@@ -475,103 +450,162 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
                 s.push(ms);
             }
         }
-        "memory" => {
-            // Memory the node lost per running pod (+ one container), all processes and kernel
-            // objects included: what an operator pays for each pod on this runtime.
-            let before = mem_used_mib()?;
-            let helpers_before = helpers_mib()?;
-            let mut pods = Vec::new();
-            for _ in 0..a.pods {
-                let (pod, cfg) = r.run_pod().await?;
-                r.start_container(&pod, &cfg, &a.image).await?;
-                pods.push(pod);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let after = mem_used_mib()?;
-            s.push((after - before) / a.pods as f64);
-            let (rss, pss) = helpers_mib()?;
-            let n = a.pods.max(1) as f64;
-            eprintln!(
-                "  {}: per-pod helper processes (shim/pause or monitor/infra): RSS {:.2} MiB, PSS {:.2} MiB",
-                r.name,
-                (rss - helpers_before.0) / n,
-                (pss - helpers_before.1) / n
-            );
-            extra_row(
-                &r.name,
-                "helper RSS per pod (shim + pause / monitor + infra)",
-                (rss - helpers_before.0) / n,
-            );
-            extra_row(
-                &r.name,
-                "helper PSS per pod (shim + pause / monitor + infra)",
-                (pss - helpers_before.1) / n,
-            );
-            if let Some(pid) = a.pids.get(&r.name) {
-                eprintln!(
-                    "  {}: daemon RSS with {} pods: {:.1} MiB",
-                    r.name,
-                    a.pods,
-                    rss_mib(*pid)?
-                );
-            }
-            for p in pods {
-                r.remove_pod(&p).await?;
-            }
-        }
-        "poll-cpu" => {
-            // The daemon's CPU over `poll_secs` of kubelet-like polling of `pods` pods with one
-            // container each: ListPodSandbox + ListContainers every second, ListContainerStats +
-            // ListPodSandboxStats every 10 s. The sample is CPU milliseconds per minute.
-            let pid = *a
-                .pids
-                .get(&r.name)
-                .with_context(|| format!("poll-cpu needs --pid {}=PID", r.name))?;
-            let mut pods = Vec::new();
-            for _ in 0..a.pods {
-                let (pod, cfg) = r.run_pod().await?;
-                r.start_container(&pod, &cfg, &a.image).await?;
-                pods.push(pod);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let cpu0 = cpu_seconds(pid)?;
-            let start = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut n = 0u64;
-            while start.elapsed() < Duration::from_secs(a.poll_secs) {
-                tick.tick().await;
-                r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
-                    .await?;
-                r.rt.list_containers(cri::ListContainersRequest::default())
-                    .await?;
-                if n % 10 == 0 {
-                    r.rt.list_container_stats(cri::ListContainerStatsRequest::default())
-                        .await?;
-                    // containerd 1.6 refuses pod stats for pods without a cgroup parent (the
-                    // bench gives none); its refusal still costs it the call, so go on.
-                    let _ =
-                        r.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
-                            .await;
-                }
-                n += 1;
-            }
-            let used = cpu_seconds(pid)? - cpu0;
-            let per_minute = used * 60.0 / start.elapsed().as_secs_f64();
-            eprintln!(
-                "  {}: {:.2} s daemon CPU over {:.0} s of polling {} pods ({n} rounds)",
-                r.name,
-                used,
-                start.elapsed().as_secs_f64(),
-                a.pods
-            );
-            s.push(per_minute * 1000.0);
-            for p in pods {
-                r.remove_pod(&p).await?;
-            }
-        }
         other => bail!("unknown workload {other}\n{USAGE}"),
     }
     Ok(s)
+}
+
+/// The workloads measured on a node with `--pods` pods running, one container each. They share
+/// one population per pass (bringing 100 pods up and down on containerd takes a minute), in
+/// this order: memory (its baseline is read before the pods come), list, poll-cpu.
+const POPULATED: [&str; 3] = ["memory", "list", "poll-cpu"];
+
+/// One pass of the populated workloads in `wanted` on `r`; returns samples per workload.
+async fn populated_pass(
+    r: &mut Runtime,
+    wanted: &[&str],
+    a: &Args,
+    rounds: usize,
+) -> Result<BTreeMap<String, Samples>> {
+    let mut out = BTreeMap::new();
+    let before = mem_used_mib()?;
+    let helpers_before = helpers_mib()?;
+    let mut pods = Vec::new();
+    for _ in 0..a.pods {
+        let (pod, cfg) = r.run_pod().await?;
+        r.start_container(&pod, &cfg, &a.image).await?;
+        pods.push(pod);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if wanted.contains(&"memory") {
+        // Memory the node lost per running pod (+ one container), all processes and kernel
+        // objects included: what an operator pays for each pod on this runtime.
+        let after = mem_used_mib()?;
+        let n = a.pods.max(1) as f64;
+        out.insert("memory".to_owned(), vec![(after - before) / n]);
+        let (rss, pss) = helpers_mib()?;
+        eprintln!(
+            "  {}: per-pod helper processes (shim/pause or monitor/infra): RSS {:.2} MiB, PSS {:.2} MiB",
+            r.name,
+            (rss - helpers_before.0) / n,
+            (pss - helpers_before.1) / n
+        );
+        extra_row(
+            &r.name,
+            "helper RSS per pod (shim + pause / monitor + infra)",
+            (rss - helpers_before.0) / n,
+        );
+        extra_row(
+            &r.name,
+            "helper PSS per pod (shim + pause / monitor + infra)",
+            (pss - helpers_before.1) / n,
+        );
+        if let Some(pid) = a.pids.get(&r.name) {
+            eprintln!(
+                "  {}: daemon RSS with {} pods: {:.1} MiB",
+                r.name,
+                a.pods,
+                rss_mib(*pid)?
+            );
+        }
+    }
+    if wanted.contains(&"list") {
+        out.insert("list".to_owned(), list_samples(r, rounds).await?);
+    }
+    if wanted.contains(&"poll-cpu") {
+        out.insert("poll-cpu".to_owned(), vec![poll_cpu(r, a).await?]);
+    }
+    for p in pods {
+        r.remove_pod(&p).await?;
+    }
+    Ok(out)
+}
+
+/// Timed `ListPodSandbox` + `ListContainers` pairs on the pods present.
+async fn list_samples(r: &mut Runtime, rounds: usize) -> Result<Samples> {
+    let mut s = Vec::new();
+    // A list is quick and the kubelet repeats it every second: many samples per pass, so p50 is
+    // the steady state rather than the first calls after 100 pods came up. Each call on its own
+    // too, and `Version` (no work in any runtime) as the floor the transport and this client
+    // set, so a reader can tell the runtime's share apart.
+    let (mut lps, mut lc, mut ver) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds * LIST_SAMPLES {
+        let (_, a) = timed(async {
+            r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                .await?;
+            Ok(())
+        })
+        .await?;
+        let (_, b) = timed(async {
+            r.rt.list_containers(cri::ListContainersRequest::default())
+                .await?;
+            Ok(())
+        })
+        .await?;
+        let (_, v) = timed(async {
+            r.rt.version(cri::VersionRequest::default()).await?;
+            Ok(())
+        })
+        .await?;
+        s.push(a + b);
+        lps.push(a);
+        lc.push(b);
+        ver.push(v);
+    }
+    eprintln!(
+        "  {}: p50 ListPodSandbox {:.3} ms, ListContainers {:.3} ms, Version {:.3} ms",
+        r.name,
+        percentile(&lps, 50.0),
+        percentile(&lc, 50.0),
+        percentile(&ver, 50.0)
+    );
+    extra_ms_row(
+        &r.name,
+        "Version (no work: the transport and client floor)",
+        &ver,
+    );
+    Ok(s)
+}
+
+/// The daemon's CPU over `poll_secs` of kubelet-like polling of the pods present:
+/// ListPodSandbox + ListContainers every second, ListContainerStats + ListPodSandboxStats every
+/// 10 s. Returns CPU milliseconds per minute.
+async fn poll_cpu(r: &mut Runtime, a: &Args) -> Result<f64> {
+    let pid = *a
+        .pids
+        .get(&r.name)
+        .with_context(|| format!("poll-cpu needs --pid {}=PID", r.name))?;
+    let cpu0 = cpu_seconds(pid)?;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(a.poll_secs) {
+        tick.tick().await;
+        r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await?;
+        r.rt.list_containers(cri::ListContainersRequest::default())
+            .await?;
+        if n % 10 == 0 {
+            r.rt.list_container_stats(cri::ListContainerStatsRequest::default())
+                .await?;
+            // containerd 1.6 refuses pod stats for pods without a cgroup parent (the bench gives
+            // none); its refusal still costs it the call, so go on.
+            let _ =
+                r.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+                    .await;
+        }
+        n += 1;
+    }
+    let used = cpu_seconds(pid)? - cpu0;
+    let per_minute = used * 60.0 / start.elapsed().as_secs_f64();
+    eprintln!(
+        "  {}: {:.2} s daemon CPU over {:.0} s of polling {} pods ({n} rounds)",
+        r.name,
+        used,
+        start.elapsed().as_secs_f64(),
+        a.pods
+    );
+    Ok(per_minute * 1000.0)
 }
 
 /// The process's user + system CPU time, from `/proc/<pid>/stat` (clock ticks of 1/100 s).
@@ -611,14 +645,24 @@ fn mem_used_mib() -> Result<f64> {
     Ok((field("MemTotal:")? - field("MemAvailable:")?) / 1024.0)
 }
 
-/// Rows measured inside another workload (the memory one): (row, runtime) -> samples.
-static EXTRA: std::sync::Mutex<Vec<(String, String, f64)>> = std::sync::Mutex::new(Vec::new());
+/// Rows measured inside other workloads: (row, runtime, sample, unit).
+type Extra = (String, String, f64, &'static str);
+static EXTRA: std::sync::Mutex<Vec<Extra>> = std::sync::Mutex::new(Vec::new());
 
 fn extra_row(runtime: &str, row: &str, v: f64) {
-    EXTRA
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((row.to_owned(), runtime.to_owned(), v));
+    EXTRA.lock().unwrap_or_else(|p| p.into_inner()).push((
+        row.to_owned(),
+        runtime.to_owned(),
+        v,
+        " MiB",
+    ));
+}
+
+fn extra_ms_row(runtime: &str, row: &str, samples: &[f64]) {
+    let mut e = EXTRA.lock().unwrap_or_else(|p| p.into_inner());
+    for v in samples {
+        e.push((row.to_owned(), runtime.to_owned(), *v, " ms"));
+    }
 }
 
 /// Total RSS and PSS (MiB) of the per-pod processes a runtime keeps besides the workload:
@@ -677,6 +721,7 @@ fn rss_mib(pid: u32) -> Result<f64> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let a = parse_args()?;
+    let began = Instant::now();
     let mut rts = Vec::new();
     // Idle daemon RSS three ways: as started; right after its first pull (the bench image); and
     // once that burst has settled (runtimes hand memory back on timers: carapace trims its heap
@@ -707,11 +752,11 @@ async fn main() -> Result<()> {
         "container-start",
         "container-stop-remove",
         "exec-sync",
-        "list",
         "churn",
         "churn-parallel",
         "pull",
         "memory",
+        "list",
         "poll-cpu",
     ];
     let workloads: Vec<&str> = match &a.only {
@@ -722,14 +767,59 @@ async fn main() -> Result<()> {
             .collect(),
         None => all.to_vec(),
     };
+    let rts_len = rts.len();
     let mut rows = Vec::new();
+    // A B A B: each runtime gets two half-passes, interleaved.
+    let half = a.rounds.div_ceil(2).max(1);
+    let populated: Vec<&str> = workloads
+        .iter()
+        .copied()
+        .filter(|w| POPULATED.contains(w))
+        .collect();
     for w in workloads {
+        if POPULATED.contains(&w) {
+            if w != populated[0] {
+                continue; // measured with the first of them
+            }
+            let mut samples: BTreeMap<String, Vec<Samples>> = BTreeMap::new();
+            for _ in 0..2 {
+                for (i, r) in rts.iter_mut().enumerate() {
+                    eprintln!(
+                        "{}: {} (at {} s)",
+                        populated.join("+"),
+                        r.name,
+                        began.elapsed().as_secs()
+                    );
+                    match populated_pass(r, &populated, &a, half).await {
+                        Ok(got) => {
+                            for (name, s) in got {
+                                samples
+                                    .entry(name)
+                                    .or_insert_with(|| vec![Vec::new(); rts_len])[i]
+                                    .extend(s);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("  {} on {} failed: {e:#}", populated.join("+"), r.name);
+                            if let Err(e) = r.remove_leftover_pods().await {
+                                eprintln!("  removing {}'s leftover pods failed: {e:#}", r.name);
+                            }
+                        }
+                    }
+                }
+            }
+            for p in &populated {
+                let s = samples
+                    .remove(*p)
+                    .unwrap_or_else(|| vec![Vec::new(); rts_len]);
+                rows.push((*p, s));
+            }
+            continue;
+        }
         let mut samples: Vec<Samples> = vec![Vec::new(); rts.len()];
-        // A B A B: each runtime gets two half-passes, interleaved.
-        let half = a.rounds.div_ceil(2).max(1);
         for _ in 0..2 {
             for (i, r) in rts.iter_mut().enumerate() {
-                eprintln!("{w}: {}", r.name);
+                eprintln!("{w}: {} (at {} s)", r.name, began.elapsed().as_secs());
                 match pass(r, w, &a, half).await {
                     Ok(s) => samples[i].extend(s),
                     Err(e) => {
@@ -771,18 +861,18 @@ async fn main() -> Result<()> {
         );
     }
     let extra = EXTRA.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut names: Vec<&String> = Vec::new();
-    for (row, _, _) in &extra {
-        if !names.contains(&row) {
-            names.push(row);
+    let mut names: Vec<(&String, &str)> = Vec::new();
+    for (row, _, _, unit) in &extra {
+        if !names.iter().any(|(r, _)| *r == row) {
+            names.push((row, unit));
         }
     }
-    for row in names {
+    for (row, unit) in names {
         let of = |rt: &String| -> Vec<f64> {
             extra
                 .iter()
-                .filter(|(r, n, _)| r == row && n == rt)
-                .map(|(_, _, v)| *v)
+                .filter(|(r, n, _, _)| r == row && n == rt)
+                .map(|(_, _, v, _)| *v)
                 .collect()
         };
         let (a, b) = (of(na), of(nb));
@@ -793,7 +883,7 @@ async fn main() -> Result<()> {
             percentile(&b, 95.0),
         );
         println!(
-            "| {row} | {a50:.2} MiB | {a95:.2} MiB | {b50:.2} MiB | {b95:.2} MiB | {:.2} |",
+            "| {row} | {a50:.2}{unit} | {a95:.2}{unit} | {b50:.2}{unit} | {b95:.2}{unit} | {:.2} |",
             a50 / b50
         );
     }
