@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+bash deploy/install-deps.sh test
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 HOST_VAR=$(echo "$HOST" | tr 'a-z.-' 'A-Z__')
 OUT=src/link-order.txt
@@ -69,16 +70,15 @@ pid=$!
 for _ in $(seq 200); do [ -S "$W/carapace.sock" ] && break; sleep 0.05; done
 [ -S "$W/carapace.sock" ] || { cat "$W/log" >&2; exit 1; }
 sleep 1
-# What a kubelet asks first, and a Prometheus scrape.
-python3 - "$W/carapace.sock" <<'PY'
-import sys, grpc
-ch = grpc.insecure_channel("unix://" + sys.argv[1], options=[("grpc.default_authority", "localhost")])
-for m in ["RuntimeService/Version", "RuntimeService/Status", "RuntimeService/ListPodSandbox",
-          "RuntimeService/ListContainers", "RuntimeService/ListPodSandboxStats",
-          "RuntimeService/ListContainerStats", "ImageService/ListImages", "ImageService/ImageFsInfo"]:
-    ch.unary_unary("/runtime.v1." + m, request_serializer=lambda x: x,
-                   response_deserializer=lambda x: x)(b"")
-PY
+# What a kubelet asks first (each an empty request: gRPC's 5-byte frame of an empty message), and
+# a Prometheus scrape.
+for m in RuntimeService/Version RuntimeService/Status RuntimeService/ListPodSandbox \
+  RuntimeService/ListContainers RuntimeService/ListPodSandboxStats RuntimeService/ListContainerStats \
+  ImageService/ListImages ImageService/ImageFsInfo; do
+  printf '\0\0\0\0\0' | curl -fsS --http2-prior-knowledge --unix-socket "$W/carapace.sock" \
+    -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @- \
+    -o /dev/null "http://localhost/runtime.v1.$m"
+done
 curl -fsS "http://127.0.0.1:$port/metrics" >/dev/null
 sleep 1
 

@@ -767,63 +767,45 @@ async fn main() -> Result<()> {
             .collect(),
         None => all.to_vec(),
     };
-    let rts_len = rts.len();
-    let mut rows = Vec::new();
-    // A B A B: each runtime gets two half-passes, interleaved.
-    let half = a.rounds.div_ceil(2).max(1);
+    // One step per workload, except the populated ones: they form one step, where the first of
+    // them stands.
     let populated: Vec<&str> = workloads
         .iter()
         .copied()
         .filter(|w| POPULATED.contains(w))
         .collect();
-    for w in workloads {
-        if POPULATED.contains(&w) {
-            if w != populated[0] {
-                continue; // measured with the first of them
-            }
-            let mut samples: BTreeMap<String, Vec<Samples>> = BTreeMap::new();
-            for _ in 0..2 {
-                for (i, r) in rts.iter_mut().enumerate() {
-                    eprintln!(
-                        "{}: {} (at {} s)",
-                        populated.join("+"),
-                        r.name,
-                        began.elapsed().as_secs()
-                    );
-                    match populated_pass(r, &populated, &a, half).await {
-                        Ok(got) => {
-                            for (name, s) in got {
-                                samples
-                                    .entry(name)
-                                    .or_insert_with(|| vec![Vec::new(); rts_len])[i]
-                                    .extend(s);
-                            }
-                        }
-                        Err(e) => {
-                            eprintln!("  {} on {} failed: {e:#}", populated.join("+"), r.name);
-                            if let Err(e) = r.remove_leftover_pods().await {
-                                eprintln!("  removing {}'s leftover pods failed: {e:#}", r.name);
-                            }
-                        }
-                    }
-                }
-            }
-            for p in &populated {
-                let s = samples
-                    .remove(*p)
-                    .unwrap_or_else(|| vec![Vec::new(); rts_len]);
-                rows.push((*p, s));
-            }
-            continue;
+    let mut steps: Vec<Vec<&str>> = Vec::new();
+    for w in &workloads {
+        if !POPULATED.contains(w) {
+            steps.push(vec![*w]);
+        } else if *w == populated[0] {
+            steps.push(populated.clone());
         }
-        let mut samples: Vec<Samples> = vec![Vec::new(); rts.len()];
+    }
+    let mut rows = Vec::new();
+    // A B A B: each runtime gets two half-passes, interleaved.
+    let half = a.rounds.div_ceil(2).max(1);
+    for step in steps {
+        let label = step.join("+");
+        let mut samples: Vec<Vec<Samples>> = vec![vec![Vec::new(); rts.len()]; step.len()];
         for _ in 0..2 {
             for (i, r) in rts.iter_mut().enumerate() {
-                eprintln!("{w}: {} (at {} s)", r.name, began.elapsed().as_secs());
-                match pass(r, w, &a, half).await {
-                    Ok(s) => samples[i].extend(s),
+                eprintln!("{label}: {} (at {} s)", r.name, began.elapsed().as_secs());
+                let got = if step.len() == 1 && !POPULATED.contains(&step[0]) {
+                    pass(r, step[0], &a, half)
+                        .await
+                        .map(|s| BTreeMap::from([(step[0].to_owned(), s)]))
+                } else {
+                    populated_pass(r, &step, &a, half).await
+                };
+                match got {
+                    Ok(mut got) => {
+                        for (k, w) in step.iter().enumerate() {
+                            samples[k][i].extend(got.remove(*w).unwrap_or_default());
+                        }
+                    }
                     Err(e) => {
-                        eprintln!("  {w} on {} failed: {e:#}", r.name);
+                        eprintln!("  {label} on {} failed: {e:#}", r.name);
                         if let Err(e) = r.remove_leftover_pods().await {
                             eprintln!("  removing {}'s leftover pods failed: {e:#}", r.name);
                         }
@@ -831,7 +813,7 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        rows.push((w, samples));
+        rows.extend(step.into_iter().zip(samples));
     }
     if rts.len() == 1 {
         let na = &rts[0].name;

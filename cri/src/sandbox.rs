@@ -131,17 +131,13 @@ impl SandboxApi {
             });
             Some((bytes, state(sb.state) as i32))
         });
-        let stale = kept.len() > seen;
-        drop(kept);
-        if stale {
-            // Pods were removed: forget their items. The store's lock is taken first, as above.
+        if kept.len() > seen {
+            // Pods were removed: forget their items (the locks in the same order as above).
             let live: HashSet<String> = store
                 .list_map(|sb| Some(sb.id.clone()))
                 .into_iter()
                 .collect();
-            self.encoded
-                .lock()
-                .prune(live.len(), |id| live.contains(id));
+            kept.prune(live.len(), |id| live.contains(id));
         }
         Ok(answer(items.iter().map(|(b, s)| (&b[..], *s)), POD_STATE))
     }

@@ -253,9 +253,8 @@ pub(crate) fn release_setup_memory() {
     };
     // The kernel's page size, not 4 KiB: madvise rounds the length up to whole pages, so on a
     // 64 KiB-page kernel a 4 KiB-aligned end would reach into live frames.
-    // SAFETY: sysconf only reads a constant of the system.
-    let page = match unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as usize,
+    let page = match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as usize,
         _ => return,
     };
     // Everything below the live frames is dead; one page of margin covers the only frame still
