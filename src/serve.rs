@@ -66,6 +66,11 @@ fn init_logging(log: &config::Log) -> Result<()> {
 }
 
 async fn serve(config: Config, started: Instant) -> Result<()> {
+    // Before anything can see the daemon (socket, READY): a SIGTERM that arrives as soon as the
+    // socket answers must take the orderly way out, not the default disposition (seen in CI: a
+    // test stopping a just-started daemon got "killed by signal 15").
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     make_dir(&config.root, 0o711)?;
     make_dir(&config.state, 0o711)?;
     let _lock = lock_root(&config.root)?;
@@ -136,8 +141,6 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
 
     crate::notify::notify("READY=1\nSTATUS=serving the CRI");
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let early_exit = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); None }
         _ = int.recv() => { tracing::info!("SIGINT: stopping"); None }

@@ -514,14 +514,22 @@ pub fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
 
 /// A minimal HTTP/1.0 GET on loopback, enough for /metrics and the Prometheus API.
 pub async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr)
+    try_http_get(addr, path_and_query)
         .await
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path_and_query}: {e}"))
+}
+
+/// `http_get` that hands back transport errors, for probes of a server that may still be
+/// starting (a listener can reset a connection it accepted while it comes up).
+pub async fn try_http_get(
+    addr: SocketAddr,
+    path_and_query: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .expect("sending request");
+        .await?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("reading response");
+    s.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -529,7 +537,7 @@ pub async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, body.to_owned())
+    Ok((status, body.to_owned()))
 }
 
 /// Percent-encodes a query parameter value.

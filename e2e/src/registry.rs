@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-use crate::{Daemon, DaemonConfig, free_port, http_get};
+use crate::{Daemon, DaemonConfig, free_port, try_http_get};
 
 /// The registry name the tests pull from; only the daemon's hosts.toml knows where it is.
 pub const REGISTRY: &str = "registry.e2e.test";
@@ -282,15 +282,16 @@ impl Registry {
             .expect("starting docker-registry (deploy/install-deps.sh test installs it)");
         let started = Instant::now();
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                let (status, _) = http_get(addr, "/v2/").await;
-                if status == 200 || (status == 401 && creds.is_some()) {
-                    break;
-                }
-            }
+            // Any transport error (refused while it binds, a reset while it comes up) means
+            // "not ready yet": once seen in CI as a reset on the first GET.
+            let last = match try_http_get(addr, "/v2/").await {
+                Ok((status, _)) if status == 200 || (status == 401 && creds.is_some()) => break,
+                Ok((status, _)) => format!("HTTP {status}"),
+                Err(e) => e.to_string(),
+            };
             assert!(
                 started.elapsed() < Duration::from_secs(20),
-                "docker-registry did not answer on {addr}"
+                "docker-registry did not answer on {addr}: {last}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use carapace_e2e::node::pod_config;
 use carapace_e2e::{
-    Daemon, DaemonConfig, PodNetwork, cri, eventually, free_port, http_get, url_encode,
+    Daemon, DaemonConfig, PodNetwork, cri, eventually, free_port, try_http_get, url_encode,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -53,11 +53,8 @@ impl Prometheus {
     /// The value of an instant query's first sample, if any.
     async fn query(&self, q: &str) -> Option<f64> {
         let path = format!("/api/v1/query?query={}", url_encode(q));
-        let Ok(stream) = tokio::net::TcpStream::connect(self.addr).await else {
-            return None;
-        };
-        drop(stream);
-        let (status, body) = http_get(self.addr, &path).await;
+        // Polled while Prometheus starts: a refused or reset connection is "no answer yet".
+        let (status, body) = try_http_get(self.addr, &path).await.ok()?;
         if status != 200 {
             return None;
         }
