@@ -412,6 +412,8 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
         },
     )?;
     report(out, &format!("ok {pid}\n"));
+    // The record was only needed to set up; what it held is free for the trim below.
+    drop(record);
     crate::sys::release_setup_memory();
 
     #[derive(Clone, Copy)]
