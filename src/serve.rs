@@ -116,6 +116,11 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
     tokio::spawn(crate::memory::trim_periodically());
 
     let socket = &config.grpc.address;
+    // The admin socket before the CRI one: clients take an answering CRI socket as "started",
+    // and the admin socket must exist with its mode by then (seen in CI: a test read it 0755,
+    // between bind and chmod).
+    let admin_socket = crate::image::admin_socket(&config);
+    let admin = bind_socket(&admin_socket, 0o600)?;
     // 0660: root and the socket's group (kubelet runs as root; a group lets crictl users in).
     let listener = bind_socket(socket, 0o660)?;
     let grpc = tonic::transport::Server::builder()
@@ -125,8 +130,6 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         .add_service(cri.image_service())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx));
     let mut grpc_task = tokio::spawn(grpc);
-    let admin_socket = crate::image::admin_socket(&config);
-    let admin = bind_socket(&admin_socket, 0o600)?;
     let admin_task = tokio::spawn(crate::image::serve_admin(admin, std::sync::Arc::new(cri)));
 
     tracing::info!(
