@@ -512,6 +512,17 @@ pub fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// A numeric field of /proc/PID/status (`Threads`, `PPid`, `RssAnon` in KiB, ...).
+pub fn proc_status_field(pid: i64, field: &str) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
+}
+
 /// A minimal HTTP/1.0 GET on loopback, enough for /metrics and the Prometheus API.
 pub async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
     try_http_get(addr, path_and_query)

@@ -90,11 +90,11 @@ async fn a_container_runs_logs_execs_stops_and_is_removed() {
 
     // The container's monitor (its parent) sleeps while nothing happens: a node with a hundred
     // idle pods should not pay a hundred timers.
-    let monitor = proc_status_field(pid, "PPid");
-    let wakeups = proc_status_field(monitor, "voluntary_ctxt_switches");
+    let monitor = carapace_e2e::proc_status_field(pid, "PPid");
+    let wakeups = carapace_e2e::proc_status_field(monitor, "voluntary_ctxt_switches");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        proc_status_field(monitor, "voluntary_ctxt_switches"),
+        carapace_e2e::proc_status_field(monitor, "voluntary_ctxt_switches"),
         wakeups,
         "the idle monitor {monitor} woke up"
     );
@@ -730,15 +730,4 @@ async fn a_daemon_killed_with_sigkill_finds_its_containers_and_the_exit_it_misse
     assert!(st.finished_at > st.started_at, "{st:?}");
 
     n.remove_all(&pod_id).await;
-}
-
-/// A numeric field of /proc/PID/status.
-fn proc_status_field(pid: i64, field: &str) -> i64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }

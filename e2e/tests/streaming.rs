@@ -500,17 +500,9 @@ async fn an_attached_client_that_never_reads_holds_up_neither_the_container_nor_
     )
     .unwrap();
     let monitor = started["monitor_pid"].as_i64().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{monitor}/status")).unwrap();
     // Anonymous memory only: the mapped binary's pages are not the monitor's buffers.
-    let anon_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    assert!(
-        anon_kib < 4 * 1024,
-        "monitor anonymous RSS {anon_kib} KiB:\n{status}"
-    );
+    let anon_kib = carapace_e2e::proc_status_field(monitor, "RssAnon");
+    assert!(anon_kib < 4 * 1024, "monitor anonymous RSS {anon_kib} KiB");
     drop(stalled);
 
     n.remove_all(&pod_id).await;

@@ -394,7 +394,7 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
     listener.set_nonblocking(true).ctx("nonblocking socket")?;
 
     let (mut io, init_stdio) = make_stdio(&record.config.process)?;
-    let pid = match start_from_a_child(bundle, &record, &cgroup, init_stdio)? {
+    let pid = match start_from_a_child(bundle, &record.overlay, &cgroup, init_stdio)? {
         Ok(pid) => pid,
         Err(line) => {
             // The child's own report, passed on word for word.
@@ -616,10 +616,12 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
 /// monitor. As a subreaper the monitor becomes the container's parent when that child exits, so
 /// it still reaps the container and reads its exit status.
 ///
-/// Returns the container's pid, or the line the child reported instead (`error ...`).
+/// Returns the container's pid, or the line the child reported instead (`error ...`). The child
+/// is not waited for here: its exit is off the container start's path, and the monitor's loop
+/// reaps it with any other child that is not the container.
 fn start_from_a_child(
     bundle: &Path,
-    record: &Record,
+    overlay: &executor::Overlay,
     cgroup: &ContainerCgroup,
     init_stdio: executor::InitStdio,
 ) -> Result<std::result::Result<Pid, String>> {
@@ -629,7 +631,7 @@ fn start_from_a_child(
         ForkResult::Child => {
             drop(answer);
             let line = match crate::spec::load(bundle)
-                .and_then(|spec| executor::spawn_init(&spec, &record.overlay, cgroup, init_stdio))
+                .and_then(|spec| executor::spawn_init(&spec, overlay, cgroup, init_stdio))
             {
                 Ok(pid) => format!("ok {pid}\n"),
                 Err(e) => format!("error {e}\n"),
@@ -641,15 +643,16 @@ fn start_from_a_child(
             );
             std::process::exit(code)
         }
-        ForkResult::Parent { child } => {
+        ForkResult::Parent { .. } => {
             // The container's ends of its stdio belong to it alone: with a copy open here the
             // monitor would never see its output end.
             drop(init_stdio);
             drop(answer_w);
+            // One line, not to the end: the end comes only once the child has exited.
             let mut line = String::new();
-            let read = std::fs::File::from(answer).read_to_string(&mut line);
-            let _ = waitpid(child, None);
-            read.ctx("read the starting child's answer")?;
+            BufReader::new(std::fs::File::from(answer))
+                .read_line(&mut line)
+                .ctx("read the starting child's answer")?;
             match line.trim().strip_prefix("ok ").map(str::parse::<i32>) {
                 Some(Ok(pid)) => Ok(Ok(Pid::from_raw(pid))),
                 _ if line.starts_with("error ") => Ok(Err(line)),
