@@ -161,14 +161,19 @@ impl tower::Service<http::Request<tonic::body::Body>> for H2 {
 /// Samples of one workload on one runtime, in milliseconds (or MiB for memory rows).
 type Samples = Vec<f64>;
 
+/// The `p`th percentile, interpolated between the two nearest samples (numpy's default). The
+/// nearest-rank rule this replaced read the larger of two samples as their p50, and the rows
+/// sampled once per pass (memory, churn, poll-cpu) have two samples per runtime.
 fn percentile(s: &[f64], p: f64) -> f64 {
     if s.is_empty() {
         return f64::NAN;
     }
     let mut v = s.to_vec();
     v.sort_by(f64::total_cmp);
-    let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[idx.min(v.len() - 1)]
+    let at = (p / 100.0).clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    let (lo, hi) = (lo.min(v.len() - 1), hi.min(v.len() - 1));
+    v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
 }
 
 static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -514,7 +519,7 @@ async fn populated_pass(
     rounds: usize,
 ) -> Result<BTreeMap<String, Samples>> {
     let mut out = BTreeMap::new();
-    let before = mem_used_mib()?;
+    let before = settled_mem_used_mib().await?;
     let helpers_before = helpers_mib()?;
     let mut pods = Vec::new();
     for _ in 0..a.pods {
@@ -526,9 +531,16 @@ async fn populated_pass(
     if wanted.contains(&"memory") {
         // Memory the node lost per running pod (+ one container), all processes and kernel
         // objects included: what an operator pays for each pod on this runtime.
-        let after = mem_used_mib()?;
+        let after = settled_mem_used_mib().await?;
         let n = a.pods.max(1) as f64;
         out.insert("memory".to_owned(), vec![(after - before) / n]);
+        eprintln!(
+            "  {}: node memory used per pod: {:.2} MiB ({:.0} -> {:.0} MiB)",
+            r.name,
+            (after - before) / n,
+            before,
+            after
+        );
         let (rss, pss) = helpers_mib()?;
         eprintln!(
             "  {}: per-pod helper processes (shim/pause or monitor/infra): RSS {:.2} MiB, PSS {:.2} MiB",
@@ -677,6 +689,26 @@ fn unit_of(workload: &str) -> &'static str {
         "poll-cpu" => " ms CPU/min",
         _ => " ms",
     }
+}
+
+/// The node's used memory once it stops moving: the kernel frees a torn-down pod's network
+/// namespace and other objects in the background for seconds after the runtime answered, so a
+/// reading taken right after the previous pass's 100 removals (or right after 100 starts) lands
+/// anywhere in a ~20 MiB swing. Readings a second apart until two in a row differ by under
+/// 0.5 MiB, for at most 20 s.
+async fn settled_mem_used_mib() -> Result<f64> {
+    let mut last = mem_used_mib()?;
+    let mut steady = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = mem_used_mib()?;
+        steady = if (now - last).abs() < 0.5 { steady + 1 } else { 0 };
+        last = now;
+        if steady >= 2 {
+            break;
+        }
+    }
+    Ok(last)
 }
 
 fn mem_used_mib() -> Result<f64> {
@@ -917,4 +949,21 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_interpolate_between_samples() {
+        assert_eq!(percentile(&[3.0, 1.0], 50.0), 2.0, "the median of two is their mean");
+        assert_eq!(percentile(&[3.0, 1.0], 0.0), 1.0);
+        assert_eq!(percentile(&[3.0, 1.0], 100.0), 3.0);
+        assert_eq!(percentile(&[5.0], 95.0), 5.0);
+        assert_eq!(percentile(&[4.0, 1.0, 2.0], 50.0), 2.0);
+        let hundred: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(percentile(&hundred, 95.0), 96.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
 }

@@ -1311,7 +1311,7 @@ impl Inner {
             target_pid_ns: &target,
         })?;
         let c = self.runtime.create(rc)?;
-        let written = serde_json::to_vec_pretty(&meta)
+        let written = serde_json::to_vec(&meta)
             .map_err(|e| Error::Internal(format!("encoding {META_FILE}: {e}")))
             .and_then(|b| {
                 write_atomic(&c.bundle().join(META_FILE), &b).map_err(|e| {

@@ -743,7 +743,7 @@ impl Sandboxes {
 
     fn persist(&self, sb: &Sandbox) -> Result<(), Error> {
         let path = sb.dir.join("sandbox.json");
-        let bytes = serde_json::to_vec_pretty(sb).map_err(|e| Error::State {
+        let bytes = serde_json::to_vec(sb).map_err(|e| Error::State {
             path: path.clone(),
             reason: e.to_string(),
         })?;

@@ -290,7 +290,10 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
 
 /// Writes `spec` as `<bundle>/config.json`, crash-safely.
 pub fn save(bundle: &Path, spec: &Spec) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(spec).map_err(|e| Error::internal("spec", e))?;
+    // Compact: only programs read it, and the state directory is a tmpfs where every 4 KiB
+    // started is memory held for the container's life (a pod's spec was 5.9 KB pretty, 4.0 KB
+    // compact: one page instead of two).
+    let bytes = serde_json::to_vec(spec).map_err(|e| Error::internal("spec", e))?;
     crate::fsutil::write_state(&bundle.join("config.json"), &bytes)
 }
 
