@@ -702,7 +702,11 @@ async fn settled_mem_used_mib() -> Result<f64> {
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = mem_used_mib()?;
-        steady = if (now - last).abs() < 0.5 { steady + 1 } else { 0 };
+        steady = if (now - last).abs() < 0.5 {
+            steady + 1
+        } else {
+            0
+        };
         last = now;
         if steady >= 2 {
             break;
@@ -957,7 +961,11 @@ mod tests {
 
     #[test]
     fn percentiles_interpolate_between_samples() {
-        assert_eq!(percentile(&[3.0, 1.0], 50.0), 2.0, "the median of two is their mean");
+        assert_eq!(
+            percentile(&[3.0, 1.0], 50.0),
+            2.0,
+            "the median of two is their mean"
+        );
         assert_eq!(percentile(&[3.0, 1.0], 0.0), 1.0);
         assert_eq!(percentile(&[3.0, 1.0], 100.0), 3.0);
         assert_eq!(percentile(&[5.0], 95.0), 5.0);
