@@ -170,9 +170,9 @@ fn percentile(s: &[f64], p: f64) -> f64 {
     }
     let mut v = s.to_vec();
     v.sort_by(f64::total_cmp);
+    // Clamped, so both neighbours are within the samples.
     let at = (p / 100.0).clamp(0.0, 1.0) * (v.len() - 1) as f64;
     let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-    let (lo, hi) = (lo.min(v.len() - 1), hi.min(v.len() - 1));
     v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
 }
 
@@ -519,7 +519,13 @@ async fn populated_pass(
     rounds: usize,
 ) -> Result<BTreeMap<String, Samples>> {
     let mut out = BTreeMap::new();
-    let before = settled_mem_used_mib().await?;
+    // Settling takes seconds: only when the memory row is wanted.
+    let memory = wanted.contains(&"memory");
+    let before = if memory {
+        settled_mem_used_mib().await?
+    } else {
+        0.0
+    };
     let helpers_before = helpers_mib()?;
     let mut pods = Vec::new();
     for _ in 0..a.pods {
@@ -528,7 +534,7 @@ async fn populated_pass(
         pods.push(pod);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    if wanted.contains(&"memory") {
+    if memory {
         // Memory the node lost per running pod (+ one container), all processes and kernel
         // objects included: what an operator pays for each pod on this runtime.
         let after = settled_mem_used_mib().await?;
@@ -694,7 +700,7 @@ fn unit_of(workload: &str) -> &'static str {
 /// The node's used memory once it stops moving: the kernel frees a torn-down pod's network
 /// namespace and other objects in the background for seconds after the runtime answered, so a
 /// reading taken right after the previous pass's 100 removals (or right after 100 starts) lands
-/// anywhere in a ~20 MiB swing. Readings a second apart until two in a row differ by under
+/// anywhere in a ~20 MiB swing. Readings a second apart until three in a row agree within
 /// 0.5 MiB, for at most 20 s.
 async fn settled_mem_used_mib() -> Result<f64> {
     let mut last = mem_used_mib()?;
