@@ -1111,7 +1111,10 @@ fn list_item(m: &Meta) -> Container {
             image: m.image.clone(),
             ..Default::default()
         }),
-        image_ref: m.image_ref.clone(),
+        // The image ID, as containerd lists it, not the repo digest ContainerStatus shows:
+        // kubelets before `image_id` existed match in-use images for garbage collection by
+        // this field against ListImages' ids.
+        image_ref: m.image_id.clone(),
         state: 0,
         created_at: m.created_at,
         labels: to_hash(&m.labels),

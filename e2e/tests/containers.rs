@@ -286,11 +286,15 @@ async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
             &l.id,
             &l.pod_sandbox_id,
             &l.metadata,
-            &l.image_ref,
             l.created_at
         ),
-        (&st.id, &pod_id, &st.metadata, &st.image_ref, st.created_at)
+        (&st.id, &pod_id, &st.metadata, st.created_at)
     );
+    // Lists carry the image ID in both image fields (what a kubelet's image garbage collection
+    // matches against ListImages); the status shows the repo digest as `image_ref`.
+    assert!(st.image_id.starts_with("sha256:"), "{}", st.image_id);
+    assert_eq!((&l.image_ref, &l.image_id), (&st.image_id, &st.image_id));
+    assert!(st.image_ref.contains("@sha256:"), "{}", st.image_ref);
     assert_eq!((&l.labels, &l.annotations), (&st.labels, &st.annotations));
     assert_eq!(
         l.image.as_ref().map(|i| &i.image),
