@@ -519,6 +519,12 @@ async fn populated_pass(
     rounds: usize,
 ) -> Result<BTreeMap<String, Samples>> {
     let mut out = BTreeMap::new();
+    let (waited, busy) = wait_quiet().await?;
+    eprintln!(
+        "  {}: node quiet after {waited:.1} s (CPUs {:.0} % busy)",
+        r.name,
+        busy * 100.0
+    );
     // Settling takes seconds: only when the memory row is wanted.
     let memory = wanted.contains(&"memory");
     let before = if memory {
@@ -574,6 +580,13 @@ async fn populated_pass(
         }
     }
     if wanted.contains(&"list") {
+        // The pods' own start-up work (and the runtime's) is over before lists are timed.
+        let (waited, busy) = wait_quiet().await?;
+        eprintln!(
+            "  {}: quiet again after {waited:.1} s (CPUs {:.0} % busy)",
+            r.name,
+            busy * 100.0
+        );
         out.insert("list".to_owned(), list_samples(r, rounds).await?);
     }
     if wanted.contains(&"poll-cpu") {
@@ -695,6 +708,55 @@ fn unit_of(workload: &str) -> &'static str {
         "poll-cpu" => " ms CPU/min",
         _ => " ms",
     }
+}
+
+/// Waits (at most 20 s) until the node's CPUs are idle: the previous pass leaves work behind
+/// that runs in the background for seconds after its runtime answered (the kernel tearing down
+/// 100 network namespaces, writeback of a pull's layers, a runtime's own clean-up), and a
+/// populated pass measured on top of it times that work rather than its own runtime. Dirty pages
+/// are written first. Returns the seconds waited and the last busy fraction seen.
+async fn wait_quiet() -> Result<(f64, f64)> {
+    const IDLE_ENOUGH: f64 = 0.10;
+    let start = Instant::now();
+    tokio::task::spawn_blocking(|| {
+        let _ = std::process::Command::new("sync").status();
+    })
+    .await?;
+    let mut last = cpu_times()?;
+    let mut busy = 1.0;
+    let mut quiet = 0;
+    while start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = cpu_times()?;
+        let (total, idle) = (now.0 - last.0, now.1 - last.1);
+        busy = if total > 0.0 { 1.0 - idle / total } else { 0.0 };
+        last = now;
+        quiet = if busy < IDLE_ENOUGH { quiet + 1 } else { 0 };
+        if quiet >= 2 {
+            break;
+        }
+    }
+    Ok((start.elapsed().as_secs_f64(), busy))
+}
+
+/// All CPUs' (total, idle + iowait) jiffies from /proc/stat.
+fn cpu_times() -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 5 {
+        bail!("short cpu line in /proc/stat: {line}");
+    }
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: f64 = v.iter().take(8).sum();
+    Ok((total, v[3] + v[4]))
 }
 
 /// The node's used memory once it stops moving: the kernel frees a torn-down pod's network

@@ -127,6 +127,9 @@ pub fn dirs_below(dir: &Path, depth: u32) -> Vec<String> {
 /// what the helpers here do not cover; after replacing `d` (a restart), they set `rt` again.
 pub struct Node {
     pub d: Daemon,
+    /// Declared right after `d`: on a panic it runs once the daemon is killed, before the
+    /// network, registry and short state dir go.
+    sweep: Sweep,
     pub rt: RuntimeServiceClient<Channel>,
     pub registry: Registry,
     net: PodNetwork,
@@ -184,6 +187,11 @@ impl Node {
         let rt = d.runtime().await;
         let node = Node {
             d,
+            sweep: Sweep {
+                index,
+                state: state.clone(),
+                armed: true,
+            },
             rt,
             registry,
             net,
@@ -461,6 +469,7 @@ impl Node {
         assert!(pods.is_empty(), "pods left: {pods:?}");
         let Node {
             d,
+            mut sweep,
             registry,
             net,
             index,
@@ -469,14 +478,7 @@ impl Node {
             ..
         } = self;
         // No pod or container cgroup of this test's pods is left in any hierarchy.
-        let suffix = format!("-{index:012}");
-        let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|c| dirs_below(&c.path().join("kubepods"), 4))
-            .filter(|p| p.contains(&suffix))
-            .collect();
+        let cgroups = pod_cgroups(index);
         assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
         let log = d.stop().await;
         let mounts = mounts_under(&state);
@@ -491,6 +493,81 @@ impl Node {
         );
         registry.stop().await;
         drop(net);
+        // Every check passed: nothing for the failure path to sweep.
+        sweep.armed = false;
         log
+    }
+}
+
+/// The cgroups, in every hierarchy, of the pods of the test numbered `index` (their uids end in
+/// it), deepest first.
+pub fn pod_cgroups(index: u8) -> Vec<String> {
+    let suffix = format!("-{index:012}");
+    let mut cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|c| dirs_below(&c.path().join("kubepods"), 4))
+        .filter(|p| p.contains(&suffix))
+        .collect();
+    cgroups.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    cgroups
+}
+
+/// A test's failure path: a panic before [`Node::finish`] leaves its containers running (they
+/// outlive the daemon by design), their monitors, mounts and cgroups, and the next run of the
+/// suite then fails on what this one left. Dropped armed, it kills what the test's pods run and
+/// takes their mounts and cgroups away.
+struct Sweep {
+    index: u8,
+    state: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let kill_all = || {
+            let mut left = 0;
+            for cg in pod_cgroups(self.index) {
+                let procs =
+                    std::fs::read_to_string(format!("{cg}/cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    left += 1;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            for (pid, _) in processes_naming(&self.state) {
+                left += 1;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            left
+        };
+        // Killed processes leave their cgroups once the kernel has reaped them.
+        for _ in 0..50 {
+            if kill_all() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for m in mounts_under(&self.state).iter().rev() {
+            let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for cg in pod_cgroups(self.index) {
+            let _ = std::fs::remove_dir(&cg);
+        }
+        eprintln!(
+            "swept what test {} left: its pods' processes, mounts under {} and cgroups",
+            self.index,
+            self.state.display()
+        );
     }
 }

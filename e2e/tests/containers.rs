@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use carapace_e2e::node::{LogLine, Node, container, cri_log, log_until};
+use carapace_e2e::node::{LogLine, Node, container, cri_log, log_until, pod_cgroups};
 use carapace_e2e::registry::Registry;
-use carapace_e2e::{Daemon, DaemonConfig, cri, eventually};
+use carapace_e2e::{Daemon, DaemonConfig, cri, eventually, mounts_under, processes_naming};
 use tonic::Code;
 
 /// A container logging `tick <n>` every 100 ms.
@@ -282,12 +282,7 @@ async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
     let (st, _) = n.status(&brief).await;
     let l = &listed[0];
     assert_eq!(
-        (
-            &l.id,
-            &l.pod_sandbox_id,
-            &l.metadata,
-            l.created_at
-        ),
+        (&l.id, &l.pod_sandbox_id, &l.metadata, l.created_at),
         (&st.id, &pod_id, &st.metadata, st.created_at)
     );
     // Lists carry the image ID in both image fields (what a kubelet's image garbage collection
@@ -734,4 +729,29 @@ async fn a_daemon_killed_with_sigkill_finds_its_containers_and_the_exit_it_misse
     assert!(st.finished_at > st.started_at, "{st:?}");
 
     n.remove_all(&pod_id).await;
+}
+
+/// A test that fails halfway (here one that panics with a pod and a running container) leaves
+/// nothing for the next run of the suite to trip on: its node sweeps the processes, mounts and
+/// cgroups of its pods on the way out.
+#[tokio::test]
+async fn a_test_that_panics_leaves_nothing_behind() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let body = tokio::spawn(async move {
+        let (mut n, pod, pod_id) =
+            Node::with_running_pod(56, "panics", "0d1e2f30-0000-4000-8000-000000000056").await;
+        let id = n
+            .create_started(&pod_id, &pod, &container("left", &["sleep", "600"]))
+            .await;
+        let _ = tx.send((n.state().to_path_buf(), id));
+        panic!("deliberately, with a container running");
+    });
+    let err = body.await.expect_err("the body panics");
+    assert!(err.is_panic(), "{err}");
+    let (state, id) = rx.recv().expect("the body got as far as its container");
+    assert!(pod_cgroups(56).is_empty(), "{:?}", pod_cgroups(56));
+    assert_eq!(processes_naming(&state), vec![]);
+    assert_eq!(processes_naming(Path::new(&id)), vec![]);
+    assert_eq!(mounts_under(&state), Vec::<PathBuf>::new());
+    assert!(!state.exists(), "{} is left", state.display());
 }
