@@ -156,3 +156,18 @@ echo "bench: $(nproc) cores, kernel $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)" >&
   "${targets[@]}" \
   --image "$REG/bench/busybox:1" --pull-image "$REG/bench/big:1" \
   "$@"
+
+# The same pods with no runtime at all (bench/pod-floor.sh), after the runtimes' passes: what
+# the memory row's figures would be for a runtime that added nothing. BENCH_FLOOR=0 skips it.
+pods=100 memory=true
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[i]} in
+    --pods) pods=${args[i + 1]:-100} ;;
+    --only) [[ ,${args[i + 1]:-}, == *,memory,* ]] || memory=false ;;
+  esac
+done
+if [ "${BENCH_FLOOR:-1}" = 1 ] && $memory && [ "$pods" -gt 0 ]; then
+  echo "pod floor: $pods pods made by hand (CNI bridge + runc, no runtime daemon, no monitor or shim)" >&2
+  bash bench/pod-floor.sh "$pods" 2 >&2
+fi
