@@ -155,7 +155,7 @@ echo "bench: $(nproc) cores, kernel $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)" >&
 "$BENCH_BIN/carapace-bench" \
   "${targets[@]}" \
   --image "$REG/bench/busybox:1" --pull-image "$REG/bench/big:1" \
-  "$@"
+  "$@" | tee "$W/table.md"
 
 # The same pods with no runtime at all (bench/pod-floor.sh), after the runtimes' passes: what
 # the memory row's figures would be for a runtime that added nothing. BENCH_FLOOR=0 skips it.
@@ -169,5 +169,15 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 if [ "${BENCH_FLOOR:-1}" = 1 ] && $memory && [ "$pods" -gt 0 ]; then
   echo "pod floor: $pods pods made by hand (CNI bridge + runc, no runtime daemon, no monitor or shim)" >&2
-  bash bench/pod-floor.sh "$pods" 2 >&2
+  bash bench/pod-floor.sh "$pods" 1 | tee "$W/floor.txt" >&2
+  # What each runtime adds per pod above that floor: the memory row less the floor, as a row of
+  # the table (its p95 columns are the memory row's p95 less the floor).
+  floor=$(grep -o 'no runtime: [0-9.-]*' "$W/floor.txt" | awk '{s += $3; n++} END {if (n) printf "%.3f", s / n}')
+  [ -n "$floor" ] && awk -F'|' -v f="$floor" '
+    $2 ~ /^ memory / {
+      split($3, c50, " "); split($4, c95, " "); split($5, d50, " "); split($6, d95, " ")
+      printf "| memory added per pod above the no-runtime floor (%.2f MiB/pod) | %.2f MiB/pod | %.2f MiB/pod | %.2f MiB/pod | %.2f MiB/pod | %s |\n",
+        f, c50[1] - f, c95[1] - f, d50[1] - f, d95[1] - f,
+        (d50[1] - f > 0) ? sprintf("%.2f", (c50[1] - f) / (d50[1] - f)) : "-"
+    }' "$W/table.md"
 fi
