@@ -897,6 +897,13 @@ async fn main() -> Result<()> {
     for (n, _) in &a.endpoints {
         rss_row(n, "daemon RSS idle, 12 s after its first pull")?;
     }
+    // Whatever ran before the bench (another run's clean-up: the kernel ending its pods' network
+    // namespaces) is over before the first workload is timed.
+    let (waited, busy) = wait_quiet().await?;
+    eprintln!(
+        "node quiet after {waited:.1} s (CPUs {:.0} % busy)",
+        busy * 100.0
+    );
     let all = [
         "pod-start",
         "pod-stop-remove",
