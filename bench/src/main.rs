@@ -533,6 +533,7 @@ async fn populated_pass(
         0.0
     };
     let helpers_before = helpers_mib()?;
+    let mut populated = None;
     let mut pods = Vec::new();
     for _ in 0..a.pods {
         let (pod, cfg) = r.run_pod().await?;
@@ -545,14 +546,7 @@ async fn populated_pass(
         // objects included: what an operator pays for each pod on this runtime.
         let after = settled_mem_used_mib().await?;
         let n = a.pods.max(1) as f64;
-        out.insert("memory".to_owned(), vec![(after - before) / n]);
-        eprintln!(
-            "  {}: node memory used per pod: {:.2} MiB ({:.0} -> {:.0} MiB)",
-            r.name,
-            (after - before) / n,
-            before,
-            after
-        );
+        populated = Some(after);
         let (rss, pss) = helpers_mib()?;
         eprintln!(
             "  {}: per-pod helper processes (shim/pause or monitor/infra): RSS {:.2} MiB, PSS {:.2} MiB",
@@ -594,6 +588,19 @@ async fn populated_pass(
     }
     for p in pods {
         r.remove_pod(&p).await?;
+    }
+    if let Some(after) = populated {
+        // The baseline is the mean of the readings before the pods came and after they went:
+        // the node's own memory drifts over a pass (the other runtime's runtime handing memory
+        // back, caches of the previous workloads), and a drift that one reading would charge to
+        // the pods cancels out between two.
+        let end = settled_mem_used_mib().await?;
+        let per_pod = (after - (before + end) / 2.0) / a.pods.max(1) as f64;
+        out.insert("memory".to_owned(), vec![per_pod]);
+        eprintln!(
+            "  {}: node memory used per pod: {per_pod:.2} MiB ({before:.0} -> {after:.0} -> {end:.0} MiB)",
+            r.name
+        );
     }
     Ok(out)
 }
