@@ -519,12 +519,7 @@ async fn populated_pass(
     rounds: usize,
 ) -> Result<BTreeMap<String, Samples>> {
     let mut out = BTreeMap::new();
-    let (waited, busy) = wait_quiet().await?;
-    eprintln!(
-        "  {}: node quiet after {waited:.1} s (CPUs {:.0} % busy)",
-        r.name,
-        busy * 100.0
-    );
+    wait_quiet(&format!("  {}: node quiet", r.name)).await?;
     // Settling takes seconds: only when the memory row is wanted.
     let memory = wanted.contains(&"memory");
     let before = if memory {
@@ -575,12 +570,7 @@ async fn populated_pass(
     }
     if wanted.contains(&"list") {
         // The pods' own start-up work (and the runtime's) is over before lists are timed.
-        let (waited, busy) = wait_quiet().await?;
-        eprintln!(
-            "  {}: quiet again after {waited:.1} s (CPUs {:.0} % busy)",
-            r.name,
-            busy * 100.0
-        );
+        wait_quiet(&format!("  {}: quiet again", r.name)).await?;
         out.insert("list".to_owned(), list_samples(r, rounds).await?);
     }
     if wanted.contains(&"poll-cpu") {
@@ -591,9 +581,9 @@ async fn populated_pass(
     }
     if let Some(after) = populated {
         // The baseline is the mean of the readings before the pods came and after they went:
-        // the node's own memory drifts over a pass (the other runtime's runtime handing memory
-        // back, caches of the previous workloads), and a drift that one reading would charge to
-        // the pods cancels out between two.
+        // the node's own memory drifts over a pass (the other runtime handing memory back,
+        // caches of the previous workloads), and a drift that one reading would charge to the
+        // pods cancels out between two.
         let end = settled_mem_used_mib().await?;
         let per_pod = (after - (before + end) / 2.0) / a.pods.max(1) as f64;
         out.insert("memory".to_owned(), vec![per_pod]);
@@ -721,8 +711,8 @@ fn unit_of(workload: &str) -> &'static str {
 /// that runs in the background for seconds after its runtime answered (the kernel tearing down
 /// 100 network namespaces, writeback of a pull's layers, a runtime's own clean-up), and a
 /// populated pass measured on top of it times that work rather than its own runtime. Dirty pages
-/// are written first. Returns the seconds waited and the last busy fraction seen.
-async fn wait_quiet() -> Result<(f64, f64)> {
+/// are written first. Prints `label` with the seconds waited and the last busy share seen.
+async fn wait_quiet(label: &str) -> Result<()> {
     const IDLE_ENOUGH: f64 = 0.10;
     let start = Instant::now();
     tokio::task::spawn_blocking(|| {
@@ -743,12 +733,21 @@ async fn wait_quiet() -> Result<(f64, f64)> {
             break;
         }
     }
-    Ok((start.elapsed().as_secs_f64(), busy))
+    eprintln!(
+        "{label} after {:.1} s (CPUs {:.0} % busy)",
+        start.elapsed().as_secs_f64(),
+        busy * 100.0
+    );
+    Ok(())
 }
 
-/// All CPUs' (total, idle + iowait) jiffies from /proc/stat.
+/// All CPUs' (total, idle + iowait) jiffies.
 fn cpu_times() -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
+    cpu_times_of(&std::fs::read_to_string("/proc/stat")?)
+}
+
+/// [`cpu_times`] from the text of /proc/stat.
+fn cpu_times_of(stat: &str) -> Result<(f64, f64)> {
     let line = stat
         .lines()
         .find(|l| l.starts_with("cpu "))
@@ -906,11 +905,7 @@ async fn main() -> Result<()> {
     }
     // Whatever ran before the bench (another run's clean-up: the kernel ending its pods' network
     // namespaces) is over before the first workload is timed.
-    let (waited, busy) = wait_quiet().await?;
-    eprintln!(
-        "node quiet after {waited:.1} s (CPUs {:.0} % busy)",
-        busy * 100.0
-    );
+    wait_quiet("node quiet").await?;
     let all = [
         "pod-start",
         "pod-stop-remove",
@@ -1039,7 +1034,17 @@ async fn main() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{cpu_times_of, percentile};
+
+    #[test]
+    fn cpu_times_count_idle_and_iowait_as_idle() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 3 0\n";
+        let (total, idle) = cpu_times_of(stat).expect("parses");
+        // user nice system idle iowait irq softirq steal; guest is inside user already.
+        assert_eq!((total, idle), (1000.0, 840.0));
+        assert!(cpu_times_of("cpu0 1 2 3 4 5\n").is_err());
+        assert!(cpu_times_of("cpu  1 2 3\n").is_err());
+    }
 
     #[test]
     fn percentiles_interpolate_between_samples() {
