@@ -454,10 +454,10 @@ async fn a_pull_killed_midway_completes_after_a_restart() {
         !pull.is_finished(),
         "the pull ended before it could be killed"
     );
-    nix::sys::signal::kill(d.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Killed and reaped before the next daemon starts: a process that is still exiting (its
+    // blocking threads mid-write) holds the root's lock, and the next daemon refuses the root.
+    let cfg = d.kill().await;
     let _ = pull.await;
-    // The config moves to the new daemon; the dead one's Drop reaps it.
-    let cfg = std::mem::take(&mut d.config);
     drop(d);
     let d = Daemon::start_with(cfg).await;
     let leftovers: Vec<_> = std::fs::read_dir(root.join("snapshots"))
