@@ -529,27 +529,30 @@ impl Drop for Sweep {
         if !self.armed {
             return;
         }
+        // The pods' processes by cgroup, and the monitors by the state dir they name.
         let kill_all = || {
-            let mut left = 0;
-            for cg in pod_cgroups(self.index) {
-                let procs =
-                    std::fs::read_to_string(format!("{cg}/cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    left += 1;
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            for (pid, _) in processes_naming(&self.state) {
-                left += 1;
+            let pids: Vec<i32> = pod_cgroups(self.index)
+                .iter()
+                .flat_map(|cg| {
+                    std::fs::read_to_string(format!("{cg}/cgroup.procs"))
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.trim().parse().ok())
+                        .collect::<Vec<i32>>()
+                })
+                .chain(
+                    processes_naming(&self.state)
+                        .into_iter()
+                        .map(|(pid, _)| pid),
+                )
+                .collect();
+            for &pid in &pids {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            left
+            pids.len()
         };
         // Killed processes leave their cgroups once the kernel has reaped them.
         for _ in 0..50 {
