@@ -528,6 +528,10 @@ async fn populated_pass(
         0.0
     };
     let helpers_before = helpers_mib()?;
+    let daemon_before = match a.pids.get(&r.name) {
+        Some(pid) if memory => Some(rss_mib(*pid)?),
+        _ => None,
+    };
     let mut populated = None;
     let mut pods = Vec::new();
     for _ in 0..a.pods {
@@ -559,12 +563,18 @@ async fn populated_pass(
             "helper PSS per pod (shim + pause / monitor + infra)",
             (pss - helpers_before.1) / n,
         );
-        if let Some(pid) = a.pids.get(&r.name) {
+        if let (Some(pid), Some(daemon_before)) = (a.pids.get(&r.name), daemon_before) {
+            let daemon = rss_mib(*pid)?;
             eprintln!(
-                "  {}: daemon RSS with {} pods: {:.1} MiB",
-                r.name,
-                a.pods,
-                rss_mib(*pid)?
+                "  {}: daemon RSS with {} pods: {daemon:.1} MiB",
+                r.name, a.pods
+            );
+            // What issue 8 calls the per-pod overhead: the processes the runtime adds for each
+            // pod and what the daemon grows by per pod, in RSS as `ps` shows it.
+            extra_row(
+                &r.name,
+                "memory overhead per pod, RSS (helpers per pod + daemon growth per pod)",
+                (rss - helpers_before.0 + daemon - daemon_before) / n,
             );
         }
     }
