@@ -174,7 +174,7 @@ if [ "${BENCH_FLOOR:-1}" = 1 ] && $memory && [ "$pods" -gt 0 ]; then
   # the table (its p95 columns are the memory row's p95 less the floor).
   floor=$(grep -o 'no runtime: [0-9.-]*' "$W/floor.txt" | awk '{s += $3; n++} END {if (n) printf "%.3f", s / n}')
   [ -n "$floor" ] && awk -F'|' -v f="$floor" '
-    $2 ~ /^ memory / {
+    $2 == " memory " {
       split($3, c50, " "); split($4, c95, " ")
       if (split($5, d50, " ") == 0) { # carapace alone
         printf "| memory added per pod above the no-runtime floor (%.2f MiB/pod) | %.2f MiB/pod | %.2f MiB/pod |\n",
@@ -184,6 +184,6 @@ if [ "${BENCH_FLOOR:-1}" = 1 ] && $memory && [ "$pods" -gt 0 ]; then
       split($6, d95, " ")
       printf "| memory added per pod above the no-runtime floor (%.2f MiB/pod) | %.2f MiB/pod | %.2f MiB/pod | %.2f MiB/pod | %.2f MiB/pod | %s |\n",
         f, c50[1] - f, c95[1] - f, d50[1] - f, d95[1] - f,
-        (d50[1] - f > 0) ? sprintf("%.2f", (c50[1] - f) / (d50[1] - f)) : "-"
+        (d50[1] - f > 0) ? sprintf("%.3f", (c50[1] - f) / (d50[1] - f)) : "-"
     }' "$W/table.md"
 fi

@@ -1008,7 +1008,7 @@ async fn main() -> Result<()> {
             percentile(&s[1], 95.0),
         );
         println!(
-            "| {w} | {a50:.2}{unit} | {a95:.2}{unit} | {b50:.2}{unit} | {b95:.2}{unit} | {:.2} |",
+            "| {w} | {a50:.2}{unit} | {a95:.2}{unit} | {b50:.2}{unit} | {b95:.2}{unit} | {:.3} |",
             a50 / b50
         );
     }
@@ -1035,7 +1035,7 @@ async fn main() -> Result<()> {
             percentile(&b, 95.0),
         );
         println!(
-            "| {row} | {a50:.2}{unit} | {a95:.2}{unit} | {b50:.2}{unit} | {b95:.2}{unit} | {:.2} |",
+            "| {row} | {a50:.2}{unit} | {a95:.2}{unit} | {b50:.2}{unit} | {b95:.2}{unit} | {:.3} |",
             a50 / b50
         );
     }
