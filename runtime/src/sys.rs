@@ -246,9 +246,14 @@ pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time:
 #[inline(never)]
 pub(crate) fn release_setup_memory() {
     // Read before the trims, so the text read is freed by them; only a fixed array survives.
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+    // Sized for the whole file (~10 KB) so it takes one read: a /proc file reports no size, and
+    // `fs::read_to_string` then starts at 32 bytes and grows, a dozen reads in all.
+    let mut smaps = String::with_capacity(64 * 1024);
+    let read = std::fs::File::open("/proc/self/smaps")
+        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut smaps));
+    if read.is_err() {
         return;
-    };
+    }
     let found = setup_mappings(&smaps);
     drop(smaps);
     // SAFETY: malloc_trim takes the allocator's lock and only returns pages of free chunks.
