@@ -28,7 +28,6 @@ fn ticker() -> cri::ContainerConfig {
     )
 }
 
-/// `2006-01-02T15:04:05.999999999Z07:00`, loosely: a date, a `T`, a time, a zone.
 /// Resident and total KiB of a process's private read-only mappings of its executable (code,
 /// read-only data), from `/proc/<pid>/smaps`.
 fn code_mapped_kib(pid: i64) -> (u64, u64) {
@@ -51,6 +50,7 @@ fn code_mapped_kib(pid: i64) -> (u64, u64) {
     (rss, size)
 }
 
+/// `2006-01-02T15:04:05.999999999Z07:00`, loosely: a date, a `T`, a time, a zone.
 fn is_rfc3339(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() >= 20
