@@ -47,14 +47,19 @@ pub fn carapace_bin() -> PathBuf {
 
 /// A free loopback port for a server the test starts later. Drawn below the kernel's ephemeral
 /// range (32768 and up by default), so no outgoing connection made in between takes it (a
-/// daemon once failed to bind its metrics port that way).
+/// daemon once failed to bind its metrics port that way), and never the same twice in one test
+/// process: a daemon that a test stops and starts again keeps its port, and a test running
+/// beside it must not be handed that port while it is briefly free (seen in CI).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..1000 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         let port = 20000 + (h.finish() % 12000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }

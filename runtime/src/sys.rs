@@ -357,7 +357,45 @@ fn setup_mappings(smaps: &str) -> SetupMappings {
 
 #[cfg(test)]
 mod tests {
-    use super::{SetupMappings, setup_mappings};
+    use super::{SetupMappings, release_setup_memory, setup_mappings};
+
+    /// Resident KiB of the mappings `release_setup_memory` gives back, from `/proc/self/smaps`.
+    fn code_rss_kib() -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let code = setup_mappings(&smaps).code;
+        let (mut kib, mut ours) = (0, false);
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = first.split_once('-') {
+                let range = usize::from_str_radix(lo, 16)
+                    .ok()
+                    .zip(usize::from_str_radix(hi, 16).ok());
+                ours = range.is_some() && code.contains(&range);
+            } else if ours && first == "Rss:" {
+                kib += line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        kib
+    }
+
+    #[test]
+    fn released_code_is_unmapped_and_comes_back_when_run() {
+        let before = code_rss_kib();
+        release_setup_memory();
+        // Reading smaps again runs code that faults back in; all of it was mapped before.
+        let after = code_rss_kib();
+        assert!(
+            after < before,
+            "code and read-only data resident: {before} KiB before, {after} KiB after"
+        );
+        // The code that runs after the release works: it was mapped back from the file.
+        assert_eq!(setup_mappings("").stack_low, None);
+    }
 
     #[test]
     fn code_read_only_data_and_the_stack_are_found() {
