@@ -547,21 +547,20 @@ async fn populated_pass(
         let n = a.pods.max(1) as f64;
         populated = Some(after);
         let (rss, pss) = helpers_mib()?;
+        let (helper_rss, helper_pss) = ((rss - helpers_before.0) / n, (pss - helpers_before.1) / n);
         eprintln!(
-            "  {}: per-pod helper processes (shim/pause or monitor/infra): RSS {:.2} MiB, PSS {:.2} MiB",
-            r.name,
-            (rss - helpers_before.0) / n,
-            (pss - helpers_before.1) / n
+            "  {}: per-pod helper processes (shim/pause or monitor/infra): RSS {helper_rss:.2} MiB, PSS {helper_pss:.2} MiB",
+            r.name
         );
         extra_row(
             &r.name,
             "helper RSS per pod (shim + pause / monitor + infra)",
-            (rss - helpers_before.0) / n,
+            helper_rss,
         );
         extra_row(
             &r.name,
             "helper PSS per pod (shim + pause / monitor + infra)",
-            (pss - helpers_before.1) / n,
+            helper_pss,
         );
         if let (Some(pid), Some(daemon_before)) = (a.pids.get(&r.name), daemon_before) {
             let daemon = rss_mib(*pid)?;
@@ -574,7 +573,7 @@ async fn populated_pass(
             extra_row(
                 &r.name,
                 "memory overhead per pod, RSS (helpers per pod + daemon growth per pod)",
-                (rss - helpers_before.0 + daemon - daemon_before) / n,
+                helper_rss + (daemon - daemon_before) / n,
             );
         }
     }

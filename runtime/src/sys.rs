@@ -327,22 +327,16 @@ fn setup_mappings(smaps: &str) -> SetupMappings {
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or("");
-        if let Some((lo, hi)) = first.split_once('-') {
+        if first.contains('-') {
             // A mapping's header: range, perms, offset, device, inode, path.
+            let range = mapping_range(first);
             let perms = words.next().unwrap_or("");
             let inode = words.nth(2).unwrap_or("0");
             let path = words.next().unwrap_or("");
-            let range = usize::from_str_radix(lo, 16)
-                .ok()
-                .zip(usize::from_str_radix(hi, 16).ok())
-                .filter(|(lo, hi)| lo < hi);
             if path == "[stack]" {
                 found.stack_low = range.map(|r| r.0);
             }
-            let private_read_only = perms.len() == 4
-                && perms.starts_with('r')
-                && &perms[1..2] == "-"
-                && perms.ends_with('p');
+            let private_read_only = matches!(perms.as_bytes(), [b'r', b'-', _, b'p']);
             current = range.filter(|_| private_read_only && inode != "0");
         } else if first == "Anonymous:"
             && let Some(range) = current.take()
@@ -355,9 +349,19 @@ fn setup_mappings(smaps: &str) -> SetupMappings {
     found
 }
 
+/// The `(start, end)` of a smaps or maps header's first word, `start-end` in hex.
+fn mapping_range(word: &str) -> Option<(usize, usize)> {
+    let (lo, hi) = word.split_once('-')?;
+    let range = (
+        usize::from_str_radix(lo, 16).ok()?,
+        usize::from_str_radix(hi, 16).ok()?,
+    );
+    (range.0 < range.1).then_some(range)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{SetupMappings, release_setup_memory, setup_mappings};
+    use super::{SetupMappings, mapping_range, release_setup_memory, setup_mappings};
 
     /// Resident KiB of the mappings `release_setup_memory` gives back, from `/proc/self/smaps`.
     fn code_rss_kib() -> u64 {
@@ -366,10 +370,8 @@ mod tests {
         let (mut kib, mut ours) = (0, false);
         for line in smaps.lines() {
             let first = line.split_whitespace().next().unwrap_or("");
-            if let Some((lo, hi)) = first.split_once('-') {
-                let range = usize::from_str_radix(lo, 16)
-                    .ok()
-                    .zip(usize::from_str_radix(hi, 16).ok());
+            if first.contains('-') {
+                let range = mapping_range(first);
                 ours = range.is_some() && code.contains(&range);
             } else if ours && first == "Rss:" {
                 kib += line
