@@ -25,6 +25,18 @@ pub fn limit_arenas() {
     }
 }
 
+/// Once start-up is over: hands back the heap start-up freed and the daemon's mappings of the
+/// code it ran (see [`carapace_runtime::release_program_code`]), so an idle daemon holds what
+/// serving needs rather than what starting needed.
+pub async fn release_start_up() {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SAFETY: malloc_trim takes the allocator's own locks and touches only its free chunks.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+    carapace_runtime::release_program_code();
+}
+
 /// Gives the pages of free heap chunks back to the kernel, now and then, for the daemon's life.
 pub async fn trim_periodically() {
     let mut tick = tokio::time::interval(TRIM_EVERY);

@@ -143,6 +143,7 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
     );
 
     crate::notify::notify("READY=1\nSTATUS=serving the CRI");
+    tokio::spawn(crate::memory::release_start_up());
 
     let early_exit = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); None }

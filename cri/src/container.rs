@@ -1862,11 +1862,16 @@ impl ContainerApi {
                 let started = i.runtime.get(&id).and_then(|c| c.start());
                 i.invalidate(&id);
                 let pid = started?;
+                let version = i.known_states([id.as_str()]).first().map_or(0, |k| k.0);
                 if let Some(sb) = i.sandbox_of(&id) {
                     i.send_event(&id, &sb, ContainerEventType::ContainerStartedEvent);
                 }
                 // After STARTED is out, so a container that exits at once reports STOPPED second.
                 inner.watch_exit(&id);
+                // Its monitor just said it runs, and the watcher reports its end from now on: the
+                // next list need not ask the monitor again (an exit noticed meanwhile changed the
+                // version, and then nothing is kept).
+                i.keep_states(vec![(id.clone(), version, State::Running)]);
                 Ok(pid)
             })
             .await?;

@@ -252,6 +252,15 @@ impl Kernel for Recording {
     }
     fn remove_cgroup(&self, dir: &Path) -> io::Result<()> {
         self.record("remove_cgroup", dir.display().to_string())?;
+        // As cgroupfs: a cgroup with child cgroups is busy (its own files go with it).
+        let has_child = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().is_dir());
+        if has_child {
+            return Err(io::Error::from(io::ErrorKind::ResourceBusy));
+        }
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

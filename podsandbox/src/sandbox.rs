@@ -6,6 +6,7 @@
 //! what the record says may exist, and tolerates what is already gone.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -582,9 +583,21 @@ impl Sandboxes {
             unpin(p, errors);
         }
         if let Some(cg) = &mut sb.cgroup {
+            let own = cg.path.strip_prefix("/").unwrap_or(&cg.path).to_owned();
             while let Some(dir) = cg.created.last() {
                 match self.kernel.remove_cgroup(dir) {
                     Ok(()) => {
+                        cg.created.pop();
+                    }
+                    // A parent (`kubepods/besteffort`) this pod's run made and pods run since sit
+                    // in: it is theirs as much as ours now, and stays.
+                    Err(e)
+                        if !dir.ends_with(&own)
+                            && matches!(
+                                e.kind(),
+                                io::ErrorKind::ResourceBusy | io::ErrorKind::DirectoryNotEmpty
+                            ) =>
+                    {
                         cg.created.pop();
                     }
                     Err(e) => {
@@ -1007,6 +1020,23 @@ mod tests {
             !f.dir.path().join("cgroup/cpu/kubepods").exists(),
             "made by us, so removed"
         );
+        assert!(f.sandboxes.list().is_empty());
+    }
+
+    #[test]
+    fn a_parent_cgroup_other_pods_sit_in_stays_when_the_pod_that_made_it_goes() {
+        let f = fixture();
+        let first = f.sandboxes.run(config("web")).unwrap();
+        let second = f.sandboxes.run(config("api")).unwrap();
+        let cg = f.dir.path().join("cgroup/cpu/kubepods/burstable");
+        // The first pod made `kubepods/burstable`; the second sits in it when the first goes.
+        f.sandboxes.stop(&first).unwrap();
+        f.sandboxes.remove(&first).unwrap();
+        assert!(!cg.join("podweb").exists());
+        assert!(cg.join("podapi").is_dir());
+        f.sandboxes.stop(&second).unwrap();
+        f.sandboxes.remove(&second).unwrap();
+        assert!(!cg.join("podapi").exists());
         assert!(f.sandboxes.list().is_empty());
     }
 

@@ -23,3 +23,4 @@ mod sys;
 pub mod terminal;
 
 pub use error::{Error, Result};
+pub use sys::release_program_code;

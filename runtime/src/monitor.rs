@@ -218,6 +218,10 @@ const READ_CHUNK: usize = attach::MAX_PAYLOAD;
 /// Once the container's init exits, how long processes it left behind may keep its output open
 /// before the monitor records the exit anyway.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long the monitor must have had nothing to do before it counts its setting up as over
+/// (see `release_setup_memory`): the daemon's first calls after a start (status, the kubelet's
+/// first look) wake it in the meantime, and would otherwise fault back code just given back.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// One attached client: the connection, what it asked for, bytes waiting to go out to it.
 struct Client {
@@ -412,9 +416,9 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
         },
     )?;
     report(out, &format!("ok {pid}\n"));
-    // The record was only needed to set up; what it held is free for the trim below.
+    // The record was only needed to set up; what it held is free for the trim once quiet.
     drop(record);
-    crate::sys::release_setup_memory();
+    let mut released = false;
 
     #[derive(Clone, Copy)]
     enum Slot {
@@ -465,14 +469,23 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
         // SIGCHLD arrives on the signalfd, so an idle monitor sleeps until something happens
         // (100 idle pods used to mean 500 wake-ups a second on the node); only the grace after
         // the exit needs a clock.
+        // Until it has been quiet once, it also wakes after `QUIET` to give back what setting up
+        // used: one wake-up in a container's life.
         let timeout = match exit {
             Some((_, at)) => {
                 let left = EXIT_GRACE.saturating_sub(at.elapsed()).as_millis();
                 PollTimeout::from(u16::try_from(left + 1).unwrap_or(u16::MAX))
             }
+            None if !released => PollTimeout::from(QUIET.as_millis() as u16),
             None => PollTimeout::NONE,
         };
         match poll(&mut fds, timeout) {
+            Ok(0) if exit.is_none() && !released => {
+                drop(fds);
+                crate::sys::release_setup_memory();
+                released = true;
+                continue;
+            }
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
         }

@@ -242,20 +242,15 @@ pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time:
 /// runs through megabytes of the binary; left mapped, each monitor would keep ~3 MiB of it
 /// resident (shared with the daemon, but counted in every monitor's RSS) for code it never runs
 /// again. The kernel maps back what the steady loop touches on its first use. A monitor lives as
-/// long as its container, so all of this would otherwise be paid for once per container.
+/// long as its container, so all of this would otherwise be paid for once per container. The
+/// monitor calls it once it has first been quiet for a while, so that what its first requests
+/// ran (the daemon's status checks right after the start) is given back too.
 #[inline(never)]
 pub(crate) fn release_setup_memory() {
     // Read before the trims, so the text read is freed by them; only a fixed array survives.
-    // Sized for the whole file (~10 KB) so it takes one read: a /proc file reports no size, and
-    // `fs::read_to_string` then starts at 32 bytes and grows, a dozen reads in all.
-    let mut smaps = String::with_capacity(64 * 1024);
-    let read = std::fs::File::open("/proc/self/smaps")
-        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut smaps));
-    if read.is_err() {
+    let Some(found) = read_setup_mappings() else {
         return;
-    }
-    let found = setup_mappings(&smaps);
-    drop(smaps);
+    };
     // SAFETY: malloc_trim takes the allocator's lock and only returns pages of free chunks.
     unsafe {
         nix::libc::malloc_trim(0);
@@ -279,13 +274,41 @@ pub(crate) fn release_setup_memory() {
         unsafe { dont_need(low, end) };
     }
     // Last, so that what runs after it is only the way back to the caller's loop.
+    release_code_mappings(&found);
+}
+
+/// Gives back the daemon's mappings of the program's code and read-only data once it serves.
+/// Starting (configuration, opening the stores, recovering pods and containers, the first polls
+/// of every server) runs through megabytes of the binary that an idle daemon never runs again,
+/// and those pages would stay in its RSS for its whole life. The kernel maps back, 64 KiB at a
+/// time, what serving touches. The pages stay in the page cache (the monitors map the same
+/// file), so this lowers the daemon's RSS, not what the node has used; what it changes for the
+/// node is that pages no process maps are the first the kernel reclaims under pressure.
+pub fn release_program_code() {
+    if let Some(found) = read_setup_mappings() {
+        release_code_mappings(&found);
+    }
+}
+
+/// This process's mappings as [`SetupMappings`], from one read of `/proc/self/smaps`.
+fn read_setup_mappings() -> Option<SetupMappings> {
+    // Sized for the whole file (10–20 KB) so it takes one read: a /proc file reports no size,
+    // and `fs::read_to_string` then starts at 32 bytes and grows, a dozen reads in all.
+    let mut smaps = String::with_capacity(64 * 1024);
+    std::fs::File::open("/proc/self/smaps")
+        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut smaps))
+        .ok()?;
+    Some(setup_mappings(&smaps))
+}
+
+fn release_code_mappings(found: &SetupMappings) {
     for &(start, end) in found.code.iter().flatten() {
         // SAFETY: [start, end) is a private, read-only mapping of a file with no anonymous
         // (copied-on-write) page: every page in it is the file's own content, which the kernel
-        // maps again on the next access. The file cannot change under us: a running executable
-        // cannot be opened for writing, and a mapping that is not writable gains no private page
-        // (this process is single-threaded and does not mprotect). This very code is among the
-        // dropped pages; returning to it faults it back in.
+        // maps again on the next access, by this thread or any other. The file cannot change
+        // under us: a running executable cannot be opened for writing, and a mapping that is not
+        // writable gains no private page (no code of ours mprotects). This very code may be among
+        // the dropped pages; returning to it faults it back in.
         unsafe { dont_need(start, end) };
     }
 }
@@ -361,7 +384,9 @@ fn mapping_range(word: &str) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{SetupMappings, mapping_range, release_setup_memory, setup_mappings};
+    use super::{
+        SetupMappings, mapping_range, release_program_code, release_setup_memory, setup_mappings,
+    };
 
     /// Resident KiB of the mappings `release_setup_memory` gives back, from `/proc/self/smaps`.
     fn code_rss_kib() -> u64 {
@@ -385,17 +410,37 @@ mod tests {
         kib
     }
 
+    /// Reads one byte of every page of the code mappings, so all of them are resident.
+    fn touch_code() {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        for (start, end) in setup_mappings(&smaps).code.into_iter().flatten() {
+            for page in (start..end).step_by(4096) {
+                // SAFETY: the range is one of this process's readable mappings of its own
+                // executable, mapped for the life of the process.
+                unsafe { std::ptr::read_volatile(page as *const u8) };
+            }
+        }
+    }
+
+    // One test for both releases, one after the other: run side by side, one's release would
+    // land in the other's readings.
     #[test]
     fn released_code_is_unmapped_and_comes_back_when_run() {
-        let before = code_rss_kib();
-        release_setup_memory();
-        // Reading smaps again runs code that faults back in; all of it was mapped before.
-        let after = code_rss_kib();
-        assert!(
-            after < before,
-            "code and read-only data resident: {before} KiB before, {after} KiB after"
-        );
-        // The code that runs after the release works: it was mapped back from the file.
+        for (name, release) in [
+            ("monitor", release_setup_memory as fn()),
+            ("daemon", release_program_code),
+        ] {
+            touch_code();
+            let before = code_rss_kib();
+            release();
+            // Reading smaps again runs code that faults back in; all of it was mapped before.
+            let after = code_rss_kib();
+            assert!(
+                after < before / 2,
+                "{name}: code and read-only data resident: {before} KiB before, {after} KiB after"
+            );
+        }
+        // The code that runs after the releases works: it was mapped back from the file.
         assert_eq!(setup_mappings("").stack_low, None);
     }
 
