@@ -25,11 +25,16 @@ pub fn limit_arenas() {
     }
 }
 
+/// How long after READY start-up counts as over: the servers' tasks (gRPC, metrics, streaming,
+/// admin) make their first polls, which run set-up code too, within milliseconds of it.
+const START_UP_TAIL: Duration = Duration::from_millis(200);
+
 /// Once start-up is over: hands back the heap start-up freed and the daemon's mappings of the
 /// code it ran (see [`carapace_runtime::release_program_code`]), so an idle daemon holds what
-/// serving needs rather than what starting needed.
+/// serving needs rather than what starting needed. Released at READY itself, the servers' first
+/// polls brought 1.7 of the 2.2 MiB back (idle RSS 2.5 MiB against 1.3).
 pub async fn release_start_up() {
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(START_UP_TAIL).await;
     // SAFETY: malloc_trim takes the allocator's own locks and touches only its free chunks.
     unsafe {
         nix::libc::malloc_trim(0);

@@ -468,9 +468,8 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
         }
         // SIGCHLD arrives on the signalfd, so an idle monitor sleeps until something happens
         // (100 idle pods used to mean 500 wake-ups a second on the node); only the grace after
-        // the exit needs a clock.
-        // Until it has been quiet once, it also wakes after `QUIET` to give back what setting up
-        // used: one wake-up in a container's life.
+        // the exit needs a clock, and, until the monitor has once been quiet for `QUIET`, the
+        // release of what setting up used: one wake-up in a container's life.
         let timeout = match exit {
             Some((_, at)) => {
                 let left = EXIT_GRACE.saturating_sub(at.elapsed()).as_millis();
