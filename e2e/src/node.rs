@@ -480,6 +480,7 @@ impl Node {
         // No pod or container cgroup of this test's pods is left in any hierarchy.
         let cgroups = pod_cgroups(index);
         assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+        remove_empty_pod_parents();
         let log = d.stop().await;
         let mounts = mounts_under(&state);
         assert!(
@@ -512,6 +513,22 @@ pub fn pod_cgroups(index: u8) -> Vec<String> {
         .collect();
     cgroups.sort_by_key(|p| std::cmp::Reverse(p.len()));
     cgroups
+}
+
+/// Removes `kubepods/besteffort` and `kubepods` in every hierarchy where no pod is left in them.
+/// The tests' daemons (one per test) share these parents; a daemon hands a parent its removed
+/// pod made to another of its own pods, never to another daemon's, so the last test out takes
+/// them away. A daemon making a pod meanwhile finds them gone and makes them again.
+fn remove_empty_pod_parents() {
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for parent in ["kubepods/besteffort", "kubepods"] {
+            let _ = std::fs::remove_dir(h.path().join(parent));
+        }
+    }
 }
 
 /// A test's failure path: a panic before [`Node::finish`] leaves its containers running (they
@@ -567,6 +584,7 @@ impl Drop for Sweep {
         for cg in pod_cgroups(self.index) {
             let _ = std::fs::remove_dir(&cg);
         }
+        remove_empty_pod_parents();
         eprintln!(
             "swept what test {} left: its pods' processes, mounts under {} and cgroups",
             self.index,

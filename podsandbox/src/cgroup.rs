@@ -64,7 +64,7 @@ impl CgroupLayout {
     }
 
     /// The directories a relative cgroup path has: one per v1 hierarchy, or one on v2.
-    fn dirs(&self, rel: &Path) -> Vec<PathBuf> {
+    pub(crate) fn dirs(&self, rel: &Path) -> Vec<PathBuf> {
         match self {
             Self::V1 { root, hierarchies } => {
                 hierarchies.iter().map(|h| root.join(h).join(rel)).collect()
@@ -150,21 +150,31 @@ pub struct PodCgroup {
 /// it exists, so a failure half-way leaves an exact record for the undo.
 pub fn create(layout: &CgroupLayout, rel: &Path, created: &mut Vec<PathBuf>) -> Result<(), Error> {
     for dir in layout.dirs(rel) {
-        let mut missing = Vec::new();
-        let mut d = dir.as_path();
-        while !d.exists() {
-            missing.push(d.to_path_buf());
-            d = match d.parent() {
-                Some(p) => p,
-                None => break,
-            };
-        }
-        for m in missing.into_iter().rev() {
-            match std::fs::create_dir(&m) {
-                Ok(()) => created.push(m),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(Error::Io { path: m, source }),
+        // A parent found in place can be gone a moment later (the last pod in it removed, by
+        // another runtime or test daemon): then the walk starts again.
+        let mut attempts = 3;
+        'walk: loop {
+            attempts -= 1;
+            let mut missing = Vec::new();
+            let mut d = dir.as_path();
+            while !d.exists() {
+                missing.push(d.to_path_buf());
+                d = match d.parent() {
+                    Some(p) => p,
+                    None => break,
+                };
             }
+            for m in missing.into_iter().rev() {
+                match std::fs::create_dir(&m) {
+                    Ok(()) => created.push(m),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts > 0 => {
+                        continue 'walk;
+                    }
+                    Err(source) => return Err(Error::Io { path: m, source }),
+                }
+            }
+            break;
         }
     }
     Ok(())

@@ -590,7 +590,7 @@ impl Sandboxes {
                         cg.created.pop();
                     }
                     // A parent (`kubepods/besteffort`) this pod's run made and pods run since sit
-                    // in: it is theirs as much as ours now, and stays.
+                    // in: one of them removes it when it goes.
                     Err(e)
                         if !dir.ends_with(&own)
                             && matches!(
@@ -598,6 +598,7 @@ impl Sandboxes {
                                 io::ErrorKind::ResourceBusy | io::ErrorKind::DirectoryNotEmpty
                             ) =>
                     {
+                        self.hand_over(&sb.id, dir);
                         cg.created.pop();
                     }
                     Err(e) => {
@@ -609,6 +610,37 @@ impl Sandboxes {
             if cg.created.is_empty() {
                 sb.cgroup = None;
             }
+        }
+    }
+
+    /// Gives a parent cgroup the pod `from` made, and other pods sit in, to one of those pods (the
+    /// first found that no stop or remove is changing): its removal removes the parent after its
+    /// own cgroups, or hands it on again. With no such pod (one still being made), the parent
+    /// stays, as the kubelet's own do.
+    fn hand_over(&self, from: &str, parent: &Path) {
+        let mut t = self.lock();
+        let Table {
+            sandboxes, busy, ..
+        } = &mut *t;
+        let heir = sandboxes.values_mut().find(|s| {
+            s.id != from
+                && !busy.contains(&s.id)
+                && s.cgroup.as_ref().is_some_and(|cg| {
+                    self.cgroups
+                        .dirs(&cg.path)
+                        .iter()
+                        .any(|d| d != parent && d.starts_with(parent))
+                })
+        });
+        let Some(heir) = heir else {
+            return;
+        };
+        if let Some(cg) = &mut heir.cgroup {
+            // First in the list: removed last, after everything below it.
+            cg.created.insert(0, parent.to_owned());
+        }
+        if let Err(e) = self.persist(heir) {
+            tracing::warn!(pod_id = %heir.id, error = %e, "recording a handed-over parent cgroup");
         }
     }
 
@@ -1024,7 +1056,7 @@ mod tests {
     }
 
     #[test]
-    fn a_parent_cgroup_other_pods_sit_in_stays_when_the_pod_that_made_it_goes() {
+    fn a_parent_cgroup_other_pods_sit_in_goes_with_the_last_of_them() {
         let f = fixture();
         let first = f.sandboxes.run(config("web")).unwrap();
         let second = f.sandboxes.run(config("api")).unwrap();
@@ -1034,9 +1066,11 @@ mod tests {
         f.sandboxes.remove(&first).unwrap();
         assert!(!cg.join("podweb").exists());
         assert!(cg.join("podapi").is_dir());
+        // The second was handed the parent: the last pod out takes it away.
         f.sandboxes.stop(&second).unwrap();
         f.sandboxes.remove(&second).unwrap();
-        assert!(!cg.join("podapi").exists());
+        assert!(!cg.exists());
+        assert!(!f.dir.path().join("cgroup/memory/kubepods").exists());
         assert!(f.sandboxes.list().is_empty());
     }
 
