@@ -1212,12 +1212,14 @@ impl Inner {
 
     /// Forgets the state kept for `id`: called after everything that changes it (start, an exit
     /// noticed, stop, removal). Created and Exited only change through those; Running is kept
-    /// only while the exit watcher watches the container, which reports its exit.
-    fn invalidate(&self, id: &str) {
+    /// only while the exit watcher watches the container, which reports its exit. Returns the
+    /// new version, for [`Inner::keep_states`].
+    fn invalidate(&self, id: &str) -> u64 {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let k = states.entry(id.to_owned()).or_default();
         k.version += 1;
         k.state = None;
+        k.version
     }
 
     /// The kept states of `ids`, with the versions to hand back to [`Inner::keep_states`].
@@ -1860,9 +1862,8 @@ impl ContainerApi {
         let pid = self
             .blocking(move |i| {
                 let started = i.runtime.get(&id).and_then(|c| c.start());
-                i.invalidate(&id);
+                let version = i.invalidate(&id);
                 let pid = started?;
-                let version = i.known_states([id.as_str()]).first().map_or(0, |k| k.0);
                 if let Some(sb) = i.sandbox_of(&id) {
                     i.send_event(&id, &sb, ContainerEventType::ContainerStartedEvent);
                 }

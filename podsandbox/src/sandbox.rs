@@ -583,7 +583,6 @@ impl Sandboxes {
             unpin(p, errors);
         }
         if let Some(cg) = &mut sb.cgroup {
-            let own = cg.path.strip_prefix("/").unwrap_or(&cg.path).to_owned();
             while let Some(dir) = cg.created.last() {
                 match self.kernel.remove_cgroup(dir) {
                     Ok(()) => {
@@ -592,7 +591,7 @@ impl Sandboxes {
                     // A parent (`kubepods/besteffort`) this pod's run made and pods run since sit
                     // in: one of them removes it when it goes.
                     Err(e)
-                        if !dir.ends_with(&own)
+                        if !dir.ends_with(&cg.path)
                             && matches!(
                                 e.kind(),
                                 io::ErrorKind::ResourceBusy | io::ErrorKind::DirectoryNotEmpty
