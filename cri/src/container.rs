@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -1157,6 +1158,10 @@ struct Inner {
     states: Mutex<HashMap<String, Known>>,
     /// Each container's ListContainers item, encoded once.
     encoded: crate::listing::EncodedItems,
+    /// Changes to what ListContainers shows (a container made or forgotten, a state changed or
+    /// learnt), counted after each is made; and the last unfiltered answer, by that count.
+    changes: AtomicU64,
+    unfiltered: crate::listing::KeptAnswer,
 }
 
 /// A container's state as last read from disk, and the number of changes seen so far: a read
@@ -1219,7 +1224,14 @@ impl Inner {
         let k = states.entry(id.to_owned()).or_default();
         k.version += 1;
         k.state = None;
-        k.version
+        let version = k.version;
+        self.changed();
+        version
+    }
+
+    /// Counts a change to what ListContainers shows, once it is made.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// The kept states of `ids`, with the versions to hand back to [`Inner::keep_states`].
@@ -1267,6 +1279,7 @@ impl Inner {
                 k.state = Some(state);
             }
         }
+        self.changed();
     }
 
     fn forget(&self, id: &str) {
@@ -1283,6 +1296,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.changed();
     }
 
     /// `/proc/<pid>/ns/pid` of a running container, for PID namespace mode TARGET.
@@ -1332,6 +1346,7 @@ impl Inner {
         let mut t = self.table();
         t.names.insert(meta.name.clone(), meta.id.clone());
         t.containers.insert(meta.id.clone(), meta);
+        self.changed();
         Ok(())
     }
 
@@ -1609,6 +1624,8 @@ impl ContainerApi {
                 links: OnceLock::new(),
                 states: Mutex::default(),
                 encoded: Default::default(),
+                changes: AtomicU64::new(0),
+                unfiltered: Default::default(),
             }),
         })
     }
@@ -1966,6 +1983,13 @@ impl ContainerApi {
     /// ListContainers as the daemon answers it: encoded, from each container's kept encoding.
     pub(crate) async fn list_encoded(&self, req: ListContainersRequest) -> Result<Bytes, Error> {
         let filter = req.filter.unwrap_or_default();
+        // The kubelet's poll: answered again as is while nothing changed. The count is read
+        // before the records, so an answer is never kept under a count a later change made.
+        let unfiltered = filter == ContainerFilter::default();
+        let changes = self.inner.changes.load(Ordering::Acquire);
+        if unfiltered && let Some(answer) = self.inner.unfiltered.get(changes) {
+            return Ok(answer);
+        }
         let items: Vec<(String, Bytes)> = {
             let table = self.inner.table();
             let mut kept = self.inner.encoded.lock();
@@ -1986,7 +2010,8 @@ impl ContainerApi {
         let known = self
             .inner
             .known_states(items.iter().map(|(id, _)| id.as_str()));
-        let states: Vec<Option<State>> = if known.iter().all(|(_, s)| s.is_some()) {
+        let all_known = known.iter().all(|(_, s)| s.is_some());
+        let states: Vec<Option<State>> = if all_known {
             known.into_iter().map(|(_, s)| s).collect()
         } else {
             let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
@@ -2000,7 +2025,12 @@ impl ContainerApi {
             want.is_none_or(|w| w == state)
                 .then_some((&bytes[..], state))
         });
-        Ok(answer(listed, CONTAINER_STATE))
+        let answer = answer(listed, CONTAINER_STATE);
+        // Only states kept in memory are ones a change moves the count for.
+        if unfiltered && all_known {
+            self.inner.unfiltered.keep(changes, &answer);
+        }
+        Ok(answer)
     }
 
     /// ListContainers as a message, decoded from the answer the daemon sends.

@@ -77,6 +77,38 @@ impl Items<'_> {
     }
 }
 
+/// The last answer to an unfiltered list, the kubelet's poll, with the count of changes it was
+/// made at: the same count means the same answer, sent again as is. With 100 pods, making it
+/// again touched every record (ids, states, kept items, scattered over the heap) and was most of
+/// the daemon's time in a list.
+#[derive(Default)]
+pub(crate) struct KeptAnswer(Mutex<Option<(u64, Bytes)>>);
+
+impl KeptAnswer {
+    fn kept(&self) -> MutexGuard<'_, Option<(u64, Bytes)>> {
+        // One assignment per update: whole after a panic.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The answer made at `changes`, if that is the one kept.
+    pub(crate) fn get(&self, changes: u64) -> Option<Bytes> {
+        match &*self.kept() {
+            Some((at, answer)) if *at == changes => Some(answer.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps `answer`, made from what was there when the count was `changes` (read before
+    /// reading the records: a change that came meanwhile moved the count on, so this answer is
+    /// never taken for a later one). An older answer made concurrently does not replace it.
+    pub(crate) fn keep(&self, changes: u64, answer: &Bytes) {
+        let mut kept = self.kept();
+        if kept.as_ref().is_none_or(|(at, _)| *at <= changes) {
+            *kept = Some((changes, answer.clone()));
+        }
+    }
+}
+
 /// A list answer: each item's kept encoding followed by its state field `state_field` (left out
 /// when 0, as protobuf leaves a default out).
 pub(crate) fn answer<'a>(
@@ -284,6 +316,22 @@ mod tests {
         let got = ListPodSandboxResponse::decode(answer).unwrap();
         assert_eq!(got, want);
         assert_eq!(kept.items.get_mut().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_kept_answer_is_given_for_its_own_count_of_changes_only() {
+        let kept = KeptAnswer::default();
+        assert_eq!(kept.get(0), None);
+        kept.keep(3, &Bytes::from_static(b"three"));
+        assert_eq!(kept.get(3), Some(Bytes::from_static(b"three")));
+        assert_eq!(kept.get(4), None);
+        // An answer made earlier, finishing later, does not replace a newer one.
+        kept.keep(2, &Bytes::from_static(b"two"));
+        assert_eq!(kept.get(3), Some(Bytes::from_static(b"three")));
+        assert_eq!(kept.get(2), None);
+        kept.keep(4, &Bytes::from_static(b"four"));
+        assert_eq!(kept.get(4), Some(Bytes::from_static(b"four")));
+        assert_eq!(kept.get(3), None);
     }
 
     #[test]

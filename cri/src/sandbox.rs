@@ -14,7 +14,7 @@ use prost::Message;
 
 use crate::api::*;
 use crate::error::Error;
-use crate::listing::{EncodedItems, POD_STATE, answer};
+use crate::listing::{EncodedItems, KeptAnswer, POD_STATE, answer};
 
 /// What the RPC handlers call; `None` store: the daemon was built without one.
 #[derive(Clone)]
@@ -22,6 +22,8 @@ pub(crate) struct SandboxApi {
     store: Option<Arc<pods::Sandboxes>>,
     /// Each pod's ListPodSandbox item, encoded once.
     encoded: Arc<EncodedItems>,
+    /// The last unfiltered answer.
+    unfiltered: Arc<KeptAnswer>,
 }
 
 impl SandboxApi {
@@ -29,6 +31,7 @@ impl SandboxApi {
         Self {
             store,
             encoded: Default::default(),
+            unfiltered: Default::default(),
         }
     }
 
@@ -109,6 +112,11 @@ impl SandboxApi {
     pub(crate) async fn list_encoded(&self, req: ListPodSandboxRequest) -> Result<Bytes, Error> {
         let store = self.store()?;
         let filter = req.filter.unwrap_or_default();
+        let unfiltered = filter == PodSandboxFilter::default();
+        let changes = store.changes();
+        if unfiltered && let Some(answer) = self.unfiltered.get(changes) {
+            return Ok(answer);
+        }
         let mut kept = self.encoded.lock();
         let mut seen = 0usize;
         let items = store.list_map(|sb| {
@@ -139,7 +147,11 @@ impl SandboxApi {
                 .collect();
             kept.prune(live.len(), |id| live.contains(id));
         }
-        Ok(answer(items.iter().map(|(b, s)| (&b[..], *s)), POD_STATE))
+        let answer = answer(items.iter().map(|(b, s)| (&b[..], *s)), POD_STATE);
+        if unfiltered {
+            self.unfiltered.keep(changes, &answer);
+        }
+        Ok(answer)
     }
 
     /// ListPodSandbox as a message, decoded from the answer the daemon sends.

@@ -101,6 +101,14 @@ async fn a_container_runs_logs_execs_stops_and_is_removed() {
         "the idle monitor {monitor} woke up"
     );
 
+    // The kubelet's poll, unfiltered (kept between calls while nothing changes).
+    let full = |l: Vec<cri::Container>| l.into_iter().map(|c| (c.id, c.state)).collect::<Vec<_>>();
+    let running = cri::ContainerState::ContainerRunning as i32;
+    assert_eq!(
+        full(n.list(Default::default()).await),
+        [(id.clone(), running)]
+    );
+
     // A second container, created but not started, for the list filters.
     let idle = n
         .create(&pod_id, &pod, &container("idle", &["sleep", "1000"]))
@@ -109,6 +117,12 @@ async fn a_container_runs_logs_execs_stops_and_is_removed() {
     let ids = |l: Vec<cri::Container>| l.into_iter().map(|c| c.id).collect::<Vec<_>>();
     let mut both = vec![id.clone(), idle.clone()];
     both.sort();
+    let mut want = vec![
+        (id.clone(), running),
+        (idle.clone(), cri::ContainerState::ContainerCreated as i32),
+    ];
+    want.sort();
+    assert_eq!(full(n.list(Default::default()).await), want);
     let by_pod = n
         .list(cri::ContainerFilter {
             pod_sandbox_id: pod_id.clone(),
@@ -184,6 +198,12 @@ async fn a_container_runs_logs_execs_stops_and_is_removed() {
     let t = Instant::now();
     n.stop_container(&id, 2).await;
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let mut want = vec![
+        (id.clone(), cri::ContainerState::ContainerExited as i32),
+        (idle.clone(), cri::ContainerState::ContainerCreated as i32),
+    ];
+    want.sort();
+    assert_eq!(full(n.list(Default::default()).await), want);
     let (st, _) = n.status(&id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert!(
@@ -203,6 +223,7 @@ async fn a_container_runs_logs_execs_stops_and_is_removed() {
         n.remove_container(&id).await;
         n.remove_container(&idle).await;
     }
+    assert_eq!(full(n.list(Default::default()).await), []);
     let e =
         n.rt.container_status(cri::ContainerStatusRequest {
             container_id: id.clone(),
@@ -302,25 +323,49 @@ async fn containers_that_exit_by_themselves_and_a_read_only_rootfs() {
         Some("brief"),
         "{l:?}"
     );
+    // The kubelet's poll, unfiltered: the same answer while nothing changes (kept between
+    // calls); the exit below, which no call reports, makes a new one.
+    let brief_in_full_list =
+        |l: Vec<cri::Container>| l.into_iter().find(|c| c.id == brief).map(|c| c.state);
+    for _ in 0..2 {
+        assert_eq!(
+            brief_in_full_list(n.list(Default::default()).await),
+            Some(cri::ContainerState::ContainerRunning as i32)
+        );
+    }
+    // Polled unfiltered only: another call about it would read its state and count a change.
     let rt = n.rt.clone();
+    let brief_id = brief.clone();
     eventually(
         Duration::from_secs(10),
         "the brief container listed as exited",
         || {
-            let f = in_state(cri::ContainerState::ContainerExited);
             let mut rt = rt.clone();
+            let brief = brief_id.clone();
             async move {
                 let l = rt
-                    .list_containers(cri::ListContainersRequest { filter: Some(f) })
+                    .list_containers(cri::ListContainersRequest {
+                        filter: Some(Default::default()),
+                    })
                     .await
                     .ok()?
                     .into_inner()
                     .containers;
-                (l.len() == 1).then_some(())
+                l.iter()
+                    .any(|c| {
+                        c.id == brief && c.state == cri::ContainerState::ContainerExited as i32
+                    })
+                    .then_some(())
             }
         },
     )
     .await;
+    assert_eq!(
+        n.list(in_state(cri::ContainerState::ContainerExited))
+            .await
+            .len(),
+        1
+    );
     assert!(
         n.list(in_state(cri::ContainerState::ContainerRunning))
             .await

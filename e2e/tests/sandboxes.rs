@@ -91,6 +91,17 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
     );
     let cgroup = info["cgroupPath"].as_str().unwrap().to_owned();
 
+    // The kubelet's poll, unfiltered: the same answer while nothing changes (kept between
+    // calls), a new one after each change below.
+    let state_in_full_list =
+        |l: Vec<cri::PodSandbox>| l.into_iter().find(|p| p.id == id).map(|p| p.state);
+    for _ in 0..2 {
+        assert_eq!(
+            state_in_full_list(d.pods().await),
+            Some(cri::PodSandboxState::SandboxReady as i32)
+        );
+    }
+
     // A kubelet retry after a timeout gets the same sandbox back.
     assert_eq!(d.run_pod(&pod).await, id);
     let list = d
@@ -128,6 +139,10 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
         (&listed[0].metadata, &listed[0].labels, listed[0].created_at),
         (&st.metadata, &st.labels, st.created_at)
     );
+    assert_eq!(
+        state_in_full_list(d.pods().await),
+        Some(cri::PodSandboxState::SandboxNotready as i32)
+    );
     for _ in 0..2 {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: id.clone(),
@@ -143,6 +158,7 @@ async fn a_pod_gets_its_network_files_and_namespaces_and_leaves_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(state_in_full_list(d.pods().await), None);
 
     // Nothing left: the pod cgroup, the IPAM lease for its IP.
     assert!(

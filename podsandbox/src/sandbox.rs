@@ -132,9 +132,41 @@ impl Sandbox {
     }
 }
 
+/// The sandboxes by id, changed only through `insert` and `remove`, which count the changes.
+#[derive(Default)]
+struct Records {
+    by_id: HashMap<String, Sandbox>,
+    changes: u64,
+}
+
+impl Records {
+    fn insert(&mut self, sb: Sandbox) {
+        self.changes += 1;
+        self.by_id.insert(sb.id.clone(), sb);
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.changes += 1;
+        self.by_id.remove(id);
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Sandbox> {
+        self.changes += 1;
+        self.by_id.values_mut()
+    }
+}
+
+impl std::ops::Deref for Records {
+    type Target = HashMap<String, Sandbox>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.by_id
+    }
+}
+
 #[derive(Default)]
 struct Table {
-    sandboxes: HashMap<String, Sandbox>,
+    sandboxes: Records,
     /// Names of runs in flight: a second run with the same name waits for the first.
     creating: HashSet<String>,
     /// Ids with a stop or remove in flight.
@@ -203,7 +235,7 @@ impl Sandboxes {
                     if sb.state == SandboxState::Creating {
                         sb.state = SandboxState::NotReady;
                     }
-                    table.sandboxes.insert(sb.id.clone(), sb);
+                    table.sandboxes.insert(sb);
                 }
                 Err(e) => {
                     // A directory without state is one the daemon died in before anything was
@@ -302,7 +334,7 @@ impl Sandboxes {
                     tracing::error!(pod_id = %id, error = %undo, "undo incomplete; sandbox kept as NOTREADY");
                     sb.state = SandboxState::NotReady;
                     let _ = self.persist(&sb);
-                    self.lock().sandboxes.insert(id, sb);
+                    self.lock().sandboxes.insert(sb);
                 }
             }
             return Err(e);
@@ -310,7 +342,7 @@ impl Sandboxes {
         sb.state = SandboxState::Ready;
         self.persist(&sb)?;
         tracing::info!(pod_id = %id, ips = ?sb.ips, "sandbox ready");
-        self.lock().sandboxes.insert(id.clone(), sb);
+        self.lock().sandboxes.insert(sb);
         Ok(id)
     }
 
@@ -703,7 +735,7 @@ impl Sandboxes {
         if changed {
             self.persist(&sb)?;
         }
-        self.lock().sandboxes.insert(id.clone(), sb);
+        self.lock().sandboxes.insert(sb);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -725,7 +757,7 @@ impl Sandboxes {
         sb.state = SandboxState::NotReady;
         if let Err(e) = self.teardown(&mut sb) {
             let _ = self.persist(&sb);
-            self.lock().sandboxes.insert(id, sb);
+            self.lock().sandboxes.insert(sb);
             return Err(e);
         }
         std::fs::remove_dir_all(&sb.dir)
@@ -774,6 +806,12 @@ impl Sandboxes {
     /// Every sandbox, oldest first.
     pub fn list(&self) -> Vec<Sandbox> {
         self.list_map(|s| Some(s.clone()))
+    }
+
+    /// How many times the sandboxes changed (run, stopped, removed, a record updated) since the
+    /// store was opened: a list made after reading a count holds while the count stays the same.
+    pub fn changes(&self) -> u64 {
+        self.lock().sandboxes.changes
     }
 
     /// What `f` makes of every sandbox it keeps, oldest first, read in place under the lock: the
@@ -1052,6 +1090,27 @@ mod tests {
             "made by us, so removed"
         );
         assert!(f.sandboxes.list().is_empty());
+    }
+
+    #[test]
+    fn every_change_a_list_would_show_moves_the_count_on() {
+        let f = fixture();
+        let mut seen = f.sandboxes.changes();
+        let mut moved = |what: &str| {
+            let now = f.sandboxes.changes();
+            assert!(now > seen, "{what} left the count at {now}");
+            seen = now;
+        };
+        let id = f.sandboxes.run(config("web")).unwrap();
+        moved("run");
+        f.sandboxes.stop(&id).unwrap();
+        moved("stop");
+        f.sandboxes.remove(&id).unwrap();
+        moved("remove");
+        // Reading changes nothing.
+        f.sandboxes.list();
+        f.sandboxes.get(&id);
+        assert_eq!(f.sandboxes.changes(), seen);
     }
 
     #[test]
