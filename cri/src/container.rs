@@ -1268,6 +1268,7 @@ impl Inner {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
         let table = self.table();
+        let mut learnt = false;
         for (id, version, state) in read {
             if !table.containers.contains_key(&id)
                 || (state == State::Running && !watching.contains(&id))
@@ -1275,11 +1276,15 @@ impl Inner {
                 continue;
             }
             let k = states.entry(id).or_default();
-            if k.version == version {
+            if k.version == version && k.state != Some(state) {
                 k.state = Some(state);
+                learnt = true;
             }
         }
-        self.changed();
+        // Only a state learnt counts (a metrics scrape reads states too, mostly known ones).
+        if learnt {
+            self.changed();
+        }
     }
 
     fn forget(&self, id: &str) {
