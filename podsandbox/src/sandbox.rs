@@ -132,7 +132,8 @@ impl Sandbox {
     }
 }
 
-/// The sandboxes by id, changed only through `insert` and `remove`, which count the changes.
+/// The sandboxes by id, changed only through `insert`, `remove` and `values_mut`, which count
+/// the changes (readers get the map through `Deref`, which gives no way to change it).
 #[derive(Default)]
 struct Records {
     by_id: HashMap<String, Sandbox>,
