@@ -8,6 +8,10 @@
 //! restart (pid and start time are recorded), ends the namespace. Sandboxes recorded by earlier
 //! versions name a long-lived outer process whose PID 1 dies with it; stopping them is the same
 //! kill.
+//!
+//! A container sharing the namespace sees PID 1 as `/proc/1`: PID 1 confines itself before it
+//! reports (its own empty mount namespace, no capability, no_new_privs, not dumpable, a seccomp
+//! allow-list; see `confine`), so that `/proc/1` leads nowhere on the host.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -65,16 +69,26 @@ fn outer() -> std::io::Result<i32> {
     let child = match crate::sys::fork_single_threaded()? {
         nix::unistd::ForkResult::Child => {
             drop(armed_r);
-            let code = pid1(armed_w).unwrap_or(1);
-            std::process::exit(code);
+            std::process::exit(pid1(armed_w));
         }
         nix::unistd::ForkResult::Parent { child } => child,
     };
     drop(armed_w);
-    // PID 1 writes one byte once its signals are blocked; EOF means it died first.
-    let mut byte = [0u8; 1];
-    if std::fs::File::from(armed_r).read(&mut byte)? != 1 {
-        return Err(std::io::Error::other("PID 1 did not start"));
+    // PID 1 writes `ARMED` and closes its end once it is confined and its signals are blocked,
+    // or writes why it failed and exits; EOF alone means it died first.
+    let mut said = Vec::new();
+    std::fs::File::from(armed_r)
+        .take(4096)
+        .read_to_end(&mut said)?;
+    if said != ARMED {
+        return Err(std::io::Error::other(format!(
+            "PID 1 did not start: {}",
+            if said.is_empty() {
+                "it died".into()
+            } else {
+                String::from_utf8_lossy(&said)
+            }
+        )));
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{READY_MARKER}{child}")?;
@@ -83,14 +97,26 @@ fn outer() -> std::io::Result<i32> {
     Ok(0)
 }
 
-fn pid1(armed: std::os::fd::OwnedFd) -> std::io::Result<i32> {
-    // No parent-death signal: the outer process exits right away, and the daemon kills PID 1
-    // itself. Not in the daemon's session either, so a terminal's hangup does not reach it.
-    let _ = nix::unistd::setsid();
-    // The daemon stops reading our stdout once the outer process reported.
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2_stdout(&null);
-    }
+/// What PID 1 writes to the outer process once it is ready.
+const ARMED: &[u8] = b"1";
+
+/// The syscalls PID 1 makes once confined: `sigwait` (rt_sigtimedwait), `waitpid` (wait4),
+/// closing the pipe to the outer process, exiting, and returning from the runtime's fault
+/// handlers or a restarted wait. `write` is allowed on that pipe only (see `sys`).
+const PID1_SYSCALLS: &[nix::libc::c_long] = &[
+    nix::libc::SYS_rt_sigtimedwait,
+    nix::libc::SYS_wait4,
+    nix::libc::SYS_close,
+    nix::libc::SYS_exit,
+    nix::libc::SYS_exit_group,
+    nix::libc::SYS_rt_sigreturn,
+    nix::libc::SYS_restart_syscall,
+];
+
+/// PID 1: blocks its signals, gives up everything it could hand to a container that shares its
+/// PID namespace (see [`confine`]), reports to the outer process, then reaps until SIGTERM.
+fn pid1(armed: std::os::fd::OwnedFd) -> i32 {
+    let mut armed = std::fs::File::from(armed);
     let mut signals = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -100,15 +126,112 @@ fn pid1(armed: std::os::fd::OwnedFd) -> std::io::Result<i32> {
     ] {
         signals.add(s);
     }
-    signals.thread_block()?;
-    std::fs::File::from(armed).write_all(b"1")?;
+    let ready = signals
+        .thread_block()
+        .map_err(|e| std::io::Error::other(format!("blocking signals: {e}")))
+        .and_then(|()| confine(&armed));
+    if let Err(e) = ready {
+        // Our stderr may be /dev/null by now: the outer process reports for us.
+        let _ = write!(armed, "{e}");
+        return 1;
+    }
+    if armed.write_all(ARMED).is_err() {
+        return 1;
+    }
+    drop(armed);
     loop {
-        match signals.wait()? {
-            Signal::SIGCHLD => reap(),
-            Signal::SIGTERM | Signal::SIGINT => return Ok(0),
-            _ => {}
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => reap(),
+            Ok(Signal::SIGTERM | Signal::SIGINT) => return 0,
+            Ok(_) => {}
+            Err(_) => return 1,
         }
     }
+}
+
+/// Leaves PID 1 nothing worth reaching: a container that shares its PID namespace sees it as
+/// `/proc/1`, so with CAP_SYS_PTRACE its root, mounts and fds are the container's to open, and
+/// it is the process a container would ptrace. PID 1 only reaps and waits for signals (the
+/// daemon, host root, kills it from outside), so it gets an empty read-only root in a mount
+/// namespace of its own, no capability, no_new_privs, no dumpability and a seccomp allow-list of
+/// the calls its loop makes. The order matters: each step needs what the next one removes.
+fn confine(armed: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // No parent-death signal: the outer process exits right away, and the daemon kills PID 1
+    // itself. Not in the daemon's session either, so a terminal's hangup does not reach it.
+    let _ = nix::unistd::setsid();
+    // Our stdio are the daemon's (stderr its log, say): /dev/null instead, opened while the host's
+    // root is still ours, so `/proc/1/fd` offers a container nothing.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| std::io::Error::other(format!("open /dev/null: {e}")))?;
+    nix::unistd::dup2_stdin(&null).map_err(step("dup2 stdin"))?;
+    nix::unistd::dup2_stdout(&null).map_err(step("dup2 stdout"))?;
+    nix::unistd::dup2_stderr(&null).map_err(step("dup2 stderr"))?;
+    drop(null);
+    // Nor any other fd the daemon let through (one without close-on-exec), but our pipe.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| std::io::Error::other(format!("list /proc/self/fd: {e}")))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && *fd != armed.as_raw_fd())
+        .collect();
+    for fd in fds {
+        // The listing's own fd is already closed: EBADF.
+        let _ = nix::unistd::close(fd);
+    }
+    empty_root()?;
+    // The bounding set needs CAP_SETPCAP, the mounts above CAP_SYS_ADMIN: this comes after both.
+    crate::sys::drop_all_capabilities()
+        .map_err(|e| std::io::Error::other(format!("dropping capabilities: {e}")))?;
+    // Not dumpable: its memory, environment and fds, or a ptrace attach, take CAP_SYS_PTRACE
+    // rather than just the same uid (a container's root is uid 0 too).
+    nix::sys::prctl::set_dumpable(false).map_err(step("PR_SET_DUMPABLE"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(step("PR_SET_NO_NEW_PRIVS"))?;
+    // Last: the filter refuses every call above.
+    let fd = u32::try_from(armed.as_raw_fd()).map_err(|_| std::io::Error::other("bad fd"))?;
+    crate::sys::allow_list_filter(PID1_SYSCALLS, fd)
+        .and_then(|filter| crate::sys::install_seccomp(&filter))
+        .map_err(|e| std::io::Error::other(format!("seccomp: {e}")))
+}
+
+/// Names the step that failed: PID 1 reports it to the outer process as text.
+fn step(what: &'static str) -> impl Fn(nix::errno::Errno) -> std::io::Error {
+    move |e| std::io::Error::other(format!("{what}: {e}"))
+}
+
+/// Moves PID 1 into a mount namespace of its own whose only mount is an empty read-only tmpfs at
+/// `/`: the host's mounts are detached, not just hidden, so none of them is pinned by it either.
+fn empty_root() -> std::io::Result<()> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare the mount namespace"))?;
+    // Nothing below may propagate to the host's mounts.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(step("make the mounts private"))?;
+    // Any directory every host has will do as the mount point of the new root: /proc.
+    mount(
+        Some("tmpfs"),
+        "/proc",
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0555,size=4k"),
+    )
+    .map_err(step("mount the empty root"))?;
+    nix::unistd::chdir("/proc").map_err(step("chdir to the empty root"))?;
+    // pivot_root(".", ".") stacks the old root on the new one, where the detach below finds it:
+    // no directory for it is needed in a root that is read-only.
+    nix::unistd::pivot_root(".", ".").map_err(step("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(step("detach the host's root"))?;
+    nix::unistd::chdir("/").map_err(step("chdir /"))?;
+    Ok(())
 }
 
 /// Reaps every exited child: processes of the pod whose parents died are reparented to us.
