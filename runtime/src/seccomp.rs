@@ -32,6 +32,8 @@ const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 
 // The syscall names Docker's default profile allows to everyone (profiles/seccomp/default.json).
+// Not io_uring_*, which Docker and containerd took out: a ring carries operations (open, connect,
+// ...) to the kernel without a syscall this filter could see.
 const ALLOWED: &[&str] = &[
     "accept",
     "accept4",
@@ -159,9 +161,6 @@ const ALLOWED: &[&str] = &[
     "ioprio_set",
     "io_setup",
     "io_submit",
-    "io_uring_enter",
-    "io_uring_register",
-    "io_uring_setup",
     "ipc",
     "kill",
     "landlock_add_rule",
@@ -768,8 +767,18 @@ fn condition(asm: &mut Asm, a: &LinuxSeccompArg, fail: Label) -> Result<()> {
     Ok(())
 }
 
-/// Compiles `profile` for the native architecture. Syscall names this architecture lacks are
-/// skipped (as libseccomp does); a name no architecture knows is an error.
+/// Whether a filter answering `ret` refuses the syscall (ALLOW and LOG let it run).
+fn denies(ret: u32) -> bool {
+    ret != RET_ALLOW && ret != RET_LOG
+}
+
+/// Compiles `profile` for the native architecture.
+///
+/// A syscall name this architecture's table lacks (another architecture's, a newer kernel's, or
+/// a misspelling: without every architecture's table we cannot tell them apart) is skipped, as
+/// runc skips the names libseccomp does not know, when that leaves the syscall where the rule
+/// would: a rule that allows, or one that denies under a default that denies too. A rule that
+/// denies it under a default that lets it through is refused: skipping it would fail open.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<SockFilter>> {
     let default = ret_of(profile.default_action(), profile.default_errno_ret())?;
     // Group rules by syscall number, keeping the profile's order inside each group.
@@ -777,6 +786,13 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<SockFilter>> {
     for rule in profile.syscalls().iter().flatten() {
         for name in rule.names() {
             let Ok(nr) = syscalls::Sysno::from_str(name) else {
+                if denies(ret_of(rule.action(), rule.errno_ret())?) && !denies(default) {
+                    return Err(Error::InvalidArgument(format!(
+                        "seccomp profile denies syscall {name:?}, which this runtime does not \
+                         know on {}: the rule could not be enforced",
+                        std::env::consts::ARCH
+                    )));
+                }
                 continue;
             };
             let nr = nr.id() as u32;
@@ -874,6 +890,9 @@ mod tests {
         assert_eq!(run(&prog, a, nr("read"), [0; 6]), RET_ALLOW);
         assert_eq!(run(&prog, a, nr("mount"), [0; 6]), RET_ERRNO | EPERM);
         assert_eq!(run(&prog, a, nr("unshare"), [0; 6]), RET_ERRNO | EPERM);
+        for ring in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+            assert_eq!(run(&prog, a, nr(ring), [0; 6]), RET_ERRNO | EPERM, "{ring}");
+        }
         // clone3 answers ENOSYS so libc falls back to clone.
         assert_eq!(run(&prog, a, nr("clone3"), [0; 6]), RET_ERRNO | ENOSYS);
         // clone: threads yes, new namespaces no.
@@ -994,5 +1013,42 @@ mod tests {
             RET_ERRNO | EPERM
         );
         assert!(load_localhost(&dir.path().join("missing.json")).is_err());
+    }
+
+    #[test]
+    fn unknown_syscall_names_are_refused_only_where_skipping_fails_open() {
+        let profile = |default: &str, action: &str| -> LinuxSeccomp {
+            serde_json::from_str(&format!(
+                r#"{{"defaultAction":"{default}","syscalls":[
+                    {{"names":["notasyscall","mkdir"],"action":"{action}"}}]}}"#
+            ))
+            .unwrap()
+        };
+        for deny in [
+            "SCMP_ACT_ERRNO",
+            "SCMP_ACT_KILL",
+            "SCMP_ACT_KILL_PROCESS",
+            "SCMP_ACT_TRAP",
+        ] {
+            for default in ["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"] {
+                let e = compile(&profile(default, deny)).unwrap_err();
+                assert!(
+                    matches!(&e, Error::InvalidArgument(m) if m.contains("notasyscall")),
+                    "{default} {deny}: {e}"
+                );
+            }
+            // Denied by the default anyway, as in Docker's profile naming other architectures'.
+            let prog = compile(&profile("SCMP_ACT_ERRNO", deny)).unwrap();
+            assert_eq!(
+                run(&prog, AUDIT_ARCH_NATIVE, nr("read"), [0; 6]),
+                RET_ERRNO | EPERM
+            );
+        }
+        // An allow rule's unknown name is skipped: the default still applies to it.
+        let prog = compile(&profile("SCMP_ACT_ERRNO", "SCMP_ACT_ALLOW")).unwrap();
+        assert_eq!(
+            run(&prog, AUDIT_ARCH_NATIVE, nr("mkdir"), [0; 6]),
+            RET_ALLOW
+        );
     }
 }

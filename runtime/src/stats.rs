@@ -7,9 +7,15 @@
 //! cache (page cache the kernel can drop at once), on both cgroup versions.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 
 use crate::error::{Error, Result};
 
@@ -225,43 +231,107 @@ pub fn cgroup_stats(path: &str) -> Result<CgroupStats> {
     }
 }
 
+/// Allocated blocks and inodes of a walk, each hard-linked inode once.
+#[derive(Default)]
+struct Tally {
+    seen: HashSet<u64>,
+    usage: DiskUsage,
+}
+
+impl Tally {
+    fn count(&mut self, st: &FileStat) {
+        if st.st_nlink <= 1 || self.seen.insert(st.st_ino) {
+            self.usage.bytes += st.st_blocks as u64 * 512;
+            self.usage.inodes += 1;
+        }
+    }
+
+    /// Counts the entries of the open directory `dir` that are on `dev` (never following a
+    /// symlink), and answers the names of its subdirectories.
+    fn list(&mut self, dir: &OwnedFd, dev: u64) -> Vec<CString> {
+        let mut subdirs = Vec::new();
+        // A directory removed under us (the container writing) is simply not counted.
+        let Ok(mut entries) = Dir::openat(dir, ".", DIR_FLAGS, Mode::empty()) else {
+            return subdirs;
+        };
+        for e in entries.iter().flatten() {
+            let name = e.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if st.st_dev != dev {
+                continue;
+            }
+            self.count(&st);
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                subdirs.push(name.to_owned());
+            }
+        }
+        subdirs
+    }
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
 /// The disk use of the tree at `dir`, without following symlinks or crossing into other
 /// filesystems; allocated blocks (what `du` shows), each hard-linked inode once. A missing `dir`
 /// is zero. Walks the whole tree: call it off the async threads.
+///
+/// The tree is a container's writable layer, which the container changes while we walk: every
+/// directory is opened from its parent's fd with `O_NOFOLLOW`, so one swapped for a symlink is
+/// skipped, never followed out of the tree. Two directories are open at a time whatever the
+/// depth: the walk climbs back through `..`, and only to the directory it came down from (one
+/// the container moved meanwhile ends the walk with what was counted).
 pub fn disk_usage(dir: &Path) -> Result<DiskUsage> {
-    let root = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DiskUsage::default()),
-        Err(e) => return Err(Error::io("stat", dir, e)),
+    let root = match nix::fcntl::open(dir, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(DiskUsage::default()),
+        Err(e) => return Err(Error::io("open", dir, e.into())),
     };
-    let dev = root.dev();
-    let mut seen = HashSet::new();
-    let mut usage = DiskUsage::default();
-    let mut count = |m: &std::fs::Metadata, usage: &mut DiskUsage| {
-        if m.nlink() <= 1 || seen.insert(m.ino()) {
-            usage.bytes += m.blocks() * 512;
-            usage.inodes += 1;
-        }
-    };
-    count(&root, &mut usage);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        // A directory removed under us (the container writing) is simply not counted.
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.dev() != dev {
+    let st = fstat(&root).map_err(|e| Error::io("stat", dir, e.into()))?;
+    let dev = st.st_dev;
+    let mut tally = Tally::default();
+    tally.count(&st);
+    // Per level down from `dir`: the directory's (dev, ino) and its subdirectories left to walk.
+    let mut levels = vec![((st.st_dev, st.st_ino), tally.list(&root, dev))];
+    let mut cur = root;
+    while let Some((_, pending)) = levels.last_mut() {
+        if let Some(name) = pending.pop() {
+            // Removed, or swapped for a symlink or another filesystem, since it was listed.
+            let Ok(child) = openat(&cur, name.as_c_str(), DIR_FLAGS, Mode::empty()) else {
+                continue;
+            };
+            let Ok(cst) = fstat(&child) else { continue };
+            if cst.st_dev != dev {
                 continue;
             }
-            count(&m, &mut usage);
-            if m.is_dir() {
-                stack.push(e.path());
-            }
+            let below = tally.list(&child, dev);
+            levels.push(((cst.st_dev, cst.st_ino), below));
+            cur = child;
+            continue;
+        }
+        levels.pop();
+        let Some((parent, _)) = levels.last() else {
+            break;
+        };
+        let up = openat(
+            &cur,
+            "..",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        match up.and_then(|fd| fstat(&fd).map(|st| (fd, st))) {
+            Ok((fd, st)) if (st.st_dev, st.st_ino) == *parent => cur = fd,
+            _ => break,
         }
     }
-    Ok(usage)
+    Ok(tally.usage)
 }
 
 #[cfg(test)]
@@ -340,5 +410,43 @@ mod tests {
             disk_usage(&d.path().join("missing")).unwrap(),
             DiskUsage::default()
         );
+    }
+
+    #[test]
+    fn disk_usage_never_follows_a_symlink_out_of_the_tree() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("big")).unwrap();
+        std::fs::write(outside.path().join("big/f"), vec![1u8; 4 << 20]).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        // Where a directory was, as a container swaps one mid-walk.
+        std::os::unix::fs::symlink(outside.path().join("big"), d.path().join("a/b/c")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("up")).unwrap();
+        let u = disk_usage(d.path()).unwrap();
+        // root, a, b, c, up: the links themselves, nothing behind them.
+        assert_eq!(u.inodes, 5);
+        assert!(u.bytes < 1 << 20, "{u:?}");
+        // The walked root itself given as a symlink is not followed either.
+        let link = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), link.path().join("l")).unwrap();
+        assert!(disk_usage(&link.path().join("l")).is_err());
+    }
+
+    #[test]
+    fn disk_usage_walks_deep_trees_with_few_fds_and_climbs_back() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = d.path().to_path_buf();
+        for _ in 0..300 {
+            p.push("d");
+        }
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("f"), b"x").unwrap();
+        // A sibling after the deep branch: counted only if the walk came back up.
+        std::fs::create_dir(d.path().join("e")).unwrap();
+        std::fs::write(d.path().join("e/g"), b"y").unwrap();
+        std::fs::create_dir(d.path().join("0")).unwrap();
+        let u = disk_usage(d.path()).unwrap();
+        // root, 300 d, f, e, g, 0.
+        assert_eq!(u.inodes, 305);
     }
 }
