@@ -119,8 +119,55 @@ impl From<Error> for Status {
         } else {
             tracing::debug!(error = %e, "CRI call refused");
         }
-        Status::new(code, e.to_string())
+        Status::new(code, cut_inputs(&e.to_string()))
     }
+}
+
+/// The longest run without whitespace a status message keeps (an id, a path, an image reference or
+/// a sysctl value echoed from the request), and the longest message. A client's header limits
+/// (16 KiB for most) would otherwise turn a NotFound for a 100 KB id into RESOURCE_EXHAUSTED.
+const MAX_ECHOED: usize = 256;
+const MAX_MESSAGE: usize = 2048;
+
+/// `msg` with every run longer than [`MAX_ECHOED`] cut, and the whole kept under [`MAX_MESSAGE`],
+/// each cut marked with how much was left out.
+fn cut_inputs(msg: &str) -> String {
+    fn head(s: &str, max: usize) -> &str {
+        let mut end = max.min(s.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        &s[..end]
+    }
+    if msg.len() <= MAX_ECHOED {
+        return msg.to_owned();
+    }
+    let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE + 64));
+    let mut rest = msg;
+    while !rest.is_empty() {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(word_end);
+        if word.len() > MAX_ECHOED {
+            let kept = head(word, MAX_ECHOED);
+            out.push_str(kept);
+            out.push_str(&format!("...({} bytes cut)", word.len() - kept.len()));
+        } else {
+            out.push_str(word);
+        }
+        let space_end = after
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(after.len());
+        out.push_str(&after[..space_end]);
+        rest = &after[space_end..];
+        if out.len() > MAX_MESSAGE {
+            let kept = head(&out, MAX_MESSAGE).len();
+            let cut = out.len() - kept + rest.len();
+            out.truncate(kept);
+            out.push_str(&format!("...({cut} bytes cut)"));
+            break;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -134,6 +181,33 @@ mod tests {
         assert!(s.message().contains("RunPodSandbox"));
         let s: Status = Error::NotFound("container \"abc\"".into()).into();
         assert_eq!(s.code(), Code::NotFound);
+    }
+
+    #[test]
+    fn echoed_inputs_are_cut_to_a_header_a_client_accepts() {
+        let id = "a".repeat(100_000);
+        let s: Status = Error::NotFound(format!("container {id:?}")).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().len() < 400, "{}", s.message().len());
+        assert!(
+            s.message().starts_with("container \"aaaa"),
+            "{}",
+            s.message()
+        );
+        assert!(s.message().contains("bytes cut)"), "{}", s.message());
+        // Many short words: the message as a whole is bounded too.
+        let words = "ab ".repeat(10_000);
+        let s: Status = Error::InvalidArgument(words).into();
+        assert!(
+            s.message().len() < MAX_MESSAGE + 64,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().ends_with("bytes cut)"));
+        // Short messages and multi-byte text are kept whole or cut on a char boundary.
+        assert_eq!(cut_inputs("not found"), "not found");
+        let wide = "é".repeat(300);
+        assert!(cut_inputs(&wide).contains("bytes cut)"));
     }
 
     #[test]

@@ -358,6 +358,20 @@ fn sandbox_config(
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    // The daemon makes this directory: a relative one would land under its own working directory,
+    // and `..` anywhere else on the node.
+    if !c.log_directory.is_empty()
+        && (!c.log_directory.starts_with('/')
+            || c.log_directory.contains('\0')
+            || std::path::Path::new(&c.log_directory)
+                .components()
+                .any(|p| p == std::path::Component::ParentDir))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "log_directory {:?} must be an absolute path without `..`",
+            c.log_directory
+        )));
+    }
     Ok(pods::SandboxConfig {
         metadata: pods::Metadata {
             name: m.name,
@@ -445,6 +459,12 @@ mod tests {
         let mut bad = request("x");
         bad.port_mappings[0].host_port = 70000;
         assert!(sandbox_config(bad, String::new()).is_err());
+        for dir in ["logs/pod", "/var/log/pods/../../etc"] {
+            let mut bad = request("x");
+            bad.log_directory = dir.into();
+            let e = sandbox_config(bad, String::new()).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{dir}: {e}");
+        }
     }
 
     #[tokio::test]
