@@ -866,8 +866,42 @@ pub(crate) fn mounts(
     Ok(out)
 }
 
+/// The CRI's host devices. A directory of devices (which containerd expands) is refused by the
+/// runtime as not a device; permissions default to `rwm`, as the kubelet's device plugins ask.
+fn devices(cri: &[Device]) -> Result<Vec<rt::Device>, Error> {
+    cri.iter()
+        .map(|d| {
+            if !absolute_clean(&d.host_path) {
+                return Err(invalid(format!(
+                    "device host_path {:?} must be an absolute path without `..`",
+                    d.host_path
+                )));
+            }
+            let container_path = if d.container_path.is_empty() {
+                &d.host_path
+            } else {
+                &d.container_path
+            };
+            if !absolute_clean(container_path) {
+                return Err(invalid(format!(
+                    "device container_path {container_path:?} must be an absolute path without `..`"
+                )));
+            }
+            Ok(rt::Device {
+                host_path: PathBuf::from(&d.host_path),
+                container_path: container_path.clone(),
+                permissions: if d.permissions.is_empty() {
+                    "rwm".into()
+                } else {
+                    d.permissions.clone()
+                },
+            })
+        })
+        .collect()
+}
+
 /// Net, IPC and UTS are the pod's; PID per `namespace_options.pid`. `target_pid_ns` answers the
-/// PID namespace path of the target container of `TARGET`.
+/// PID namespace path of the target container of `TARGET`, or refuses one outside the pod.
 pub(crate) fn namespaces(
     opts: Option<&NamespaceOption>,
     sb: &SandboxInfo,
@@ -934,8 +968,8 @@ pub(crate) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
         .map(|m| m.name.as_str())
         .filter(|n| !n.is_empty())
         .ok_or_else(|| invalid("container metadata.name is required"))?;
-    if !c.devices.is_empty() || !c.cdi_devices.is_empty() {
-        return Err(invalid("devices are not supported yet"));
+    if !c.cdi_devices.is_empty() {
+        return Err(invalid("CDI devices are not supported yet"));
     }
     let linux = c.linux.clone().unwrap_or_default();
     let sc = linux.security_context.as_ref();
@@ -1021,6 +1055,7 @@ pub(crate) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
             readonly: readonly_rootfs,
         },
         mounts: mounts(&c.mounts, sb, readonly_rootfs)?,
+        devices: devices(&c.devices)?,
         namespaces: namespaces(
             sc.and_then(|s| s.namespace_options.as_ref()),
             sb,
@@ -1304,18 +1339,44 @@ impl Inner {
         self.changed();
     }
 
-    /// `/proc/<pid>/ns/pid` of a running container, for PID namespace mode TARGET.
-    fn pid_ns_of(&self, id: &str) -> Result<PathBuf, Error> {
+    /// `/proc/<pid>/ns/pid` of a running container of `sandbox_id`, for PID namespace mode
+    /// TARGET, and that namespace's identity (`st_dev`, `st_ino`) for the start to check.
+    /// Another pod's container is refused: joining its PID namespace would hand this pod its
+    /// processes' environment, root and signals (containerd refuses it too).
+    fn pid_ns_of(&self, id: &str, sandbox_id: &str) -> Result<(PathBuf, (u64, u64)), Error> {
         let id = self.resolve(id)?;
-        let st = self.runtime.get(&id)?.status()?;
-        match st.pid {
-            Some(pid) if st.state == State::Running => {
-                Ok(PathBuf::from(format!("/proc/{pid}/ns/pid")))
-            }
-            _ => Err(Error::FailedPrecondition(format!(
-                "target container {id} is not running"
-            ))),
+        let owner = self
+            .table()
+            .containers
+            .get(&id)
+            .map(|m| m.sandbox_id.clone());
+        if owner.as_deref() != Some(sandbox_id) {
+            return Err(invalid(format!(
+                "target container {id} is not in pod sandbox {sandbox_id}: only a container of \
+                 the same pod may be the target of PID namespace mode TARGET"
+            )));
         }
+        let running_pid = || -> Result<i32, Error> {
+            let st = self.runtime.get(&id)?.status()?;
+            match st.pid {
+                Some(pid) if st.state == State::Running => Ok(pid),
+                _ => Err(Error::FailedPrecondition(format!(
+                    "target container {id} is not running"
+                ))),
+            }
+        };
+        let pid = running_pid()?;
+        let path = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+        let ns = std::fs::metadata(&path).map_err(|e| {
+            Error::FailedPrecondition(format!("target container {id}: {}: {e}", path.display()))
+        })?;
+        // Still running under the same pid once the namespace was read: it was that process's.
+        if running_pid()? != pid {
+            return Err(Error::FailedPrecondition(format!(
+                "target container {id} exited"
+            )));
+        }
+        Ok((path, (ns.dev(), ns.ino())))
     }
 
     /// The blocking part of create: map, create in the runtime, persist the metadata.
@@ -1326,14 +1387,27 @@ impl Inner {
         image: &ImageInfo,
         sb: &SandboxInfo,
     ) -> Result<(), Error> {
-        let target = |t: &str| self.pid_ns_of(t);
-        let rc = runtime_config(&MapInput {
+        let joined = std::cell::Cell::new(None);
+        let target = |t: &str| {
+            let (path, identity) = self.pid_ns_of(t, &sb.id)?;
+            joined.set(Some(identity));
+            Ok(path)
+        };
+        let mut rc = runtime_config(&MapInput {
             id: &meta.id,
             config,
             image,
             sandbox: sb,
             target_pid_ns: &target,
         })?;
+        // Only the daemon records which namespace a TARGET join was checked against.
+        rc.annotations.remove(rt::PID_NAMESPACE_ANNOTATION);
+        if let Some((dev, ino)) = joined.get() {
+            rc.annotations.insert(
+                rt::PID_NAMESPACE_ANNOTATION.to_owned(),
+                format!("{dev}:{ino}"),
+            );
+        }
         let c = self.runtime.create(rc)?;
         let written = serde_json::to_vec(&meta)
             .map_err(|e| Error::Internal(format!("encoding {META_FILE}: {e}")))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::fs::{Cgroup, Hierarchy};
 use cgroups_rs::{FsManager, Manager};
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
 use crate::error::{Error, Result};
 
@@ -72,11 +72,58 @@ impl ContainerCgroup {
         self.update(resources)
     }
 
-    /// Applies `resources` to the existing cgroup (UpdateContainerResources).
+    /// Applies `resources` to the existing cgroup (UpdateContainerResources). Device rules, when
+    /// `resources` has any, are applied first, so no process runs under the limits without them.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
+        if let Some(rules) = resources.devices() {
+            self.set_devices(rules)?;
+        }
+        // Ours, not cgroups-rs's: it writes a wildcard major or minor as 0, which would allow the
+        // wrong device (`c 0:0`) instead of every minor of a major.
+        let mut limits = resources.clone();
+        limits.set_devices(None);
         let mut m = FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
-        m.set(resources)
+        m.set(&limits)
             .map_err(|e| cg_err("set limits on", &self.path, e))
+    }
+
+    /// The device rules, in order (later rules win): on v1 each line to `devices.deny` or
+    /// `devices.allow`; on v2, which has no such files, an eBPF program attached to the cgroup.
+    fn set_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {
+        use std::io::Write;
+        // No rules changes nothing, on v2 as on v1 (an empty program would allow every device).
+        if rules.is_empty() {
+            return Ok(());
+        }
+        if Self::is_v2() {
+            let dir = hierarchy().root().join(&self.path);
+            return crate::devices::attach(&dir, rules);
+        }
+        let dir = self
+            .dirs()
+            .into_iter()
+            .find(|d| d.join("devices.allow").exists())
+            .ok_or_else(|| {
+                // Running a container with every device reachable is not an option.
+                Error::FailedPrecondition(
+                    "the devices cgroup controller is not mounted: containers cannot be confined"
+                        .into(),
+                )
+            })?;
+        for rule in rules {
+            let file = dir.join(if rule.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            });
+            // One rule per write: the kernel parses one rule per write(2).
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .and_then(|mut f| f.write_all(rule.to_string().as_bytes()))
+                .map_err(|e| cg_err(&format!("write {rule} to"), &file.display().to_string(), e))?;
+        }
+        Ok(())
     }
 
     /// The files a freshly forked, single-threaded child writes `0` to so as to move itself in

@@ -17,6 +17,9 @@ pub struct ContainerConfig {
     pub process: Process,
     pub rootfs: RootFs,
     pub mounts: Vec<Mount>,
+    /// Host devices the container is given (CRI `devices`), besides the default ones.
+    #[serde(default)]
+    pub devices: Vec<Device>,
     pub namespaces: Namespaces,
     pub security: Security,
     pub cgroup: CgroupConfig,
@@ -90,6 +93,17 @@ pub struct Mount {
     pub propagation: Propagation,
 }
 
+/// A host device node made in the container (CRI `Device`), and allowed by its device cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Device {
+    /// The host's device node (a symlink to one is followed: it is the node operator's input).
+    pub host_path: PathBuf,
+    /// Where the node appears in the container.
+    pub container_path: String,
+    /// What the container may do with it: a non-empty subset of `rwm` (read, write, mknod).
+    pub permissions: String,
+}
+
 /// A namespace is either joined by path (the pod's, pinned by the sandbox) or new.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum NsMode {
@@ -160,6 +174,86 @@ pub struct Resources {
     pub hugepage_limits: BTreeMap<String, u64>,
 }
 
+/// The annotation recording which PID namespace a container joining another container's (CRI
+/// `TARGET`) was created against: `<st_dev>:<st_ino>` of that namespace's file. The namespace is
+/// named by `/proc/<pid>/ns/pid`, and a pid is reused once its process exits: at start the file
+/// opened must still be the same namespace. Set by the CRI layer, never by a client.
+pub const PID_NAMESPACE_ANNOTATION: &str = "io.carapace.pid-namespace";
+
+/// The PID namespace identity recorded in `annotations` (see [`PID_NAMESPACE_ANNOTATION`]).
+pub fn pid_namespace_identity(
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> Result<Option<(u64, u64)>> {
+    let Some(v) = annotations.and_then(|a| a.get(PID_NAMESPACE_ANNOTATION)) else {
+        return Ok(None);
+    };
+    v.split_once(':')
+        .and_then(|(dev, ino)| Some((dev.parse().ok()?, ino.parse().ok()?)))
+        .map(Some)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("annotation {PID_NAMESPACE_ANNOTATION}={v:?}"))
+        })
+}
+
+/// Files under `/proc` a volume may cover: the ones lxcfs emulates, runc's list (anything else
+/// there is the kernel's interface to the container's own processes and the host's sysctls).
+const PROC_MOUNTABLE: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+    "/proc/sys/crypto/fips_enabled",
+];
+
+/// `path` with `//`, `.` and `..` resolved lexically (`..` stops at `/`), as the kernel walks
+/// it in the container's root before symlinks come in.
+fn lexical_clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// A volume over `/proc` could replace the files the runtime and the kernel's LSMs trust there
+/// (or give the host's `/proc/sys` writable); one over the cgroup filesystem could hand an
+/// unprivileged container a writable cgroup tree. A privileged container may mount cgroupfs
+/// itself, so it keeps that (kind and systemd-in-a-pod ask for it).
+fn check_destination(dest: &str, privileged: bool) -> Result<()> {
+    let clean = lexical_clean(dest);
+    let within = |dir: &str| {
+        clean == dir
+            || clean
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if within("/proc") && !PROC_MOUNTABLE.contains(&clean.as_str()) {
+        return Err(Error::InvalidArgument(format!(
+            "mount destination {dest:?} is inside /proc: only {} may be mounted over",
+            PROC_MOUNTABLE.join(", ")
+        )));
+    }
+    if within("/sys/fs/cgroup") && !privileged {
+        return Err(Error::InvalidArgument(format!(
+            "mount destination {dest:?} is inside /sys/fs/cgroup: only a privileged container \
+             may mount over its cgroup filesystem"
+        )));
+    }
+    Ok(())
+}
+
 /// Ids are path components and cgroup names: keep them boring.
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
@@ -207,6 +301,21 @@ impl ContainerConfig {
                     m.host_path.display()
                 )));
             }
+            check_destination(&m.container_path, self.security.privileged)?;
+        }
+        for d in &self.devices {
+            if !d.container_path.starts_with('/') || d.container_path.contains('\0') {
+                return Err(Error::InvalidArgument(format!(
+                    "device path {:?} in the container is not absolute",
+                    d.container_path
+                )));
+            }
+            if d.permissions.is_empty() || !d.permissions.chars().all(|c| "rwm".contains(c)) {
+                return Err(Error::InvalidArgument(format!(
+                    "device {} permissions {:?} are not a subset of \"rwm\"",
+                    d.container_path, d.permissions
+                )));
+            }
         }
         for e in &self.process.env {
             if !e.contains('=') || e.contains('\0') {
@@ -250,5 +359,60 @@ mod tests {
             propagation: Propagation::Private,
         });
         assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn volumes_over_proc_and_the_cgroup_filesystem_are_refused() {
+        for bad in [
+            "/proc",
+            "/proc/",
+            "//proc",
+            "/proc/sys",
+            "/proc/./sys",
+            "/proc/sys/../sys/kernel",
+            "/tmp/../proc/1",
+            "/proc/self/attr",
+            "/proc/cpuinfo/../sys",
+        ] {
+            let e = check_destination(bad, true).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains(bad)),
+                "{bad:?}: {e}"
+            );
+        }
+        for bad in [
+            "/sys/fs/cgroup",
+            "/sys/fs//cgroup/memory",
+            "/sys/./fs/cgroup/",
+        ] {
+            assert!(check_destination(bad, false).is_err(), "{bad:?}");
+            check_destination(bad, true).unwrap();
+        }
+        for ok in [
+            "/proc/cpuinfo",
+            "//proc/./meminfo",
+            "/procfs",
+            "/data/proc",
+            "/sys/fs/cgroupx",
+            "/sys/class",
+        ] {
+            check_destination(ok, false).unwrap();
+        }
+    }
+
+    #[test]
+    fn pid_namespace_identity_is_read_back() {
+        let mut a = std::collections::HashMap::new();
+        assert_eq!(pid_namespace_identity(Some(&a)).unwrap(), None);
+        a.insert(
+            PID_NAMESPACE_ANNOTATION.to_owned(),
+            "4:4026531836".to_owned(),
+        );
+        assert_eq!(
+            pid_namespace_identity(Some(&a)).unwrap(),
+            Some((4, 4_026_531_836))
+        );
+        a.insert(PID_NAMESPACE_ANNOTATION.to_owned(), "4".to_owned());
+        assert!(pid_namespace_identity(Some(&a)).is_err());
     }
 }

@@ -214,7 +214,12 @@ impl Container {
         let spec = crate::spec::build(&config, &rootfs)?;
         crate::spec::save(&self.bundle, &spec)?;
         let cgroup_path = crate::spec::cgroup_path(&config);
-        let resources = crate::spec::linux_resources(&config.cgroup.resources)?;
+        // The spec's resources, not only the limits: they carry the device rules too.
+        let resources = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
         ContainerCgroup::new(&cgroup_path).create(&resources)?;
         // Written last: its presence means the container exists.
         monitor::write_json(
@@ -578,6 +583,12 @@ impl Container {
         }
         if args.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        // The init may be gone while its monitor has yet to record the exit, and its pid taken
+        // by another process: refused here with the reason. The helper checks again where it
+        // joins the namespaces, which is what keeps it out of another process's.
+        if let Some(started) = self.started() {
+            started.open_init(&ContainerCgroup::new(&self.record()?.cgroup_path))?;
         }
         let req = serde_json::to_string(&monitor::ExecRequest {
             args: args.to_vec(),

@@ -12,10 +12,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::stat::{Mode, SFlag, fchmodat, makedev, mknodat, umask};
+use nix::sys::stat::{Mode, SFlag, fchmodat, fstat, makedev, mknodat, umask};
+use nix::sys::statvfs::{FsFlags, fstatvfs};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, pipe2, pivot_root, symlinkat};
 use oci_spec::runtime::{LinuxNamespaceType, Mount as OciMount, Process, Spec};
 
@@ -190,6 +191,10 @@ pub(crate) fn spawn_init(
     cgroup: &ContainerCgroup,
     stdio: InitStdio,
 ) -> Result<Pid> {
+    // Before any namespace is joined, and inherited by the init: not dumpable until it execs,
+    // so a process of the pod's shared PID namespace cannot read it through /proc or ptrace it
+    // while it still holds the host's fds (see `monitor::helper_main`, which sets it already).
+    nix::sys::prctl::set_dumpable(false).ctx("PR_SET_DUMPABLE")?;
     let linux = spec
         .linux()
         .as_ref()
@@ -201,7 +206,21 @@ pub(crate) fn spawn_init(
         .find(|n| n.typ() == LinuxNamespaceType::Pid)
     {
         match pid_ns.path() {
-            Some(p) => setns(open_ro(p)?, CloneFlags::CLONE_NEWPID).ctx("join pid namespace")?,
+            Some(p) => {
+                let ns = open_ro(p)?;
+                // Another container's `/proc/<pid>/ns/pid`: the pid may have been reused since
+                // create, so the namespace must still be the one recorded then.
+                let want = crate::config::pid_namespace_identity(spec.annotations().as_ref())?;
+                let st = nix::sys::stat::fstat(&ns).ctx("stat the pid namespace")?;
+                if want.is_some_and(|w| w != (st.st_dev, st.st_ino)) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{} is no longer the PID namespace the container was created to join \
+                         (the target container's process exited)",
+                        p.display()
+                    )));
+                }
+                setns(ns, CloneFlags::CLONE_NEWPID).ctx("join pid namespace")?
+            }
             None => unshare(CloneFlags::CLONE_NEWPID).ctx("new pid namespace")?,
         }
     }
@@ -309,6 +328,9 @@ fn init_container(
         mount_one(&root_fd, m, cgroup, trees.remove(m.destination()))
             .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?;
     }
+    for d in linux.devices().iter().flatten() {
+        make_device(&root_fd, d)?;
+    }
 
     chdir(&root).ctx("chdir rootfs")?;
     pivot_root(".", ".").ctx("pivot_root")?;
@@ -324,11 +346,22 @@ fn init_container(
         }
     }
 
-    for p in linux.masked_paths().iter().flatten() {
-        mask_path(p)?;
-    }
+    let new_root = open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open /")?;
+    // Read-only first, as runc does: a mask bound from inside a read-only path is read-only too.
     for p in linux.readonly_paths().iter().flatten() {
-        readonly_path(p)?;
+        readonly_path(&new_root, p)?;
+    }
+    let masked = linux.masked_paths().clone().unwrap_or_default();
+    if !masked.is_empty() {
+        let null = open_dev_null(&new_root)?;
+        for p in &masked {
+            mask_path(&new_root, p, &null)?;
+        }
     }
     let new_uts = namespaces
         .iter()
@@ -342,14 +375,7 @@ fn init_container(
         .and_then(|r| r.readonly())
         .unwrap_or(false)
     {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .ctx("remount / read-only")?;
+        remount_bind(&new_root, MsFlags::MS_RDONLY).ctx("remount / read-only")?;
     }
     let process = spec
         .process()
@@ -419,34 +445,27 @@ fn mount_one(
     let data = data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
-        match tree {
-            Some(tree) => sys::attach_mount_tree(&tree, &target)?,
-            None => mount(
-                Some(&source),
-                &fd_path(&target),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .ctx("bind")?,
-        }
-        // Reopen: the old fd names the directory under the new mount, not the mount itself.
-        let target = mkdir_all_in_root(root, &dest, kind)?;
+        // A detached copy attached onto the target fd: once attached, `tree` names the new mount
+        // itself, so the read-only remount and the propagation below reach exactly it. Looking
+        // `dest` up again instead would let a container sharing a volume swap the path for a
+        // symlink in between and have another mount remounted (CVE-2021-30465).
+        let tree = match tree {
+            Some(tree) => tree,
+            None => {
+                let src = open(&source, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                    .ctx(format_args!("open {}", source.display()))?;
+                sys::clone_mount_tree_of(src.as_fd(), flags.contains(MsFlags::MS_REC))?
+            }
+        };
+        sys::attach_mount_tree(&tree, &target)?;
         let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
-            mount(
-                None::<&str>,
-                &fd_path(&target),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-                None::<&str>,
-            )
-            .ctx("remount bind")?;
+            remount_bind(&tree, extra).ctx("remount bind")?;
         }
         if !prop.is_empty() {
             mount(
                 None::<&str>,
-                &fd_path(&target),
+                &fd_path(&tree),
                 None::<&str>,
                 prop,
                 None::<&str>,
@@ -513,6 +532,76 @@ fn make_devices(dev: &OwnedFd) -> Result<()> {
         symlinkat(target, dev.as_fd(), link).ctx(format_args!("symlink /dev/{link}"))?;
     }
     Ok(())
+}
+
+/// A device the request gave the container (the spec's `linux.devices`), made inside the root
+/// with the host node's mode and owner. Its cgroup rule allows exactly this one device.
+fn make_device(root: &OwnedFd, d: &oci_spec::runtime::LinuxDevice) -> Result<()> {
+    let path = d.path().to_string_lossy();
+    let (parent, name) = path
+        .rsplit_once('/')
+        .filter(|(_, n)| !n.is_empty() && *n != "." && *n != "..")
+        .ok_or_else(|| Error::InvalidArgument(format!("device path {path}")))?;
+    let dir = mkdir_all_in_root(
+        root,
+        if parent.is_empty() { "/" } else { parent },
+        Kind::Dir,
+    )?;
+    let dir = open(
+        &fd_path(&dir),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(format_args!("open the directory of {path}"))?;
+    let kind = match d.typ() {
+        oci_spec::runtime::LinuxDeviceType::B => SFlag::S_IFBLK,
+        oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => {
+            SFlag::S_IFCHR
+        }
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "device {path} has type {}",
+                other.as_str()
+            )));
+        }
+    };
+    let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o600));
+    let dev = makedev(d.major() as u64, d.minor() as u64);
+    // A file the image put there is replaced, as runc does.
+    let _ = nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    mknodat(dir.as_fd(), name, kind, mode, dev).ctx(format_args!("mknod {path}"))?;
+    // Owner and mode through an fd of the node just checked to be ours: the directory may be a
+    // volume another container shares, and a name swapped for a symlink would be followed
+    // against the host's root (we have not pivoted yet).
+    let node = nix::fcntl::openat(
+        &dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(format_args!("open {path}"))?;
+    let st = nix::sys::stat::fstat(&node).ctx(format_args!("stat {path}"))?;
+    if st.st_mode & libc::S_IFMT != kind.bits() || st.st_rdev != dev {
+        return Err(Error::FailedPrecondition(format!(
+            "device {path} was replaced while it was made"
+        )));
+    }
+    nix::unistd::fchownat(
+        &node,
+        "",
+        d.uid().map(Uid::from_raw),
+        d.gid().map(Gid::from_raw),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .ctx(format_args!("chown {path}"))?;
+    // mknod's mode went through the umask; /proc/self/fd/N of an O_PATH fd is the node itself.
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        &fd_path(&node),
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .ctx(format_args!("chmod {path}"))
 }
 
 /// The cgroup filesystem, read-only and showing only this container's own cgroup: on v1 a tmpfs
@@ -597,56 +686,116 @@ fn mount_cgroup(
     Ok(())
 }
 
-fn mask_path(p: &str) -> Result<()> {
-    let path = Path::new(p);
-    let r = if path.is_dir() {
+/// The mount flags a bind remount must repeat to keep them: `MS_BIND | MS_REMOUNT` sets nosuid,
+/// nodev, noexec and the atime mode to exactly what it is given, so a plain read-only remount
+/// would silently drop a volume's nosuid or nodev.
+const KEPT_FLAGS: [(FsFlags, MsFlags); 6] = [
+    (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+    (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+    (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+    (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+    (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+];
+
+/// Remounts the mount whose root is open at `mnt` (through its fd, never a path) with `add` on
+/// top of the flags it has.
+fn remount_bind(mnt: &OwnedFd, add: MsFlags) -> nix::Result<()> {
+    let has = fstatvfs(mnt)?.flags();
+    let mut keep = KEPT_FLAGS
+        .iter()
+        .filter(|(st, _)| has.contains(*st))
+        .fold(MsFlags::empty(), |f, (_, ms)| f | *ms);
+    let atime = MsFlags::MS_NOATIME | MsFlags::MS_RELATIME | MsFlags::MS_STRICTATIME;
+    if add.intersects(atime) {
+        keep &= !atime;
+    } else if !keep.intersects(atime) {
+        // statvfs has no flag for strictatime: it is the mode when neither of the others is set.
+        keep |= MsFlags::MS_STRICTATIME;
+    }
+    mount(
+        None::<&str>,
+        &fd_path(mnt),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | keep | add,
+        None::<&str>,
+    )
+}
+
+/// Opens (`O_PATH`) a masked or read-only path of the running container, `None` when it does not
+/// exist. Resolved from the container's `/` without magic links (`/proc/<pid>/root` and the like
+/// lead into other mount namespaces); the mount then goes onto this exact inode.
+fn open_in_container(root: &OwnedFd, p: &str) -> Result<Option<OwnedFd>> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(root.as_fd(), p.trim_start_matches('/'), how) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(Error::Internal(format!("open {p}: {}", e.desc()))),
+    }
+}
+
+/// The container's `/dev/null`, opened once for every masked file and checked to be the null
+/// device (1:3). With `/dev` a volume it is whatever the volume holds: a symlink planted there
+/// (`null -> /proc/sys/kernel/core_pattern`) would otherwise turn each mask into a writable bind
+/// of the host's sysctl (CVE-2025-31133).
+fn open_dev_null(root: &OwnedFd) -> Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let null = openat2(root.as_fd(), "dev/null", how).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "masked paths need the container's /dev/null: {}",
+            e.desc()
+        ))
+    })?;
+    let st = fstat(&null).ctx("stat /dev/null")?;
+    let is_char = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFCHR;
+    if !is_char || st.st_rdev != makedev(1, 3) {
+        return Err(Error::FailedPrecondition(
+            "the container's /dev/null is not the null device (1:3); refusing to mask paths with it"
+                .into(),
+        ));
+    }
+    Ok(null)
+}
+
+/// Hides `p`: a read-only tmpfs over a directory, the checked null device over anything else.
+fn mask_path(root: &OwnedFd, p: &str, null: &OwnedFd) -> Result<()> {
+    let Some(target) = open_in_container(root, p)? else {
+        return Ok(());
+    };
+    let st = fstat(&target).ctx(format_args!("stat {p}"))?;
+    let is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+    let r = if is_dir {
         mount(
             Some("tmpfs"),
-            path,
+            &fd_path(&target),
             Some("tmpfs"),
             MsFlags::MS_RDONLY,
             None::<&str>,
         )
     } else {
         mount(
-            Some("/dev/null"),
-            path,
+            Some(&fd_path(null)),
+            &fd_path(&target),
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
     };
-    match r {
-        Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(Error::Internal(format!("mask {p}: {}", e.desc()))),
-    }
+    r.ctx(format_args!("mask {p}"))
 }
 
-fn readonly_path(p: &str) -> Result<()> {
-    match mount(
-        Some(p),
-        p,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    ) {
-        Err(Errno::ENOENT) => return Ok(()),
-        r => r.ctx(format_args!("bind {p}"))?,
-    }
-    mount(
-        None::<&str>,
-        p,
-        None::<&str>,
-        MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_REC
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .ctx(format_args!("remount {p} read-only"))
+/// Binds `p` onto itself and makes the new mount read-only, keeping its other flags.
+fn readonly_path(root: &OwnedFd, p: &str) -> Result<()> {
+    let Some(target) = open_in_container(root, p)? else {
+        return Ok(());
+    };
+    let tree = sys::clone_mount_tree_of(target.as_fd(), true)?;
+    sys::attach_mount_tree(&tree, &target)?;
+    remount_bind(&tree, MsFlags::MS_RDONLY).ctx(format_args!("remount {p} read-only"))
 }
 
 /// Writes the OOM score, clamped: without CAP_SYS_RESOURCE a lower score than the current one is
@@ -834,18 +983,39 @@ fn lookup(arg0: &str, env: &[String]) -> Result<CString> {
     Err(Error::NotFound(format!("executable {arg0:?} in $PATH")))
 }
 
-/// For ExecSync: enter every namespace of `pid` (the container's init) and its cgroup, then fork
-/// the command, which runs `exec_process` with the container's profile. Returns the child's pid.
+/// For ExecSync: enter every namespace of the container's init and its cgroup, then fork the
+/// command, which runs `exec_process` with the container's profile. Returns the child's pid.
+/// `init` is the init's `/proc/<pid>` directory, checked to be the init's
+/// ([`crate::monitor::Started::open_init`]): opened through it, the namespaces are the init's or
+/// the open fails, never those of a process that took over its pid.
 /// With `tty` the helper's stdin is the slave of a pty: the command gets it as its controlling
 /// terminal in a session of its own.
 pub(crate) fn spawn_in_container(
-    init_pid: i32,
+    init: &OwnedFd,
     spec: &Spec,
     process: &Process,
     cgroup: &ContainerCgroup,
     tty: bool,
 ) -> Result<Pid> {
+    // Before joining anything, inherited by the command until it execs: once in the container's
+    // PID namespace its processes see our child, which must not be readable or traceable by
+    // them (CVE-2016-9962; `monitor::helper_main` sets it already).
+    nix::sys::prctl::set_dumpable(false).ctx("PR_SET_DUMPABLE")?;
     let linux = spec.linux().clone().unwrap_or_default();
+    let open_init = |name: &str| {
+        nix::fcntl::openat(
+            init,
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "the container's init has exited ({name}: {})",
+                e.desc()
+            ))
+        })
+    };
     // Open all first: after joining the mount namespace /proc may be the container's.
     let mut fds = Vec::new();
     for (name, flag) in [
@@ -856,14 +1026,14 @@ pub(crate) fn spawn_in_container(
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let own = open_ro(Path::new(&format!("/proc/self/ns/{name}")))?;
-        let theirs = open_ro(Path::new(&format!("/proc/{init_pid}/ns/{name}")))?;
+        let theirs = open_init(&format!("ns/{name}"))?;
         let same = nix::sys::stat::fstat(&own).ok().map(|s| s.st_ino)
             == nix::sys::stat::fstat(&theirs).ok().map(|s| s.st_ino);
         if !same {
             fds.push((theirs, flag));
         }
     }
-    let root = open_ro(Path::new(&format!("/proc/{init_pid}/root")))?;
+    let root = open_init("root")?;
     // The mount namespace is joined in the child: once in it, our /proc/self is gone (that /proc
     // belongs to the container's PID namespace) and the fork check could not count our threads.
     let mut mnt = None;

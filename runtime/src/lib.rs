@@ -9,6 +9,7 @@ pub mod capabilities;
 pub mod cgroup;
 pub mod config;
 pub mod container;
+mod devices;
 mod error;
 pub mod executor;
 pub mod exits;

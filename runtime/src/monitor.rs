@@ -8,7 +8,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +51,71 @@ pub(crate) struct Started {
     pub pid: i32,
     pub monitor_pid: i32,
     pub started_at: i64,
+    /// The init's start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`): with the
+    /// pid, what tells the init from a later process given the same pid. `None` in records of
+    /// monitors older than it.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+}
+
+impl Started {
+    /// The init's `/proc/<pid>` directory, once it is known to be the init's and not a later
+    /// process's that took over the pid. Everything opened through it (its `ns/*`, `root`) is
+    /// that process's or fails: the directory is bound to the process, not to the number, so it
+    /// can be used to join the container's namespaces without racing a reuse.
+    pub(crate) fn open_init(&self, cgroup: &ContainerCgroup) -> Result<OwnedFd> {
+        use nix::fcntl::openat;
+        let gone = || {
+            Error::FailedPrecondition(format!(
+                "the container's init (pid {}) has exited",
+                self.pid
+            ))
+        };
+        let dir = open(
+            Path::new(&format!("/proc/{}", self.pid)),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| gone())?;
+        let read = |name: &str| -> Result<String> {
+            let fd = openat(
+                &dir,
+                name,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|_| gone())?;
+            let mut text = String::new();
+            std::fs::File::from(fd)
+                .read_to_string(&mut text)
+                .map_err(|_| gone())?;
+            Ok(text)
+        };
+        let same = match self.start_time {
+            Some(t) => proc_start_time(&read("stat")?) == Some(t),
+            // Recorded by an older monitor: a process of another pod or of the host is not in
+            // this container's cgroup.
+            None => in_cgroup(&read("cgroup")?, cgroup),
+        };
+        if !same {
+            return Err(gone());
+        }
+        Ok(dir)
+    }
+}
+
+/// Whether a `/proc/<pid>/cgroup` text places the process in `cgroup` (in any hierarchy).
+fn in_cgroup(text: &str, cgroup: &ContainerCgroup) -> bool {
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|p| p.trim_matches('/') == cgroup.path())
+}
+
+/// The start time (field 22) of a `/proc/<pid>/stat` line. The command name (field 2) may hold
+/// spaces and parentheses: fields are counted after its last `)`.
+fn proc_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Written by the monitor once the init has been reaped.
@@ -86,6 +151,16 @@ pub fn helper_main(args: Vec<OsString>) -> ExitCode {
         eprintln!("usage: carapace {HELPER_SUBCOMMAND} monitor|exec <bundle>");
         return ExitCode::from(2);
     };
+    // Not dumpable, for every role and each process they fork, until the container's process
+    // execs (the kernel makes it dumpable again then): a process of the container that can see
+    // one of ours (the exec helper's child once it joined the PID namespace, the init before its
+    // exec) must not read its environment, fds or memory through /proc or ptrace it, as runc
+    // does (CVE-2016-9962). The monitor holds the container's logs and stdio, so it too. Set on
+    // each run of this function: the re-exec from the sealed binary resets it.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("carapace {role}: PR_SET_DUMPABLE: {}", e.desc());
+        return ExitCode::from(125);
+    }
     if let Err(e) = seal_exe(&bundle) {
         eprintln!("carapace {role}: {e}");
         return ExitCode::from(125);
@@ -407,12 +482,18 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
             return Ok(());
         }
     };
+    // Read while the init cannot be reaped yet (we reap it, in the loop below), so the pid is
+    // still the init's.
+    let start_time = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| proc_start_time(&s));
     write_json(
         &bundle.join("runtime.json"),
         &Started {
             pid: pid.as_raw(),
             monitor_pid: std::process::id() as i32,
             started_at: unix_nanos(SystemTime::now()),
+            start_time,
         },
     )?;
     report(out, &format!("ok {pid}\n"));
@@ -804,7 +885,8 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
         .ok_or_else(|| Error::Internal("spec has no process".into()))?;
     process.set_args(Some(req.args));
     let cgroup = ContainerCgroup::new(&record.cgroup_path);
-    let child = executor::spawn_in_container(started.pid, &spec, &process, &cgroup, req.tty)?;
+    let init = started.open_init(&cgroup)?;
+    let child = executor::spawn_in_container(&init, &spec, &process, &cgroup, req.tty)?;
     // Woken by the exit itself, not a timer: ExecSync returns as soon as the command ends.
     if req.timeout_ms > 0
         && !crate::sys::wait_exited(child.as_raw(), Duration::from_millis(req.timeout_ms))
@@ -839,4 +921,52 @@ pub(crate) fn request(bundle: &Path, line: &str) -> Option<String> {
     let mut answer = String::new();
     BufReader::new(conn).read_line(&mut answer).ok()?;
     Some(answer.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_counted_after_the_command_name() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1 2";
+        assert_eq!(proc_start_time(stat), Some(98765));
+        assert_eq!(proc_start_time("42 (sleep) S 1"), None);
+    }
+
+    #[test]
+    fn the_init_is_found_only_by_its_pid_and_start_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let started = |start_time| Started {
+            pid,
+            monitor_pid: 1,
+            started_at: 0,
+            start_time,
+        };
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own.lines().next().unwrap().splitn(3, ':').nth(2).unwrap();
+        let elsewhere = ContainerCgroup::new("kubepods/elsewhere/x");
+        let t = proc_start_time(&stat).unwrap();
+
+        assert!(started(Some(t)).open_init(&elsewhere).is_ok());
+        // Another process under the same pid: it started at another time.
+        let e = started(Some(t + 1)).open_init(&elsewhere).unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+        // A record without the start time: the process must be in the container's cgroup.
+        assert!(started(None).open_init(&ContainerCgroup::new(own)).is_ok());
+        assert!(started(None).open_init(&elsewhere).is_err());
+
+        // Resolved while it ran, the directory still names that process alone once it is gone.
+        let dir = started(Some(t)).open_init(&elsewhere).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let ns = nix::fcntl::openat(&dir, "ns/net", OFlag::O_RDONLY, Mode::empty());
+        assert!(ns.is_err(), "opened the namespace of a reaped process");
+        assert!(started(Some(t)).open_init(&elsewhere).is_err());
+    }
 }

@@ -38,6 +38,22 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// The character devices every unprivileged container may use, as runc and containerd allow them:
+/// `(major, minor)`, `None` for any minor. The executor makes the first six in the container's
+/// `/dev`; console and the pts devices come with the terminal and devpts. Every other device, and
+/// mknod of any other device, is denied by the device cgroup unless the request names it.
+pub const DEFAULT_DEVICES: &[(i64, Option<i64>)] = &[
+    (1, Some(3)), // null
+    (1, Some(5)), // zero
+    (1, Some(7)), // full
+    (1, Some(8)), // random
+    (1, Some(9)), // urandom
+    (5, Some(0)), // tty
+    (5, Some(1)), // console
+    (5, Some(2)), // ptmx
+    (136, None),  // pts/*
+];
+
 /// The `PATH` a container gets when neither the image nor the config sets one.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -95,8 +111,6 @@ fn resources_json(r: &Resources) -> Value {
         memory.insert("swap".into(), json!(v));
     }
     let mut out = serde_json::Map::new();
-    // Deny every device but the defaults, as containerd does for non-privileged containers; the
-    // executor creates only the default device nodes anyway.
     if !cpu.is_empty() {
         out.insert("cpu".into(), Value::Object(cpu));
     }
@@ -120,6 +134,75 @@ fn resources_json(r: &Resources) -> Value {
 /// Resources as the OCI type, for a live update of a running container's cgroup.
 pub fn linux_resources(r: &Resources) -> Result<oci_spec::runtime::LinuxResources> {
     serde_json::from_value(resources_json(r)).map_err(|e| Error::internal("resources", e))
+}
+
+/// The device cgroup's rules: a privileged container may use every device; any other denies all,
+/// then allows the defaults and the devices it was given (`devices`, as in the spec's
+/// `linux.devices`). Later rules win, as in the kernel's v1 lists and our v2 program.
+fn device_rules(privileged: bool, devices: &[Value]) -> Vec<Value> {
+    if privileged {
+        return vec![json!({"allow": true, "type": "a", "access": "rwm"})];
+    }
+    let mut rules = vec![json!({"allow": false, "type": "a", "access": "rwm"})];
+    for (major, minor) in DEFAULT_DEVICES {
+        let mut r = json!({"allow": true, "type": "c", "major": major, "access": "rwm"});
+        if let Some(minor) = minor {
+            r["minor"] = json!(minor);
+        }
+        rules.push(r);
+    }
+    for d in devices {
+        rules.push(json!({
+            "allow": true,
+            "type": d["type"],
+            "major": d["major"],
+            "minor": d["minor"],
+            "access": d["access"],
+        }));
+    }
+    rules
+}
+
+/// The request's host devices as the spec's `linux.devices`, each with the access it was given
+/// (`access`, dropped before the spec is parsed). The node is checked to be a device here, at
+/// create, so a wrong path fails the create and not the container's start.
+fn devices_json(config: &ContainerConfig) -> Result<Vec<Value>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::with_capacity(config.devices.len());
+    for d in &config.devices {
+        let meta = std::fs::metadata(&d.host_path).map_err(|e| {
+            Error::InvalidArgument(format!("device {}: {e}", d.host_path.display()))
+        })?;
+        let ft = meta.file_type();
+        let typ = if ft.is_char_device() {
+            "c"
+        } else if ft.is_block_device() {
+            "b"
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "device {} is not a character or block device",
+                d.host_path.display()
+            )));
+        };
+        let rdev = meta.rdev();
+        // The executor makes the node with mknod inside the container's cgroup: the rule must let
+        // it, and mknod of a device the container may already open gives it nothing more.
+        let mut access = d.permissions.clone();
+        if !access.contains('m') {
+            access.push('m');
+        }
+        out.push(json!({
+            "path": d.container_path,
+            "type": typ,
+            "major": nix::sys::stat::major(rdev),
+            "minor": nix::sys::stat::minor(rdev),
+            "fileMode": meta.mode() & 0o7777,
+            "uid": meta.uid(),
+            "gid": meta.gid(),
+            "access": access,
+        }));
+    }
+    Ok(out)
 }
 
 fn namespace_json(kind: &str, mode: &NsMode) -> Option<Value> {
@@ -251,10 +334,23 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
         )
     };
 
+    let devices = devices_json(config)?;
+    let mut resources = resources_json(&config.cgroup.resources);
+    resources["devices"] = json!(device_rules(sec.privileged, &devices));
+    let devices: Vec<Value> = devices
+        .into_iter()
+        .map(|mut d| {
+            if let Some(o) = d.as_object_mut() {
+                o.remove("access");
+            }
+            d
+        })
+        .collect();
     let mut linux = json!({
         "namespaces": namespaces,
         "cgroupsPath": cgroup_path(config),
-        "resources": resources_json(&config.cgroup.resources),
+        "resources": resources,
+        "devices": devices,
         "maskedPaths": masked,
         "readonlyPaths": readonly,
         "rootfsPropagation": rootfs_propagation,
@@ -529,6 +625,51 @@ mod tests {
         assert_eq!(p.oom_score_adj(), Some(-998));
         c.process.rlimits[0].kind = "RLIMIT_WINGS".into();
         assert!(build(&c, Path::new("/r")).is_err());
+    }
+
+    #[test]
+    fn the_device_cgroup_denies_all_but_the_defaults_and_what_was_asked() {
+        let rules = |c: &ContainerConfig| -> Vec<String> {
+            let spec = build(c, Path::new("/r")).unwrap();
+            let linux = spec.linux().as_ref().unwrap();
+            let r = linux.resources().as_ref().unwrap();
+            r.devices()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|d| format!("{} {d}", if d.allow() { "allow" } else { "deny" }))
+                .collect()
+        };
+        let mut c = config();
+        let default = rules(&c);
+        assert_eq!(default[0], "deny a *:* rwm");
+        assert!(default.contains(&"allow c 1:3 rwm".to_string()));
+        assert!(default.contains(&"allow c 136:* rwm".to_string()));
+        // No mknod of any block device, nor any character device but the defaults.
+        assert!(
+            !default
+                .iter()
+                .any(|r| r.contains(" b ") || r.contains("c *:*"))
+        );
+        c.devices.push(crate::config::Device {
+            host_path: "/dev/null".into(),
+            container_path: "/dev/mynull".into(),
+            permissions: "r".into(),
+        });
+        let asked = rules(&c);
+        assert_eq!(asked.last().unwrap(), "allow c 1:3 rm");
+        let spec = build(&c, Path::new("/r")).unwrap();
+        let devices = spec.linux().as_ref().unwrap().devices().clone().unwrap();
+        assert_eq!(devices[0].path(), Path::new("/dev/mynull"));
+        assert_eq!((devices[0].major(), devices[0].minor()), (1, 3));
+        c.devices[0].host_path = "/".into();
+        assert!(matches!(
+            build(&c, Path::new("/r")),
+            Err(Error::InvalidArgument(_))
+        ));
+        c.devices.clear();
+        c.security.privileged = true;
+        assert_eq!(rules(&c), vec!["allow a *:* rwm".to_string()]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The syscall edge that needs `unsafe`: fork, installing a seccomp filter, marking every fd
-//! close-on-exec, and the two terminal ioctls (controlling tty, window size). Everything else goes
-//! through `nix`'s safe wrappers. Each block says why it is sound; nothing outside this module may
-//! use `unsafe`.
+//! close-on-exec, the two terminal ioctls (controlling tty, window size) and bpf(2) for the
+//! cgroup v2 device program. Everything else goes through `nix`'s safe wrappers. Each block says
+//! why it is sound; nothing outside this module may use `unsafe`.
 #![allow(unsafe_code)]
 
 use nix::unistd::ForkResult;
@@ -155,6 +155,38 @@ pub(crate) fn clone_mount_tree(path: &std::path::Path) -> Result<std::os::fd::Ow
         return Err(Error::Internal(format!(
             "open_tree {}: {}",
             path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: a non-negative return of open_tree is a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as libc::c_int) })
+}
+
+/// [`clone_mount_tree`] of the file or directory open at `at` (an `O_PATH` fd is enough): the
+/// exact inode already resolved, with no second lookup of a path someone could swap meanwhile.
+/// Without `recursive`, only the mount at `at` is copied, as a plain (not `rbind`) bind does.
+pub(crate) fn clone_mount_tree_of(
+    at: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let empty = c"";
+    // SAFETY: the empty path is a NUL-terminated static string the kernel only reads; `at` is
+    // open for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            at.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE
+                | if recursive { AT_RECURSIVE } else { 0 }
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Internal(format!(
+            "open_tree: {}",
             std::io::Error::last_os_error()
         )));
     }
@@ -380,6 +412,213 @@ fn mapping_range(word: &str) -> Option<(usize, usize)> {
         usize::from_str_radix(hi, 16).ok()?,
     );
     (range.0 < range.1).then_some(range)
+}
+
+// bpf(2) for the cgroup v2 device filter (see `devices`). Neither libc nor nix has the bpf_attr
+// layouts, so each command gets its own `#[repr(C)]` struct with the leading fields of the
+// kernel's `union bpf_attr` (<linux/bpf.h>) that it uses. The kernel copies min(our size, its
+// size) and zero-fills the rest, so a shorter struct means "those later fields are 0".
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_ATTACH: libc::c_int = 8;
+const BPF_PROG_DETACH: libc::c_int = 9;
+const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
+const BPF_PROG_QUERY: libc::c_int = 16;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+/// Several programs on one cgroup, all of which must allow (and those of its ancestors too).
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+}
+
+/// BPF_PROG_ATTACH and BPF_PROG_DETACH.
+#[repr(C)]
+#[derive(Default)]
+struct BpfAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// Up to `revision`: newer kernels write that field back whatever size we pass, so it must be
+/// ours.
+#[repr(C)]
+#[derive(Default)]
+struct BpfQueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BpfGetFdByIdAttr {
+    prog_id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// bpf(2) with `attr`.
+///
+/// # Safety
+/// `attr` must be the struct the kernel reads for `cmd`, and every pointer in it must point at
+/// memory that is valid (and writable where the kernel writes) for the whole call.
+unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: the caller's contract; the size is exactly that of `*attr`, so the kernel reads and
+    // writes back nothing beyond it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// Loads `insns` as a BPF_PROG_TYPE_CGROUP_DEVICE program. With `log`, the verifier writes its
+/// log there (a too-small buffer makes the load fail with ENOSPC).
+pub(crate) fn bpf_load_device_program(
+    insns: &[crate::devices::Insn],
+    license: &std::ffi::CStr,
+    log: Option<&mut [u8]>,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut name = [0u8; 16];
+    name[..12].copy_from_slice(b"carapace_dev");
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
+        None => (0, 0, 0),
+    };
+    let mut attr = BpfProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: u32::try_from(insns.len())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::E2BIG))?,
+        // `Insn` is `#[repr(C)]` with the layout of `struct bpf_insn`.
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        prog_name: name,
+        // expected_attach_type stays 0 (not in this struct): the kernel checks it for no
+        // device program, and kernels before 4.17 do not know the field.
+        ..Default::default()
+    };
+    // SAFETY: BPF_PROG_LOAD reads `attr`, the instructions and the license string (all alive for
+    // the call) and writes at most `log_size` bytes into the log buffer, which is ours and that
+    // long. The kernel copies the program and keeps no pointer to our memory.
+    let fd = unsafe { bpf(BPF_PROG_LOAD, &mut attr)? };
+    // SAFETY: a successful BPF_PROG_LOAD returns a new fd (close-on-exec) that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Attaches the device program `prog` to the cgroup directory open at `cgroup`, beside any
+/// programs already there (BPF_F_ALLOW_MULTI): a process there must pass all of them.
+pub(crate) fn bpf_attach_device_program(
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    prog: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut attr = BpfAttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        ..Default::default()
+    };
+    // SAFETY: BPF_PROG_ATTACH only reads `attr` (two fds we hold open and plain integers).
+    unsafe { bpf(BPF_PROG_ATTACH, &mut attr)? };
+    Ok(())
+}
+
+/// Detaches the device program `prog` from the cgroup directory open at `cgroup`.
+pub(crate) fn bpf_detach_device_program(
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    prog: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut attr = BpfAttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        ..Default::default()
+    };
+    // SAFETY: BPF_PROG_DETACH only reads `attr` (two fds we hold open and plain integers).
+    unsafe { bpf(BPF_PROG_DETACH, &mut attr)? };
+    Ok(())
+}
+
+/// The ids of the device programs attached to the cgroup directory open at `cgroup` itself
+/// (not those inherited from its ancestors).
+pub(crate) fn bpf_device_program_ids(
+    cgroup: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    let mut ids = vec![0u32; 8];
+    loop {
+        let mut attr = BpfQueryAttr {
+            target_fd: cgroup.as_raw_fd() as u32,
+            attach_type: BPF_CGROUP_DEVICE,
+            prog_ids: ids.as_mut_ptr() as u64,
+            prog_cnt: ids.len() as u32,
+            ..Default::default()
+        };
+        // SAFETY: BPF_PROG_QUERY writes at most `prog_cnt` u32 ids into `ids` (ours, that long,
+        // alive for the call) and a few fields of `attr`, which spans every field it writes.
+        match unsafe { bpf(BPF_PROG_QUERY, &mut attr) } {
+            Ok(_) => {
+                ids.truncate(attr.prog_cnt as usize);
+                return Ok(ids);
+            }
+            // More programs than room: the kernel said how many there are; ask again.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOSPC) && attr.prog_cnt as usize > ids.len() =>
+            {
+                ids = vec![0u32; attr.prog_cnt as usize];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A new fd for the BPF program with id `id` (ENOENT once it is gone).
+pub(crate) fn bpf_program_by_id(id: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut attr = BpfGetFdByIdAttr {
+        prog_id: id,
+        ..Default::default()
+    };
+    // SAFETY: BPF_PROG_GET_FD_BY_ID only reads `attr`.
+    let fd = unsafe { bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)? };
+    // SAFETY: a successful call returns a new fd (close-on-exec) that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
 #[cfg(test)]
