@@ -165,3 +165,38 @@ async fn device_cgroup_denies_host_devices_to_a_default_container() {
     n.remove_all(&pod_id).await;
     assert!(Path::new(&disk.device).exists());
 }
+
+/// CVE class: a volume mounted over procfs through a symlink (runc checks the resolved target,
+/// not only the destination's text). A shared volume holds `p -> /proc` (planted here by the test,
+/// as another container of the pod could); a volume at `/v/p/sys` reads as harmless text but
+/// resolves to the container's `/proc/sys`. The start is refused, naming the destination.
+#[tokio::test]
+async fn a_volume_reaching_proc_through_a_symlink_is_refused() {
+    let (mut n, pod, pod_id) =
+        Node::with_running_pod(61, "procsym", "0d1e2f30-0000-4000-8000-000000000061").await;
+    let shared = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/proc", shared.path().join("p")).unwrap();
+    let cover = tempfile::tempdir().unwrap();
+    let mut c = container("cover", &["sh", "-c", "cat /proc/sys/kernel/hostname"]);
+    c.mounts = vec![
+        cri::Mount {
+            container_path: "/v".into(),
+            host_path: shared.path().display().to_string(),
+            ..Default::default()
+        },
+        cri::Mount {
+            container_path: "/v/p/sys".into(),
+            host_path: cover.path().display().to_string(),
+            ..Default::default()
+        },
+    ];
+    let id = n.create(&pod_id, &pod, &c).await.unwrap();
+    let e =
+        n.rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect_err("a volume was mounted over /proc/sys through a symlink");
+    assert!(e.message().contains("resolves into /proc"), "{e}");
+    n.remove_all(&pod_id).await;
+}

@@ -197,7 +197,7 @@ pub fn pid_namespace_identity(
 
 /// Files under `/proc` a volume may cover: the ones lxcfs emulates, runc's list (anything else
 /// there is the kernel's interface to the container's own processes and the host's sysctls).
-const PROC_MOUNTABLE: &[&str] = &[
+pub(crate) const PROC_MOUNTABLE: &[&str] = &[
     "/proc/cpuinfo",
     "/proc/diskstats",
     "/proc/meminfo",

@@ -442,6 +442,17 @@ fn mount_one(
         )));
     }
     let target = mkdir_all_in_root(root, &dest, kind)?;
+    // The destination's text was checked against /proc at create; an image's symlink (`/foo` ->
+    // `/proc`) can still lead there, so the resolved target is checked too, as runc does.
+    if typ != "proc"
+        && nix::sys::statfs::fstatfs(&target)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+        && !crate::config::PROC_MOUNTABLE.contains(&dest.as_str())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "mount destination {dest} resolves into /proc"
+        )));
+    }
     let data = data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
