@@ -85,6 +85,15 @@ pub fn resources(cfg: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerReso
 /// One line of a CRI log file: (timestamp, stream, tag, content).
 pub type LogLine = (String, String, String, String);
 
+/// Both streams of a CRI log, a line each as `<stream> <text>`, for assertion messages.
+pub fn output_of(lines: &[LogLine]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("{} {}", l.1, l.3))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The lines of a CRI log file (none if it cannot be read).
 pub fn cri_log(path: &Path) -> Vec<LogLine> {
     std::fs::read_to_string(path)

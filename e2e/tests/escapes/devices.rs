@@ -1,4 +1,4 @@
-//! Container escapes that runc, containerd and CRI-O closed after CVEs, each tried for real through
+//! The device cgroup, and volumes that reach procfs through a symlink: each tried for real through
 //! the daemon and named after its class. Every test removes what it made and ends with
 //! `Node::finish` (via `remove_all`), which checks that nothing is left.
 
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use carapace_e2e::cri;
-use carapace_e2e::node::{LogLine, Node, container, security};
+use carapace_e2e::node::{Node, container, output_of, security};
 
 /// A file of the test's attached to a free loop device, detached (and the file removed) on drop,
 /// panics included: a leaked loop device would hold the file and the device for the next run.
@@ -63,14 +63,6 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
-}
-
-fn output_of(lines: &[LogLine]) -> String {
-    lines
-        .iter()
-        .map(|l| format!("{} {}", l.1, l.3))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Makes a node for the loop device, reads its first 16 bytes and writes `X` at byte 100, each

@@ -5,16 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use carapace_e2e::cri;
-use carapace_e2e::node::{LogLine, Node, container, cri_log, dirs_below, log_until, security};
+use carapace_e2e::node::{Node, container, cri_log, dirs_below, log_until, output_of, security};
 use tonic::Code;
-
-fn output_of(lines: &[LogLine]) -> String {
-    lines
-        .iter()
-        .map(|l| format!("{} {}", l.1, l.3))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// The containers' directories the daemon keeps (bundles and writable layers), to show a refused
 /// request left none.
