@@ -2,7 +2,9 @@
 //!
 //! Start order matters: the lock on the root comes first (so a second daemon never touches the
 //! first one's socket), then the socket, then the services. Stop is the reverse: stop accepting,
-//! let in-flight calls finish for a bounded time, remove the socket.
+//! let in-flight calls finish for a bounded time, remove the socket. The lock is never given back:
+//! the kernel drops it when the process is gone, so nothing this process still does (a call cut
+//! off by the grace finishing, the sealed binary's unmount) can touch a successor's files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -20,6 +22,16 @@ use tokio_stream::wrappers::UnixListenerStream;
 /// How long in-flight calls may run on after SIGTERM before the daemon exits anyway; well under
 /// systemd's default stop timeout of 90 s.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long the whole stop may take, whatever the daemon's threads are doing: the grace, then up
+/// to 1 s for the metrics server, 1 s for the runtime's threads and a few seconds to spare for
+/// the sockets and the sealed binary's unmount. A thread stuck in the kernel or on a child must
+/// not keep a half-stopped daemon alive: it still holds the root lock, so the restart that
+/// follows a stop would wait on it. Still well under systemd's 90 s, so the stop ends by our
+/// exit rather than its SIGKILL.
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// How long the runtime's blocking threads (a call the grace cut off) are waited for once the
+/// server has stopped; what still runs then ends with the process.
+const THREADS_GRACE: Duration = Duration::from_secs(1);
 
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
     let (path, explicit) = match path {
@@ -33,6 +45,13 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
     let started = Instant::now();
     let config = load_config(config_path.as_deref())?;
     init_logging(&config.log)?;
+    make_dir(&config.root, 0o711)?;
+    make_dir(&config.state, 0o711)?;
+    // Held until the process is gone: never unlocked, never closed, and no destructor may drop
+    // it (a runtime drop waits for blocking threads, and the daemon used to give the lock back
+    // before that: a second daemon started, and the first, exiting, removed its sealed binary).
+    // The kernel releases it with the last thread; O_CLOEXEC keeps it out of helpers.
+    std::mem::forget(lock_root(&config.root)?);
     crate::memory::limit_arenas();
     // Two workers: the CRI is mostly waiting on the kernel and on children, and a node agent
     // should not claim a thread per core.
@@ -41,7 +60,32 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(config, started))
+    let outcome = rt.block_on(serve(config, started));
+    // Dropping the runtime would wait for every blocking thread without bound (an ExecSync of a
+    // long command): they are given a moment, then left to end with the process.
+    rt.shutdown_timeout(THREADS_GRACE);
+    tracing::info!("carapace stopped");
+    outcome
+}
+
+/// From the start of the stop, a thread that ends the process at [`STOP_DEADLINE`] whatever the
+/// others are doing (the main thread included: a drop or an unmount may hang too).
+fn exit_at_the_deadline() {
+    let spawned = std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(|| {
+            std::thread::sleep(STOP_DEADLINE);
+            tracing::error!(
+                deadline_s = STOP_DEADLINE.as_secs(),
+                "the stop overran its deadline; exiting now"
+            );
+            // No destructor runs: the root lock goes with the process, and with it the files
+            // only its holder may remove are left for the next daemon to replace.
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the stop's deadline thread");
+    }
 }
 
 fn init_logging(log: &config::Log) -> Result<()> {
@@ -71,9 +115,6 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
     // test stopping a just-started daemon got "killed by signal 15").
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    make_dir(&config.root, 0o711)?;
-    make_dir(&config.state, 0o711)?;
-    let _lock = lock_root(&config.root)?;
 
     let metrics = carapace_metrics::Metrics::new(env!("CARGO_PKG_VERSION"))?;
     let cri = carapace_cri::Cri::open(
@@ -151,6 +192,7 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         res = &mut grpc_task => Some(res),
     };
 
+    exit_at_the_deadline();
     crate::notify::notify("STOPPING=1");
     // Stop accepting first, so nothing new starts while in-flight calls drain.
     let _ = stop_tx.send(true);
@@ -183,7 +225,6 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
             tracing::warn!(error = %e, socket = %s.display(), "removing the socket");
         }
     }
-    tracing::info!("carapace stopped");
     outcome
 }
 

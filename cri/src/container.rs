@@ -680,7 +680,8 @@ pub(crate) fn seccomp(
 
 fn localhost_profile(path: &str) -> Result<rt::SeccompProfile, Error> {
     let p = Path::new(path);
-    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+    // The runtime reads it (only a small regular file); here only its shape is checked.
+    if !absolute_clean(path) {
         return Err(invalid(format!(
             "seccomp localhost profile {path:?} must be an absolute path"
         )));
@@ -1957,9 +1958,33 @@ impl ContainerApi {
         let inner = self.inner.clone();
         let pid = self
             .blocking(move |i| {
+                // A pod being stopped or removed is losing its namespaces: a start there fails
+                // obscurely (fork in a PID namespace without its init: ENOMEM) or outlives the
+                // pod's teardown. Asked again after a failed start, which may have raced a stop.
+                let pod_not_ready = || {
+                    let sandboxes = i.links.get()?.sandboxes.as_ref()?;
+                    let sb = i.sandbox_of(&id)?;
+                    let ready = sandboxes
+                        .get(&sb)
+                        .is_some_and(|s| s.state == carapace_podsandbox::SandboxState::Ready);
+                    (!ready).then(|| {
+                        Error::FailedPrecondition(format!(
+                            "pod sandbox {sb} of container {id} is not ready (stopped or being \
+                             removed)"
+                        ))
+                    })
+                };
+                if let Some(e) = pod_not_ready() {
+                    return Err(e);
+                }
                 let started = i.runtime.get(&id).and_then(|c| c.start());
                 let version = i.invalidate(&id);
-                let pid = started?;
+                let pid = match started {
+                    Ok(pid) => pid,
+                    // A container removed meanwhile is NotFound whatever its pod's state.
+                    Err(e @ runtime::Error::NotFound(_)) => return Err(e.into()),
+                    Err(e) => return Err(pod_not_ready().unwrap_or(e.into())),
+                };
                 if let Some(sb) = i.sandbox_of(&id) {
                     i.send_event(&id, &sb, ContainerEventType::ContainerStartedEvent);
                 }
@@ -2259,6 +2284,10 @@ impl ContainerApi {
         record_ids(&self.inner, &id);
         if req.cmd.is_empty() || req.cmd[0].is_empty() {
             return Err(invalid("ExecSync needs a command"));
+        }
+        // Refused before anything runs, as CreateContainer refuses it: exec(2) cannot take it.
+        if req.cmd.iter().any(|a| a.contains('\0')) {
+            return Err(invalid("the ExecSync command contains a NUL byte"));
         }
         let timeout = Duration::from_secs(req.timeout.max(0) as u64);
         let cmd = req.cmd;

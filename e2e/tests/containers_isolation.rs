@@ -153,6 +153,13 @@ async fn user_groups_capabilities_and_seccomp_apply_as_asked() {
         );
         assert_ne!(mask & (1 << 5), 0, "{set} {mask:x} lacks CAP_KILL");
     }
+    // No signal ignored: the runtime's own (Rust ignores SIGPIPE, bit 12; a daemon started in a
+    // shell's background job SIGINT and SIGQUIT) must not reach the container through execve.
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    assert_eq!(ignored, Some(0), "{status}");
 
     // Docker's default profile refuses unshare(2) to a container without CAP_SYS_ADMIN; the
     // kernel alone lets root make a user namespace, as the unconfined container shows.

@@ -66,10 +66,24 @@ impl ContainerCgroup {
             .collect()
     }
 
-    /// Creates the cgroup (parents included) and applies `resources`.
+    /// Creates the cgroup (parents included) and applies `resources`. On failure the cgroup is
+    /// removed again from every hierarchy (the parents stay: they are the pod's): a container
+    /// cgroup left behind keeps the pod's from ever being removed.
     pub fn create(&self, resources: &LinuxResources) -> Result<()> {
-        Cgroup::new(hierarchy(), &self.path).map_err(|e| cg_err("create", &self.path, e))?;
-        self.update(resources)
+        let made = Cgroup::new(hierarchy(), &self.path)
+            .map(|_| ())
+            .map_err(|e| cg_err("create", &self.path, e))
+            .and_then(|()| self.update(resources));
+        if let Err(e) = &made {
+            // Nothing runs in it yet: rmdir succeeds at once or not at all.
+            if let Err(undo) = self.destroy(Duration::from_secs(1)) {
+                tracing::warn!(
+                    cgroup = %self.path, error = %e, undo = %undo,
+                    "removing a cgroup whose limits failed"
+                );
+            }
+        }
+        made
     }
 
     /// Applies `resources` to the existing cgroup (UpdateContainerResources). Device rules, when
@@ -150,6 +164,74 @@ impl ContainerCgroup {
         cg.procs().into_iter().map(|p| p.pid as i32).collect()
     }
 
+    /// Sends `signal` to every process in the cgroup, as `runc kill --all` does: with the cgroup
+    /// frozen, so that none can fork a child the signal misses, and thawed again after (the
+    /// signal takes effect then). Where there is no freezer, in a few rounds instead. On v2 a
+    /// SIGKILL goes through `cgroup.kill`, which the kernel applies to the whole cgroup at once.
+    pub fn signal_all(&self, signal: nix::sys::signal::Signal) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let v2_dir = Self::is_v2().then(|| hierarchy().root().join(&self.path));
+        if let Some(dir) = &v2_dir
+            && signal == Signal::SIGKILL
+            && std::fs::write(dir.join("cgroup.kill"), b"1").is_ok()
+        {
+            return;
+        }
+        let freezer = self.freeze();
+        // One pass with the cgroup frozen; without it, again for children forked meanwhile.
+        let rounds = if freezer.is_some() { 1 } else { 3 };
+        for _ in 0..rounds {
+            let pids = match &freezer {
+                Some(f) => procs_in(&f.dir),
+                None => self.procs(),
+            };
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+        if let Some(f) = freezer {
+            f.thaw();
+        }
+    }
+
+    /// Freezes the cgroup (v1 `freezer.state`, v2 `cgroup.freeze`) and waits up to a second for
+    /// the kernel to have stopped every task; `None` where it has no freezer. Whatever the wait
+    /// gives, the result thaws it when asked.
+    fn freeze(&self) -> Option<Frozen> {
+        let v2 = Self::is_v2();
+        let dir = if v2 {
+            hierarchy().root().join(&self.path)
+        } else {
+            self.dirs()
+                .into_iter()
+                .find(|d| d.join("freezer.state").exists())?
+        };
+        let (file, value) = if v2 {
+            ("cgroup.freeze", "1")
+        } else {
+            ("freezer.state", "FROZEN")
+        };
+        std::fs::write(dir.join(file), value).ok()?;
+        let frozen = || {
+            if v2 {
+                std::fs::read_to_string(dir.join("cgroup.events"))
+                    .is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+            } else {
+                std::fs::read_to_string(dir.join("freezer.state"))
+                    .is_ok_and(|t| t.trim() == "FROZEN")
+            }
+        };
+        // Freezing is asynchronous: a task in an uninterruptible sleep is frozen once it leaves.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut pause = Duration::from_micros(100);
+        while !frozen() && Instant::now() < deadline {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        Some(Frozen { dir, v2 })
+    }
+
     /// How often the kernel OOM-killed a process here (v1 `memory.oom_control`, v2 `memory.events`).
     pub fn oom_kills(&self) -> u64 {
         let file = if Self::is_v2() {
@@ -213,4 +295,28 @@ pub(crate) fn join_self(files: &[PathBuf]) -> Result<()> {
             .map_err(|e| cg_err("join", &f.display().to_string(), e))?;
     }
     Ok(())
+}
+
+/// A cgroup [`ContainerCgroup::freeze`] froze.
+struct Frozen {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl Frozen {
+    fn thaw(self) {
+        let (file, value) = if self.v2 {
+            ("cgroup.freeze", "0")
+        } else {
+            ("freezer.state", "THAWED")
+        };
+        let _ = std::fs::write(self.dir.join(file), value);
+    }
+}
+
+/// The pids in `dir`'s `cgroup.procs`.
+fn procs_in(dir: &std::path::Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }

@@ -174,6 +174,168 @@ pub struct Resources {
     pub hugepage_limits: BTreeMap<String, u64>,
 }
 
+/// The kernel's CFS bandwidth bounds, µs (`tg_set_cfs_bandwidth`): a period of 1 ms to 1 s, a
+/// quota of at least 1 ms and at most `max_cfs_runtime` (2^44 - 1 µs); -1 is no quota.
+const CFS_PERIOD_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
+const CFS_QUOTA_US: std::ops::RangeInclusive<i64> = 1_000..=(1 << 44) - 1;
+
+/// A CPU or memory-node list (`0-3,8`): numbers and ranges `a-b` with `a <= b`, comma-separated,
+/// as the ranges it names, merged. Stricter than the kernel, which also takes strides and stray
+/// commas: no client needs those, and a list the kernel would half-read is refused whole.
+fn parse_list(s: &str) -> Option<Vec<(u32, u32)>> {
+    let num = |x: &str| {
+        if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        x.parse::<u32>().ok()
+    };
+    let mut ranges = s
+        .split(',')
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b) = (num(a)?, num(b)?);
+            (a <= b).then_some((a, b))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    Some(merged)
+}
+
+impl Resources {
+    /// What the kernel would refuse whatever the node: limits outside its bounds, cpuset lists
+    /// that are not lists, swap below memory. Refused here, before a cgroup exists, naming the
+    /// field and value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(Error::InvalidArgument(format!("{field} {value} {why}")))
+        };
+        if let Some(p) = self.cpu_period
+            && !CFS_PERIOD_US.contains(&p)
+        {
+            return bad(
+                "cpu_period",
+                &p,
+                "is outside the kernel's 1000..=1000000 µs",
+            );
+        }
+        if let Some(q) = self.cpu_quota
+            && q != -1
+            && !CFS_QUOTA_US.contains(&q)
+        {
+            return bad(
+                "cpu_quota",
+                &q,
+                "is neither -1 (none) nor within the kernel's 1000..=17592186044415 µs",
+            );
+        }
+        for (field, list) in [
+            ("cpuset_cpus", &self.cpuset_cpus),
+            ("cpuset_mems", &self.cpuset_mems),
+        ] {
+            if let Some(l) = list.as_deref().filter(|l| !l.is_empty())
+                && parse_list(l).is_none()
+            {
+                return bad(
+                    field,
+                    &format!("{l:?}"),
+                    "is not a list of numbers and ranges a-b",
+                );
+            }
+        }
+        for (field, v) in [
+            ("memory_limit", self.memory_limit),
+            ("memory_swap_limit", self.memory_swap_limit),
+            ("pids_limit", self.pids_limit),
+        ] {
+            if let Some(v) = v.filter(|v| *v < -1) {
+                return bad(field, &v, "is negative");
+            }
+        }
+        // v1's memory.memsw.limit_in_bytes is memory plus swap: never below the memory limit
+        // (an unset or -1 memory limit is unlimited, which no swap limit reaches).
+        if let Some(swap) = self.memory_swap_limit.filter(|s| *s > 0) {
+            match self.memory_limit.filter(|m| *m > 0) {
+                Some(m) if swap >= m => {}
+                Some(m) => {
+                    return bad(
+                        "memory_swap_limit",
+                        &swap,
+                        &format!("is below memory_limit {m} (it counts memory plus swap)"),
+                    );
+                }
+                None => {
+                    return bad(
+                        "memory_swap_limit",
+                        &swap,
+                        "is set without a memory_limit (it counts memory plus swap)",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What this node cannot give: CPUs or memory nodes that are not online. Read from sysfs on
+    /// each call (CPUs come and go with hotplug); only when a cpuset is asked for.
+    pub fn check_node(&self) -> Result<()> {
+        self.check_node_in(std::path::Path::new("/sys/devices/system"))
+    }
+
+    fn check_node_in(&self, sys: &std::path::Path) -> Result<()> {
+        // A kernel without NUMA has no node directory: node 0 is all there is.
+        for (field, list, file, what, missing) in [
+            ("cpuset_cpus", &self.cpuset_cpus, "cpu/online", "CPU", None),
+            (
+                "cpuset_mems",
+                &self.cpuset_mems,
+                "node/online",
+                "memory node",
+                Some("0"),
+            ),
+        ] {
+            let Some(list) = list.as_deref().filter(|l| !l.is_empty()) else {
+                continue;
+            };
+            let Some(want) = parse_list(list) else {
+                return Err(Error::InvalidArgument(format!(
+                    "{field} {list:?} is not a list of numbers and ranges a-b"
+                )));
+            };
+            let online = match (std::fs::read_to_string(sys.join(file)), missing) {
+                (Ok(t), _) => t,
+                (Err(e), Some(m)) if e.kind() == std::io::ErrorKind::NotFound => m.to_owned(),
+                // Unreadable: the kernel still refuses what it cannot give, and create undoes.
+                (Err(_), _) => continue,
+            };
+            let online_text = online.trim();
+            let Some(online) = parse_list(online_text) else {
+                continue;
+            };
+            for (a, b) in want {
+                if !online.iter().any(|&(x, y)| x <= a && b <= y) {
+                    let which = if a == b {
+                        format!("{a}")
+                    } else {
+                        format!("{a}-{b}")
+                    };
+                    return Err(Error::InvalidArgument(format!(
+                        "{field} {list:?} names {what} {which}, which is not online \
+                         (online: {online_text})"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The annotation recording which PID namespace a container joining another container's (CRI
 /// `TARGET`) was created against: `<st_dev>:<st_ino>` of that namespace's file. The namespace is
 /// named by `/proc/<pid>/ns/pid`, and a pid is reused once its process exits: at start the file
@@ -327,7 +489,7 @@ impl ContainerConfig {
                 "cgroup parent escapes the hierarchy".into(),
             ));
         }
-        Ok(())
+        self.cgroup.resources.validate()
     }
 }
 
@@ -398,6 +560,130 @@ mod tests {
         ] {
             check_destination(ok, false).unwrap();
         }
+    }
+
+    #[test]
+    fn resources_the_kernel_refuses_are_refused_naming_field_and_value() {
+        let ok = |r: Resources| r.validate().unwrap();
+        let bad = |r: Resources, field: &str, value: &str| {
+            let e = r.validate().unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains(field) && m.contains(value)),
+                "{field} {value}: {e}"
+            );
+        };
+        let r = Resources::default;
+        ok(r());
+        ok(Resources {
+            cpu_period: Some(100_000),
+            cpu_quota: Some(1_000),
+            cpuset_cpus: Some("0-1,3,5-5".into()),
+            cpuset_mems: Some("0".into()),
+            memory_limit: Some(64 << 20),
+            memory_swap_limit: Some(64 << 20),
+            ..r()
+        });
+        ok(Resources {
+            cpu_quota: Some(-1),
+            memory_limit: Some(-1),
+            memory_swap_limit: Some(-1),
+            ..r()
+        });
+        for (cpus, value) in [("99x", "99x"), ("0-", "0-"), ("3-1", "3-1"), ("0,", "0,")] {
+            bad(
+                Resources {
+                    cpuset_cpus: Some(cpus.into()),
+                    ..r()
+                },
+                "cpuset_cpus",
+                value,
+            );
+        }
+        bad(
+            Resources {
+                cpuset_mems: Some("-1".into()),
+                ..r()
+            },
+            "cpuset_mems",
+            "-1",
+        );
+        for q in [1, 999, -2, 1 << 44] {
+            bad(
+                Resources {
+                    cpu_quota: Some(q),
+                    ..r()
+                },
+                "cpu_quota",
+                &q.to_string(),
+            );
+        }
+        for p in [1, 999, 1_000_001, 1 << 40] {
+            bad(
+                Resources {
+                    cpu_period: Some(p),
+                    ..r()
+                },
+                "cpu_period",
+                &p.to_string(),
+            );
+        }
+        bad(
+            Resources {
+                memory_limit: Some(64 << 20),
+                memory_swap_limit: Some(32 << 20),
+                ..r()
+            },
+            "memory_swap_limit",
+            "33554432",
+        );
+        bad(
+            Resources {
+                memory_swap_limit: Some(32 << 20),
+                ..r()
+            },
+            "memory_swap_limit",
+            "33554432",
+        );
+        bad(
+            Resources {
+                memory_limit: Some(-5),
+                ..r()
+            },
+            "memory_limit",
+            "-5",
+        );
+    }
+
+    #[test]
+    fn cpusets_name_only_what_is_online() {
+        let sys = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(sys.path().join("cpu")).unwrap();
+        std::fs::write(sys.path().join("cpu/online"), "0-3,6-7\n").unwrap();
+        let cpus = |c: &str| Resources {
+            cpuset_cpus: Some(c.into()),
+            ..Default::default()
+        };
+        for ok in ["0", "0-3", "2-3,6", "7", "0-3,6-7"] {
+            cpus(ok).check_node_in(sys.path()).unwrap();
+        }
+        for bad in ["4", "3-6", "8", "99", "0-4294967295"] {
+            let e = cpus(bad).check_node_in(sys.path()).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains("cpuset_cpus") && m.contains(bad)),
+                "{bad}: {e}"
+            );
+        }
+        // No node directory: node 0 only.
+        let mems = |m: &str| Resources {
+            cpuset_mems: Some(m.into()),
+            ..Default::default()
+        };
+        mems("0").check_node_in(sys.path()).unwrap();
+        assert!(mems("1").check_node_in(sys.path()).is_err());
+        std::fs::create_dir_all(sys.path().join("node")).unwrap();
+        std::fs::write(sys.path().join("node/online"), "0-1\n").unwrap();
+        mems("0-1").check_node_in(sys.path()).unwrap();
+        assert!(mems("2").check_node_in(sys.path()).is_err());
     }
 
     #[test]

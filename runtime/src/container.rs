@@ -194,6 +194,7 @@ impl Container {
     }
 
     fn create_files(&self, config: ContainerConfig) -> Result<()> {
+        config.cgroup.resources.check_node()?;
         let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e));
         mkdir(&self.bundle)?;
         let rootfs = self.bundle.join("rootfs");
@@ -220,9 +221,12 @@ impl Container {
             .as_ref()
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
-        ContainerCgroup::new(&cgroup_path).create(&resources)?;
+        // `create` removes what it made when it fails; past it the cgroup is ours to remove,
+        // which `delete` cannot do without the record written next.
+        let cgroup = ContainerCgroup::new(&cgroup_path);
+        cgroup.create(&resources)?;
         // Written last: its presence means the container exists.
-        monitor::write_json(
+        let written = monitor::write_json(
             &self.bundle.join("container.json"),
             &Record {
                 config,
@@ -230,7 +234,16 @@ impl Container {
                 cgroup_path,
                 created_at: unix_nanos(SystemTime::now()),
             },
-        )
+        );
+        if written.is_err()
+            && let Err(e) = cgroup.destroy(Duration::from_secs(1))
+        {
+            tracing::warn!(
+                container_id = %self.id, error = %e,
+                "removing the cgroup of a failed create"
+            );
+        }
+        written
     }
 
     fn record(&self) -> Result<Record> {
@@ -275,7 +288,14 @@ impl Container {
         };
         s.started_at = started.started_at;
         s.pid = Some(started.pid);
-        if let Some(exit) = self.exit() {
+        let mut exit = self.exit();
+        let alive = exit.is_none() && self.monitor_alive(&started);
+        if exit.is_none() && !alive {
+            // The monitor writes exit.json, then exits: read before it wrote and checked after it
+            // went, the exit looks unrecorded (seen as a spurious 255 under load).
+            exit = self.exit();
+        }
+        if let Some(exit) = exit {
             s.state = State::Exited;
             s.finished_at = exit.finished_at;
             s.exit_code = Some(exit.exit_code);
@@ -288,7 +308,7 @@ impl Container {
             }
             .into();
             s.pid = None;
-        } else if self.monitor_alive(&started) {
+        } else if alive {
             s.state = State::Running;
         } else {
             // The monitor died without recording the exit (e.g. killed by hand).
@@ -301,8 +321,31 @@ impl Container {
         Ok(s)
     }
 
+    /// The bundle's lock, held by a start and by a delete: a delete racing a start would remove
+    /// the cgroup and the bundle under the monitor setting the container up (the start failing
+    /// obscurely, the delete with ENOTEMPTY, a process left behind); serialised, the start sees
+    /// the container gone or the delete sees it running. `None` when the bundle is gone. The fd
+    /// is close-on-exec, so the monitor never inherits the lock.
+    fn lock_bundle(&self) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+        let dir = match std::fs::File::open(&self.bundle) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &self.bundle, e)),
+        };
+        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
+            .map(Some)
+            .map_err(|(_, e)| Error::internal(format!("lock {}", self.bundle.display()), e))
+    }
+
     /// Starts the monitor, which starts the container's process; returns once it has exec'd.
     pub fn start(&self) -> Result<i32> {
+        let _lock = self
+            .lock_bundle()?
+            .ok_or_else(|| Error::NotFound(format!("container {}", self.id)))?;
+        // Removed while this start waited for the lock.
+        if !self.bundle.join("container.json").exists() {
+            return Err(Error::NotFound(format!("container {}", self.id)));
+        }
         if self.started().is_some() || self.bundle.join("exit.json").exists() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} was already started",
@@ -330,7 +373,21 @@ impl Container {
                 .parse()
                 .map_err(|e| Error::internal("monitor answer", e));
         }
+        // Removed while it started (RemoveContainer racing StartContainer): the monitor found
+        // no record or no bundle to bind its socket in, and the caller must hear NotFound.
+        if !self.bundle.join("container.json").exists() {
+            return Err(Error::NotFound(format!("container {}", self.id)));
+        }
         let msg = line.strip_prefix("error ").unwrap_or(line);
+        // fork(2) in a PID namespace whose init has exited fails with ENOMEM: the pod's PID 1
+        // is gone, i.e. the pod is stopped or being removed, which "Out of memory" hides.
+        if msg.contains(&format!("fork: {}", nix::errno::Errno::ENOMEM.desc())) {
+            return Err(Error::FailedPrecondition(format!(
+                "start container {}: its pod is not ready: the PID 1 of the pod's PID namespace \
+                 has exited (the pod is stopped or being removed)",
+                self.id
+            )));
+        }
         Err(Error::FailedPrecondition(format!(
             "start container {}: {}",
             self.id,
@@ -412,6 +469,8 @@ impl Container {
         if !self.bundle.exists() && !self.fs_dir.exists() {
             return Ok(());
         }
+        // After a start in progress, never during it (see `lock_bundle`).
+        let _lock = self.lock_bundle()?;
         let record = self.record().ok();
         if self
             .status()
@@ -425,7 +484,13 @@ impl Container {
             crate::sys::wait_exited(started.monitor_pid, Duration::from_secs(5));
         }
         if let Some(r) = &record {
-            ContainerCgroup::new(&r.cgroup_path).destroy(Duration::from_secs(5))?;
+            let cgroup = ContainerCgroup::new(&r.cgroup_path);
+            // Whatever is left in it is the container's and goes with it: the monitor kills
+            // what its init left behind, but not if it died before it could.
+            if !cgroup.procs().is_empty() {
+                cgroup.signal_all(nix::sys::signal::Signal::SIGKILL);
+            }
+            cgroup.destroy(Duration::from_secs(5))?;
         }
         for d in [&self.fs_dir, &self.bundle] {
             match std::fs::remove_dir_all(d) {
@@ -441,7 +506,16 @@ impl Container {
     pub fn reopen_log(&self) -> Result<()> {
         match monitor::request(&self.bundle, "reopen") {
             Some(a) if a == "ok" => Ok(()),
-            Some(a) => Err(Error::Internal(a)),
+            // The monitor answers with the error's text; its kind is kept (a log path the node
+            // made unusable is not the daemon failing).
+            Some(a) => {
+                let msg = a.strip_prefix("error ").unwrap_or(&a);
+                let what = format!("reopen the log of container {}", self.id);
+                Err(match msg.strip_prefix("failed precondition: ") {
+                    Some(m) => Error::FailedPrecondition(format!("{what}: {m}")),
+                    None => Error::Internal(format!("{what}: {msg}")),
+                })
+            }
             None => Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 self.id
@@ -451,6 +525,8 @@ impl Container {
 
     /// UpdateContainerResources: the cgroup changes live and the record keeps the new values.
     pub fn update_resources(&self, resources: &Resources) -> Result<()> {
+        resources.validate()?;
+        resources.check_node()?;
         let mut record = self.record()?;
         ContainerCgroup::new(&record.cgroup_path)
             .update(&crate::spec::linux_resources(resources)?)?;
@@ -510,14 +586,14 @@ impl Container {
     /// the process's stdio (for streaming exec): the caller sets stdio, spawns and waits. The exit
     /// status is the process's (128 + signal when killed).
     pub fn exec_command(&self, args: &[String]) -> Result<Command> {
-        self.exec_helper(args, Duration::ZERO, false)
+        self.exec_helper(args, Duration::ZERO, false, false)
     }
 
     /// As [`Container::exec_command`], with a new pty: the command's stdin, stdout and stderr are
     /// its slave (and its controlling terminal in the container); the caller relays the returned
     /// master and resizes it with [`crate::terminal::resize`].
     pub fn exec_command_tty(&self, args: &[String]) -> Result<(Command, OwnedFd)> {
-        let mut cmd = self.exec_helper(args, Duration::ZERO, true)?;
+        let mut cmd = self.exec_helper(args, Duration::ZERO, true, false)?;
         let pty = crate::terminal::open_pty()?;
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
@@ -573,8 +649,15 @@ impl Container {
     }
 
     /// The exec helper for `args`, the request in its environment so that its stdio is the
-    /// process's; the helper kills the process when `timeout` passes (zero: never).
-    fn exec_helper(&self, args: &[String], timeout: Duration, tty: bool) -> Result<Command> {
+    /// process's; the helper kills the process when `timeout` passes (zero: never). With `sync`
+    /// the helper relays the output and exits once that has ended (ExecSync).
+    fn exec_helper(
+        &self,
+        args: &[String],
+        timeout: Duration,
+        tty: bool,
+        sync: bool,
+    ) -> Result<Command> {
         if self.status()?.state != State::Running {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
@@ -594,6 +677,8 @@ impl Container {
             args: args.to_vec(),
             timeout_ms: timeout.as_millis() as u64,
             tty,
+            sync,
+            sent_at: unix_nanos(SystemTime::now()),
         })
         .map_err(|e| Error::internal("exec request", e))?;
         let mut cmd = Command::new(&self.opts.helper_exe);
@@ -605,42 +690,40 @@ impl Container {
     }
 
     /// ExecSync: runs `args` in the container's namespaces and cgroup with its user, capabilities
-    /// and seccomp; kills it when `timeout` passes (zero: no timeout).
+    /// and seccomp. Done once the command has exited and its output has ended (a background
+    /// child may hold it); when `timeout` passes first, its process group is killed and the
+    /// answer is DeadlineExceeded. Without a timeout, the output is read up to a short grace
+    /// after the command's exit (see `monitor::exec_relayed`).
     pub fn exec_sync(&self, args: &[String], timeout: Duration) -> Result<ExecOutput> {
         let started = Instant::now();
         let mut child = self
-            .exec_helper(args, timeout, false)?
+            .exec_helper(args, timeout, false, true)?
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::internal("spawn exec helper", e))?;
-        let capped = |r: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                if let Some(r) = r {
-                    let _ = r.take(EXEC_OUTPUT_CAP as u64).read_to_end(&mut buf);
-                }
-                buf
-            })
-        };
-        let out = capped(
+        let streams = [
             child
                 .stdout
                 .take()
-                .map(|r| Box::new(r) as Box<dyn Read + Send>),
-        );
-        let err = capped(
+                .map(|f| std::fs::File::from(OwnedFd::from(f))),
             child
                 .stderr
                 .take()
-                .map(|r| Box::new(r) as Box<dyn Read + Send>),
-        );
+                .map(|f| std::fs::File::from(OwnedFd::from(f))),
+        ];
+        // The helper is the only writer of these pipes and exits by the timeout (see
+        // `monitor::exec_relayed`); one that has not by a moment later is killed and no longer
+        // read, so no call outlives its timeout whatever holds the command's output.
+        let deadline = (!timeout.is_zero()).then(|| started + timeout + EXEC_HELPER_GRACE);
+        let [stdout, stderr] = read_capped(streams, deadline);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+        }
         let status = child
             .wait()
             .map_err(|e| Error::internal("wait exec helper", e))?;
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
         let code = status.code().unwrap_or(255);
         if !timeout.is_zero() && started.elapsed() >= timeout {
             return Err(Error::DeadlineExceeded(format!(
@@ -658,6 +741,68 @@ impl Container {
             stderr,
             exit_code: code,
         })
+    }
+}
+
+/// How long past an ExecSync's timeout its helper may take to kill the command and exit.
+const EXEC_HELPER_GRACE: Duration = Duration::from_millis(500);
+
+/// Reads both streams to their end, [`EXEC_OUTPUT_CAP`] bytes of each at most (a stream is no
+/// longer read past it), in the calling thread; stops at `deadline` whatever is left.
+fn read_capped(mut streams: [Option<std::fs::File>; 2], deadline: Option<Instant>) -> [Vec<u8>; 2] {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut out = [Vec::new(), Vec::new()];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return out;
+        }
+        let mut fds = Vec::new();
+        let mut slots = Vec::new();
+        for (i, s) in streams.iter().enumerate() {
+            if let Some(f) = s {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                slots.push(i);
+            }
+        }
+        if fds.is_empty() {
+            return out;
+        }
+        let wait = match left {
+            Some(l) => PollTimeout::try_from(l.as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, wait) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return out,
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(slots)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, i)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let room = (EXEC_OUTPUT_CAP - out[i].len()).min(buf.len());
+            let n = streams[i]
+                .as_mut()
+                .map(|f| f.read(&mut buf[..room]))
+                .unwrap_or(Ok(0));
+            match n {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => streams[i] = None,
+                Ok(n) => {
+                    out[i].extend_from_slice(&buf[..n]);
+                    if out[i].len() >= EXEC_OUTPUT_CAP {
+                        streams[i] = None;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -959,6 +959,7 @@ pub(crate) fn exec_process(
     )?;
 
     sys::cloexec_from_3()?;
+    sys::default_ignored_signals();
     if nnp {
         nix::sys::prctl::set_no_new_privs().ctx("no_new_privs")?;
     }
@@ -1064,8 +1065,13 @@ pub(crate) fn spawn_in_container(
                 // Into the container's cgroup first, by host paths (the container's mount
                 // namespace, joined below, shows only its own cgroup).
                 crate::cgroup::join_self(&join)?;
+                // A process group of its own (with a tty, the new session's), which the helper
+                // kills at the timeout: the command and the children it left in the group, not
+                // only the command.
                 if tty {
                     crate::terminal::become_session_on(&std::io::stdin())?;
+                } else {
+                    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).ctx("setpgid")?;
                 }
                 if let Some(fd) = mnt {
                     setns(fd, CloneFlags::CLONE_NEWNS).ctx("join mount namespace")?;

@@ -44,13 +44,39 @@ fn open(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create log dir", dir, e))?;
     }
-    OpenOptions::new()
+    // Only a regular file: the path comes from the request (pod log directory + container log
+    // path), and opening a FIFO would park the monitor until a reader comes, a device would be
+    // written to. Checked before the open (opening some devices does something) and again on
+    // the opened file; non-blocking, so a FIFO swapped in between fails with ENXIO, not a hang.
+    let not_a_file = || {
+        Error::FailedPrecondition(format!(
+            "the log path {} is not a regular file",
+            path.display()
+        ))
+    };
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_a_file());
+    }
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| Error::io("open log", path, e))
+        .map_err(|e| match e.raw_os_error() {
+            // Something on the node (not the request, not us) put a directory where the log
+            // file goes, or a file where one of its directories goes.
+            Some(libc::EISDIR | libc::ENOTDIR) => Error::FailedPrecondition(format!(
+                "the log path {} is not usable as a file: {e}",
+                path.display()
+            )),
+            Some(libc::ENXIO) => not_a_file(),
+            _ => Error::io("open log", path, e),
+        })?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(not_a_file());
+    }
+    Ok(file)
 }
 
 impl LogWriter {
@@ -204,5 +230,34 @@ mod tests {
         w.write(Stream::Stdout, b"two\n");
         assert_eq!(lines(&p)[0].2, "two");
         assert_eq!(lines(&dir.path().join("0.log.1"))[0].2, "one");
+    }
+
+    #[test]
+    fn reopen_onto_a_directory_is_a_failed_precondition() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        let mut w = LogWriter::new(Some(p.clone()), MAX_LINE).unwrap();
+        std::fs::rename(&p, dir.path().join("0.log.1")).unwrap();
+        std::fs::create_dir(&p).unwrap();
+        match w.reopen() {
+            Err(Error::FailedPrecondition(m)) => assert!(m.contains("0.log"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A FIFO at the log path parked the monitor (and StartContainer with it) until a reader came.
+    #[test]
+    fn a_fifo_or_a_device_at_the_log_path_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("0.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        for p in [fifo, PathBuf::from("/dev/null")] {
+            match LogWriter::new(Some(p.clone()), MAX_LINE) {
+                Err(Error::FailedPrecondition(m)) => assert!(m.contains("regular file"), "{m}"),
+                other => panic!("{}: {:?}", p.display(), other.map(|_| ())),
+            }
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

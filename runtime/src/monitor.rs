@@ -497,6 +497,11 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
         },
     )?;
     report(out, &format!("ok {pid}\n"));
+    // A container in a PID namespace it does not own (the pod's, another container's, the
+    // host's) leaves its other processes running when its init exits, where the kernel would
+    // have killed them with a namespace of its own: they go with the init, as containerd's shim
+    // has `runc kill --all` do, so that no stop leaves them and no remove finds the cgroup busy.
+    let kill_all_on_exit = !matches!(record.config.namespaces.pid, crate::config::NsMode::New);
     // The record was only needed to set up; what it held is free for the trim once quiet.
     drop(record);
     let mut released = false;
@@ -582,7 +587,14 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
                     loop {
                         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                             Ok(WaitStatus::StillAlive) | Err(_) => break,
-                            Ok(s) if s.pid() == Some(pid) => exit = Some((s, Instant::now())),
+                            Ok(s) if s.pid() == Some(pid) => {
+                                exit = Some((s, Instant::now()));
+                                // Before the exit is recorded: once a stop sees it, they are
+                                // gone (their output ends with them, which ends the grace).
+                                if kill_all_on_exit {
+                                    cgroup.signal_all(Signal::SIGKILL);
+                                }
+                            }
                             Ok(_) => {}
                         }
                     }
@@ -807,9 +819,7 @@ impl Control<'_> {
                         let _ = kill(pid, sig);
                     }
                     if rest.first() == Some(&"all") {
-                        for p in self.cgroup.procs() {
-                            let _ = kill(Pid::from_raw(p), sig);
-                        }
+                        self.cgroup.signal_all(sig);
                     }
                     "ok".to_string()
                 }
@@ -863,7 +873,20 @@ pub(crate) struct ExecRequest {
     /// The helper's stdin is a pty's slave: the command gets it as its controlling terminal.
     #[serde(default)]
     pub tty: bool,
+    /// ExecSync: the helper relays the command's output and exits once it has ended, not only
+    /// the command (see [`exec_relayed`]).
+    #[serde(default)]
+    pub sync: bool,
+    /// When the daemon made the request (nanoseconds since the epoch; 0: unknown). The timeout
+    /// runs from then, not from the helper's start, so that the helper has acted on it by the
+    /// time the daemon stops waiting.
+    #[serde(default)]
+    pub sent_at: i64,
 }
+
+/// Once an ExecSync command without a timeout has exited, how long processes it left behind
+/// may keep its output open before the helper stops reading it and returns.
+const EXEC_DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Where the daemon passes an exec request, leaving stdin to the process.
 pub(crate) const EXEC_REQUEST_ENV: &str = "_CARAPACE_EXEC_REQUEST";
@@ -886,21 +909,162 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
     process.set_args(Some(req.args));
     let cgroup = ContainerCgroup::new(&record.cgroup_path);
     let init = started.open_init(&cgroup)?;
+    let mut timeout = Duration::from_millis(req.timeout_ms);
+    if !timeout.is_zero() && req.sent_at > 0 {
+        let waited = unix_nanos(SystemTime::now()).saturating_sub(req.sent_at);
+        let waited = Duration::from_nanos(u64::try_from(waited).unwrap_or(0));
+        // Never zero, which would mean no timeout.
+        timeout = timeout.saturating_sub(waited).max(Duration::from_millis(1));
+    }
+    if req.sync && !req.tty {
+        return exec_relayed(&init, &spec, &process, &cgroup, timeout);
+    }
     let child = executor::spawn_in_container(&init, &spec, &process, &cgroup, req.tty)?;
     // Woken by the exit itself, not a timer: ExecSync returns as soon as the command ends.
-    if req.timeout_ms > 0
-        && !crate::sys::wait_exited(child.as_raw(), Duration::from_millis(req.timeout_ms))
-    {
-        let _ = kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
+    if !timeout.is_zero() && !crate::sys::wait_exited(child.as_raw(), timeout) {
+        kill_group(child);
         return Ok(124);
     }
+    reap(child)
+}
+
+/// The exit code of `child` (128 + signal when killed), once it has exited.
+fn reap(child: Pid) -> Result<u8> {
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, c)) => return Ok(c as u8),
             Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128u8.wrapping_add(s as u8)),
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::Internal(format!("wait: {}", e.desc()))),
+        }
+    }
+}
+
+/// Kills an exec'd command and the processes it left in its process group (it leads one, see
+/// `executor::spawn_in_container`), then reaps it. Only while it is not reaped: its pid, and so
+/// the group's id, cannot go to another process until then.
+fn kill_group(child: Pid) {
+    let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+    let _ = kill(child, Signal::SIGKILL);
+    let _ = waitpid(child, None);
+}
+
+/// ExecSync's command, with its stdout and stderr going through pipes of the helper's own,
+/// which it copies to its stdout and stderr (the daemon's pipes). So the helper sees the output
+/// end, and the command is done once it has exited and its output has closed, as containerd
+/// waits for the exec's IO. A background child that keeps the output open is waited for up to
+/// the timeout; then the command's process group is killed and the helper exits with 124
+/// whatever still holds the output (a process that left the group is no longer read). Without
+/// a timeout, the output is read for [`EXEC_DRAIN_GRACE`] after the command exited, and what
+/// still holds it is left running. Either way the helper, the daemon pipes' only writer, exits
+/// and the daemon's reads end.
+fn exec_relayed(
+    init: &OwnedFd,
+    spec: &oci_spec::runtime::Spec,
+    process: &oci_spec::runtime::Process,
+    cgroup: &ContainerCgroup,
+    timeout: Duration,
+) -> Result<u8> {
+    let began = Instant::now();
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
+    // The daemon's pipes, aside and close-on-exec: the command never holds them.
+    let daemon_out = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ctx("dup stdout")?;
+    let daemon_err = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .ctx("dup stderr")?;
+    nix::unistd::dup2_stdout(&out_w).ctx("stdout")?;
+    nix::unistd::dup2_stderr(&err_w).ctx("stderr")?;
+    drop((out_w, err_w));
+    let spawned = executor::spawn_in_container(init, spec, process, cgroup, false);
+    // Back to the daemon's, where the helper's own errors go.
+    nix::unistd::dup2_stdout(&daemon_out).ctx("stdout")?;
+    nix::unistd::dup2_stderr(&daemon_err).ctx("stderr")?;
+    let child = spawned?;
+    // Readable once the command has exited; it stays unreaped (and its pid its group's) until
+    // the helper is done.
+    let exited = crate::sys::pidfd_open(child.as_raw())?;
+    let mut streams = [
+        (
+            Some(std::fs::File::from(out_r)),
+            std::fs::File::from(daemon_out),
+        ),
+        (
+            Some(std::fs::File::from(err_r)),
+            std::fs::File::from(daemon_err),
+        ),
+    ];
+    let mut exited_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open = streams.iter().any(|(r, _)| r.is_some());
+        if exited_at.is_some() && !open {
+            return reap(child);
+        }
+        let deadline = if timeout.is_zero() {
+            exited_at.map(|at| at + EXEC_DRAIN_GRACE)
+        } else {
+            Some(began + timeout)
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            if timeout.is_zero() {
+                return reap(child);
+            }
+            kill_group(child);
+            return Ok(124);
+        }
+        let mut fds = Vec::new();
+        let mut slots = Vec::new();
+        if exited_at.is_none() {
+            fds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
+            slots.push(None);
+        }
+        for (i, (r, _)) in streams.iter().enumerate() {
+            if let Some(r) = r {
+                fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+                slots.push(Some(i));
+            }
+        }
+        // Whole milliseconds, rounded up, so the deadline is not spun towards.
+        let wait = match left {
+            Some(l) => PollTimeout::try_from(l.as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, wait) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
+        }
+        let ready: Vec<Option<usize>> = fds
+            .iter()
+            .zip(slots)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, s)| s)
+            .collect();
+        drop(fds);
+        for slot in ready {
+            let Some(i) = slot else {
+                exited_at = Some(Instant::now());
+                continue;
+            };
+            let (r, w) = &mut streams[i];
+            let n = r.as_mut().map(|r| r.read(&mut buf)).unwrap_or(Ok(0));
+            match n {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => *r = None,
+                // The daemon stopped reading (its cap): the command's writes fail from now on,
+                // as they did when it wrote to the daemon's pipe itself.
+                Ok(n) => {
+                    if w.write_all(&buf[..n]).is_err() {
+                        *r = None;
+                    }
+                }
+            }
         }
     }
 }

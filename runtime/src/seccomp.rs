@@ -553,17 +553,50 @@ pub fn runtime_default(capabilities: &BTreeSet<String>) -> LinuxSeccomp {
 }
 
 /// A Localhost profile: OCI/Docker-format JSON. Docker-only keys (`archMap`, `includes`) are
-/// ignored; what reaches the spec is the OCI subset.
+/// ignored; what reaches the spec is the OCI subset. Only a regular file of at most 1 MiB is
+/// read: anything else is InvalidArgument naming the path.
 pub fn load_localhost(path: &Path) -> Result<LinuxSeccomp> {
-    let text = std::fs::read(path).map_err(|e| Error::io("seccomp profile", path, e))?;
-    if text.len() > 1 << 20 {
-        return Err(Error::InvalidArgument(format!(
-            "seccomp profile {} is larger than 1 MiB",
-            path.display()
-        )));
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Docker's default profile is about 20 KiB.
+    const MAX_PROFILE: u64 = 1 << 20;
+    let refuse =
+        |why: &str| Error::InvalidArgument(format!("seccomp profile {}: {why}", path.display()));
+    // The request names the path, so it may name a device, a FIFO or a huge file. O_PATH resolves
+    // it without opening what it names: no device's open runs (a watchdog's arms it) and no
+    // FIFO's blocks. Symlinks are followed, the last one too: profiles are legitimately reached
+    // through links (a ConfigMap's `..data`, an operator's directory), and whatever the links
+    // lead to is checked below on the inode itself, which is all O_NOFOLLOW would guard.
+    let pinned = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(|e| Error::io("seccomp profile", path, e))?;
+    let meta = pinned
+        .metadata()
+        .map_err(|e| Error::io("seccomp profile", path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("not a regular file"));
     }
-    serde_json::from_slice(&text)
-        .map_err(|e| Error::InvalidArgument(format!("seccomp profile {}: {e}", path.display())))
+    if meta.len() > MAX_PROFILE {
+        return Err(refuse("larger than 1 MiB"));
+    }
+    // Opened again through the pinned inode, so what is read is what was checked; read capped
+    // all the same, as a regular file may still grow while read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", pinned.as_raw_fd()))
+        .map_err(|e| Error::io("seccomp profile", path, e))?;
+    let mut text = Vec::new();
+    file.take(MAX_PROFILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| Error::io("seccomp profile", path, e))?;
+    if text.len() as u64 > MAX_PROFILE {
+        return Err(refuse("larger than 1 MiB"));
+    }
+    serde_json::from_slice(&text).map_err(|e| refuse(&e.to_string()))
 }
 
 // Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
@@ -1013,6 +1046,37 @@ mod tests {
             RET_ERRNO | EPERM
         );
         assert!(load_localhost(&dir.path().join("missing.json")).is_err());
+    }
+
+    #[test]
+    fn localhost_profiles_are_only_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.json");
+        let mut text = br#"{"defaultAction":"SCMP_ACT_ALLOW"}"#.to_vec();
+        text.resize((1 << 20) + 1, b' ');
+        std::fs::write(&big, &text).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        for p in [
+            big.as_path(),
+            link.as_path(),
+            dir.path(),
+            Path::new("/dev/zero"),
+            Path::new("/dev/null"),
+        ] {
+            let e = load_localhost(p).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains(&p.display().to_string())),
+                "{}: {e}",
+                p.display()
+            );
+        }
+        // Exactly 1 MiB, and through a symlink: taken.
+        text.truncate(1 << 20);
+        std::fs::write(&big, &text).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&big, &link).unwrap();
+        load_localhost(&link).unwrap();
     }
 
     #[test]

@@ -60,6 +60,68 @@ pub(crate) fn install_seccomp(filter: &[SockFilter]) -> Result<()> {
     Ok(())
 }
 
+/// The kernel's `struct sigaction` for rt_sigaction(2) on x86_64 and aarch64 (glibc's own type is
+/// laid out differently, and glibc refuses its internal signals 32 and 33).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Puts every ignored signal back to its default action for the program about to be exec'd: an
+/// ignored disposition survives execve, and ours are no business of the container's. Rust's
+/// runtime ignores SIGPIPE in every process it starts (`yes | head` would spin on EPIPE instead of
+/// ending), and a daemon started from a shell's background job ignores SIGINT and SIGQUIT. A
+/// container starts with none ignored, as under runc. Handled signals need nothing: execve
+/// resets them.
+pub(crate) fn default_ignored_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: rt_sigaction only reads `act` (null here) and writes `old`, a live local of
+        // the kernel's layout and size (the last argument is the kernel's sigset size, 8 bytes).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                8usize,
+            )
+        };
+        if rc != 0 || old.handler != libc::SIG_IGN {
+            continue;
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: as above; SIG_DFL runs no code of ours, so nothing can be interrupted. A
+        // failure (a Localhost seccomp profile may refuse rt_sigaction) leaves the signal
+        // ignored, which is how the container would have started before: not worth refusing it.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+}
+
 /// Marks every fd from 3 up close-on-exec, so nothing of the monitor's (or a leaked host directory,
 /// CVE-2024-21626) survives into the container's process.
 pub(crate) fn cloexec_from_3() -> Result<()> {
