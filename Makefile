@@ -19,12 +19,18 @@ BIN := target/$(HOST)/release/carapace
 # The daemon the end-to-end tests start: the debug build of the same static binary.
 export CARAPACE_BIN := $(CURDIR)/target/$(HOST)/debug/carapace
 
-.PHONY: run build deps test-deps test lint install clean
+.PHONY: run check build deps test-deps test lint install clean
 
-## run: install the runtime packages, build the release binary and serve the CRI in the foreground
+## run: install the runtime packages, build the release binary, report what this node will and
+## will not run (carapace check: it does not stop the start) and serve the CRI in the foreground
 run: deps build
 	[ -n "$$(ls /etc/cni/net.d 2>/dev/null)" ] || install -D -m 0644 deploy/cni/10-carapace-bridge.conflist /etc/cni/net.d/10-carapace-bridge.conflist
+	./$(BIN) check $(if $(wildcard $(CONFIG)),--config $(CONFIG),) || echo "carapace check found a FAIL above: pods may not run until it is fixed"
 	exec ./$(BIN) serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
+
+## check: every fact of this node that decides whether pods will run, each with its fix
+check: build
+	./$(BIN) check $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
 
 # The functions start-up and a kubelet's first calls run are laid out together (the list comes from
 # bench/link-order.sh): the kernel maps text 64 KiB around each fault, so an idle daemon's RSS

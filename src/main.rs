@@ -1,7 +1,9 @@
-//! The `carapace` binary: `serve` runs the CRI daemon; `image import` loads an image archive;
-//! `config default` prints the default configuration. Later roles (the per-container monitor, the pod infra process) are re-execs of
+//! The `carapace` binary: `serve` runs the CRI daemon; `check` reports what on this node decides
+//! whether pods will run; `image import` loads an image archive; `config default` prints the
+//! default configuration. Later roles (the per-container monitor, the pod infra process) are re-execs of
 //! this same binary, so a node installs one file.
 
+mod check;
 mod image;
 mod memory;
 mod notify;
@@ -34,6 +36,21 @@ enum Command {
         /// The configuration file; when not given, /etc/carapace/config.toml if it exists.
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+    },
+    /// Check this node before (or while) running pods: kernel features, cgroups, capabilities,
+    /// networking, CNI, registries, storage, sockets. One line per check, status first (OK,
+    /// WARN, FAIL), with what it means and how to fix it; exits 1 if any check FAILs.
+    Check {
+        /// The configuration file; when not given, /etc/carapace/config.toml if it exists.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print a JSON array of {check, status, found, meaning, fix} objects instead.
+        #[arg(long)]
+        json: bool,
+        /// The kubelet's configuration file, to compare its cgroupDriver and
+        /// containerRuntimeEndpoint; when not given, /var/lib/kubelet/config.yaml if it exists.
+        #[arg(long, value_name = "PATH")]
+        kubelet_config: Option<PathBuf>,
     },
     /// Work with the node's images.
     Image {
@@ -100,6 +117,15 @@ fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve::run(config),
+        Command::Check {
+            config,
+            json,
+            kubelet_config,
+        } => match check::run(config.as_deref(), kubelet_config.as_deref(), json) {
+            Ok(false) => Ok(()),
+            Ok(true) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Image {
             command:
                 ImageCommand::Import {

@@ -26,6 +26,7 @@ enum Op {
     Add,
     Check,
     Del,
+    Version,
 }
 
 impl Op {
@@ -34,6 +35,7 @@ impl Op {
             Op::Add => "ADD",
             Op::Check => "CHECK",
             Op::Del => "DEL",
+            Op::Version => "VERSION",
         }
     }
 }
@@ -161,6 +163,59 @@ impl Cni {
             .cache
             .load(network_name, att)?
             .and_then(|e| AttachmentResult::from_json(e.result).ok()))
+    }
+
+    /// What a plugin says of itself (CNI `VERSION`, which needs no container or namespace): where
+    /// it was found and the versions it supports, for `carapace check`.
+    pub fn plugin_versions(&self, plugin: &str) -> Result<(PathBuf, Vec<String>), Error> {
+        if !crate::is_safe_name(plugin) {
+            return Err(Error::InvalidConfig {
+                path: PathBuf::new(),
+                reason: format!("invalid plugin name {plugin:?}"),
+            });
+        }
+        let path = self.find(plugin)?;
+        let mut cmd = Command::new(&path);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CNI_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("CNI_COMMAND", Op::Version.as_str())
+            .current_dir("/")
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let stdin = br#"{"cniVersion":"1.0.0"}"#;
+        let out = run(&mut cmd, stdin, self.timeout).map_err(|e| match e {
+            RunError::Io(source) => Error::Exec {
+                plugin: plugin.into(),
+                source,
+            },
+            RunError::Timeout => Error::Timeout {
+                plugin: plugin.into(),
+                command: Op::Version.as_str(),
+                after: self.timeout,
+            },
+        })?;
+        if !out.status.success() {
+            return Err(plugin_error(plugin, Op::Version, &out));
+        }
+        let bad = |reason: String| Error::BadResult {
+            plugin: plugin.into(),
+            reason,
+        };
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| bad(e.to_string()))?;
+        let versions = v
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("no `supportedVersions`".into()))?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        Ok((path, versions))
     }
 
     /// Finds a plugin binary: the first executable file of that name in the bin dirs.
@@ -653,5 +708,29 @@ mod tests {
             .add(&network("1.0.0", json!([{"type":"p"}])), &att)
             .unwrap();
         assert!(f.cni.check("podnet", &att).is_err());
+    }
+
+    #[test]
+    fn version_asks_the_plugin_alone_and_refuses_unsafe_names() {
+        let f = fixture();
+        fake_plugin(
+            &f.bin,
+            &f.log,
+            "bridge",
+            r#"echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'"#,
+        );
+        let (path, versions) = f.cni.plugin_versions("bridge").unwrap();
+        assert_eq!(path, f.bin.join("bridge"));
+        assert_eq!(versions, ["0.4.0", "1.0.0"]);
+        let env = std::fs::read_to_string(f.log.join("bridge.VERSION.env")).unwrap();
+        assert_eq!(env, "CNI_COMMAND=VERSION\n");
+        assert!(matches!(
+            f.cni.plugin_versions("missing"),
+            Err(Error::PluginNotFound { .. })
+        ));
+        assert!(matches!(
+            f.cni.plugin_versions("../bin/bridge"),
+            Err(Error::InvalidConfig { .. })
+        ));
     }
 }

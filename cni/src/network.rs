@@ -114,6 +114,32 @@ impl Network {
             .filter_map(|p| p.get("type").and_then(Value::as_str))
     }
 
+    /// Every plugin binary an ADD may run, in order: each plugin's type, then its IPAM plugin's
+    /// (`ipam.type`), which the plugin runs itself from the same plugin directories.
+    pub fn binaries(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in &self.plugins {
+            let ipam = p
+                .get("ipam")
+                .and_then(|i| i.get("type"))
+                .and_then(Value::as_str)
+                // Not validated at load (the plugin looks it up), so checked here before anyone
+                // joins it to a directory.
+                .filter(|t| is_safe_name(t));
+            for b in p
+                .get("type")
+                .and_then(Value::as_str)
+                .into_iter()
+                .chain(ipam)
+            {
+                if !out.contains(&b) {
+                    out.push(b);
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn plugins(&self) -> &[Map<String, Value>] {
         &self.plugins
     }
@@ -274,5 +300,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.cni_version(), "1.0.0");
+    }
+
+    #[test]
+    fn binaries_are_the_plugins_and_their_ipam_once_each() {
+        let n = Network::from_bytes(
+            br#"{"cniVersion":"1.0.0","name":"n","plugins":[
+                {"type":"bridge","ipam":{"type":"host-local"}},
+                {"type":"portmap"},
+                {"type":"ptp","ipam":{"type":"host-local"}},
+                {"type":"tuning","ipam":{"type":"../../bin/sh"}}]}"#,
+            Path::new("n.conflist"),
+        )
+        .unwrap();
+        assert_eq!(
+            n.binaries(),
+            ["bridge", "host-local", "portmap", "ptp", "tuning"]
+        );
     }
 }

@@ -1736,13 +1736,18 @@ impl ContainerApi {
         self.inner.events.subscribe()
     }
 
-    /// Containers by state and the monitors' count and resident memory, for the Prometheus
+    /// Containers by state and each live monitor's memory, fds and CPU, for the Prometheus
     /// gauges (blocking: states as ListContainers keeps them, read from disk only when unknown).
-    pub(crate) fn census(&self) -> (Vec<(&'static str, i64)>, i64, i64) {
+    pub(crate) fn census(
+        &self,
+    ) -> (
+        Vec<(&'static str, i64)>,
+        Vec<carapace_metrics::MonitorUsage>,
+    ) {
         let ids: Vec<String> = self.inner.table().containers.keys().cloned().collect();
         let states = self.inner.states_of(&ids);
         let mut by_state: HashMap<&'static str, i64> = HashMap::new();
-        let (mut monitors, mut rss) = (0, 0);
+        let mut monitors = Vec::new();
         for (id, state) in ids.iter().zip(states) {
             let state = match state {
                 Some(State::Created) => "created",
@@ -1757,13 +1762,12 @@ impl ContainerApi {
                 .get(id)
                 .ok()
                 .and_then(|c| c.monitor_pid())
-                && let Some(bytes) = resident_bytes(pid)
+                && let Some(usage) = monitor_usage(pid)
             {
-                monitors += 1;
-                rss += bytes;
+                monitors.push(usage);
             }
         }
-        (by_state.into_iter().collect(), monitors, rss)
+        (by_state.into_iter().collect(), monitors)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -2470,8 +2474,9 @@ fn record_ids(inner: &Inner, id: &str) {
     }
 }
 
-/// A process's resident memory (`VmRSS` of `/proc/<pid>/status`); `None` once gone.
-fn resident_bytes(pid: i32) -> Option<i64> {
+/// A monitor's resident memory (`VmRSS` of `/proc/<pid>/status`), open fds and CPU time;
+/// `None` once it is gone.
+fn monitor_usage(pid: i32) -> Option<carapace_metrics::MonitorUsage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: i64 = status
         .lines()
@@ -2481,7 +2486,18 @@ fn resident_bytes(pid: i32) -> Option<i64> {
         .trim()
         .parse()
         .ok()?;
-    Some(kb * 1024)
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as i64);
+    // schedstat's first field is the time on a CPU in nanoseconds: no clock-tick unit to know.
+    let cpu_ns: u64 = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Some(carapace_metrics::MonitorUsage {
+        pid,
+        rss_bytes: kb * 1024,
+        open_fds,
+        cpu_seconds: cpu_ns as f64 / 1e9,
+    })
 }
 
 fn now_nanos() -> i64 {

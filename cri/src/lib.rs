@@ -189,9 +189,9 @@ impl Cri {
                     .filter(|p| p.state == carapace_podsandbox::SandboxState::Ready)
                     .count() as i64;
                 node.set_pods(&[("ready", ready), ("notready", pods.len() as i64 - ready)]);
-                let (by_state, monitors, rss) = c.census();
+                let (by_state, monitors) = c.census();
                 node.set_containers(&by_state);
-                node.set_monitors(monitors, rss);
+                node.set_monitors(&monitors);
             });
         }
     }

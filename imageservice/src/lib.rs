@@ -27,5 +27,5 @@ pub use error::Error;
 pub use images::{FsUsage, GcReport, Images, ImagesConfig};
 pub use metadata::Image;
 pub use reference::Reference;
-pub use registry::Credentials;
+pub use registry::{Credentials, ping};
 pub use unpack::UnpackLimits;

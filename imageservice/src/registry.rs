@@ -184,6 +184,23 @@ impl RegistryClient {
     }
 }
 
+/// `GET /v2/` on one host, the distribution API's version check, with the host's TLS settings
+/// and headers, within `timeout`: the HTTP status it answered (200, or 401 for a registry that
+/// wants credentials, both mean it speaks the API). For `carapace check`, not for pulls.
+pub async fn ping(host: &RegistryHost, timeout: Duration) -> Result<u16, Error> {
+    let client = RegistryClient::new(timeout).client(host)?;
+    let url = format!("{}/", host.api.as_str().trim_end_matches('/'));
+    let mut req = client.get(&url).timeout(timeout);
+    for (k, v) in &host.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.map_err(|e| Error::Registry {
+        host: host.authority(),
+        message: describe(&e),
+    })?;
+    Ok(resp.status().as_u16())
+}
+
 /// One pull's view of one repository: the hosts to try and the credentials to use.
 pub(crate) struct Session {
     pub(crate) client: std::sync::Arc<RegistryClient>,

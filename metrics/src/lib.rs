@@ -10,7 +10,7 @@ mod node;
 
 pub use grpc::{CriMetricsLayer, CriMetricsService};
 pub use http_endpoint::serve;
-pub use node::{CONTAINER_STATES, NodeMetrics, POD_STATES};
+pub use node::{CONTAINER_STATES, MonitorUsage, NodeMetrics, POD_STATES};
 
 use std::sync::{Arc, Mutex};
 
@@ -162,7 +162,13 @@ mod tests {
         m.on_scrape(move || {
             node.set_pods(&[("ready", 3)]);
             node.set_containers(&[("running", 2), ("exited", 1)]);
-            node.set_monitors(2, 4096);
+            let monitor = |pid| MonitorUsage {
+                pid,
+                rss_bytes: 2048,
+                open_fds: 5,
+                cpu_seconds: 0.5,
+            };
+            node.set_monitors(&[monitor(1), monitor(2)]);
         });
         m.node().observe_cni("add", true, 0.05);
         m.node().observe_container_start(0.01);

@@ -1,9 +1,14 @@
 //! What the node runs and how quickly: pods and containers by state, CNI ADD/DEL latency,
-//! container start latency, and the per-container monitor processes (count and memory). The
+//! container start latency, and the per-container monitor processes (count, memory, fds, CPU). The
 //! gauges are set by the daemon's stores from a scrape hook ([`crate::Metrics::on_scrape`]), so
 //! keeping them costs nothing between scrapes.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus::{
+    Counter, Histogram, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::Error;
 
@@ -25,12 +30,28 @@ pub struct NodeMetrics {
     container_start: Histogram,
     monitors: IntGauge,
     monitor_rss: IntGauge,
+    monitor_fds: IntGauge,
+    monitor_cpu: Counter,
+    /// Each monitor's CPU seconds at the last scrape, by pid: what the counter has counted.
+    monitor_cpu_seen: Arc<Mutex<HashMap<i32, f64>>>,
+}
+
+/// One container monitor process as a scrape finds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MonitorUsage {
+    pub pid: i32,
+    pub rss_bytes: i64,
+    pub open_fds: i64,
+    /// CPU time (user and system) it has used since it started.
+    pub cpu_seconds: f64,
 }
 
 /// The states [`NodeMetrics::set_pods`] reports, each always present (0 when none).
 pub const POD_STATES: &[&str] = &["ready", "notready"];
 /// The states [`NodeMetrics::set_containers`] reports.
 pub const CONTAINER_STATES: &[&str] = &["created", "running", "exited", "unknown"];
+/// The operations [`NodeMetrics::observe_cni`] is given.
+const CNI_OPERATIONS: &[&str] = &["add", "del"];
 
 impl NodeMetrics {
     pub(crate) fn register(registry: &Registry) -> Result<Self, Error> {
@@ -65,11 +86,24 @@ impl NodeMetrics {
             "carapace_monitor_resident_memory_bytes",
             "Resident memory of all container monitor processes together.",
         )?;
+        let monitor_fds = IntGauge::new(
+            "carapace_monitor_open_fds",
+            "Open file descriptors of all container monitor processes together.",
+        )?;
+        let monitor_cpu = Counter::new(
+            "carapace_monitor_cpu_seconds_total",
+            "CPU time the container monitor processes used, counted at each scrape for the monitors alive then.",
+        )?;
         for s in POD_STATES {
             pods.with_label_values(&[s]).set(0);
         }
         for s in CONTAINER_STATES {
             containers.with_label_values(&[s]).set(0);
+        }
+        // The error series exist at 0 from the start: `increase()` cannot see the first failure
+        // of a series that appears with it, and the CNI alert is an increase of these.
+        for op in CNI_OPERATIONS {
+            cni.with_label_values(&[op, "error"]);
         }
         registry.register(Box::new(pods.clone()))?;
         registry.register(Box::new(containers.clone()))?;
@@ -77,6 +111,8 @@ impl NodeMetrics {
         registry.register(Box::new(container_start.clone()))?;
         registry.register(Box::new(monitors.clone()))?;
         registry.register(Box::new(monitor_rss.clone()))?;
+        registry.register(Box::new(monitor_fds.clone()))?;
+        registry.register(Box::new(monitor_cpu.clone()))?;
         Ok(Self {
             pods,
             containers,
@@ -84,6 +120,9 @@ impl NodeMetrics {
             container_start,
             monitors,
             monitor_rss,
+            monitor_fds,
+            monitor_cpu,
+            monitor_cpu_seen: Arc::default(),
         })
     }
 
@@ -109,10 +148,31 @@ impl NodeMetrics {
         self.container_start.observe(seconds);
     }
 
-    /// The monitor processes alive and their resident memory together.
-    pub fn set_monitors(&self, count: i64, rss_bytes: i64) {
-        self.monitors.set(count);
-        self.monitor_rss.set(rss_bytes);
+    /// The monitor processes alive: their count, and their memory and fds together. Their CPU
+    /// counter grows by what each used since the last call; a monitor that exits between two
+    /// calls takes its last moments with it, which a counter can only under-count.
+    pub fn set_monitors(&self, alive: &[MonitorUsage]) {
+        self.monitors.set(alive.len() as i64);
+        self.monitor_rss
+            .set(alive.iter().map(|m| m.rss_bytes).sum());
+        self.monitor_fds.set(alive.iter().map(|m| m.open_fds).sum());
+        let mut seen = self
+            .monitor_cpu_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut now = HashMap::with_capacity(alive.len());
+        for m in alive {
+            let before = seen.get(&m.pid).copied().unwrap_or(0.0);
+            // Less than before: a new monitor that got a number an exited one had.
+            let used = if m.cpu_seconds >= before {
+                m.cpu_seconds - before
+            } else {
+                m.cpu_seconds
+            };
+            self.monitor_cpu.inc_by(used);
+            now.insert(m.pid, m.cpu_seconds);
+        }
+        *seen = now;
     }
 }
 
@@ -120,5 +180,59 @@ fn set_all(g: &IntGaugeVec, states: &[&str], counts: &[(&str, i64)]) {
     for s in states {
         let n = counts.iter().filter(|(k, _)| k == s).map(|(_, n)| n).sum();
         g.with_label_values(&[s]).set(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Metrics;
+
+    #[test]
+    fn cni_error_series_are_exposed_at_zero_before_any_failure() {
+        let m = Metrics::new("1").unwrap();
+        let text = String::from_utf8(m.render()).unwrap();
+        for op in ["add", "del"] {
+            let line = format!(
+                "carapace_cni_operation_duration_seconds_count{{operation=\"{op}\",outcome=\"error\"}} 0"
+            );
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        m.node().observe_cni("add", false, 0.01);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            r#"carapace_cni_operation_duration_seconds_count{operation="add",outcome="error"} 1"#
+        ));
+    }
+
+    #[test]
+    fn monitor_cpu_counts_what_each_monitor_used_between_scrapes() {
+        use super::MonitorUsage;
+        let m = Metrics::new("1").unwrap();
+        let usage = |pid, cpu_seconds| MonitorUsage {
+            pid,
+            rss_bytes: 1000,
+            open_fds: 7,
+            cpu_seconds,
+        };
+        let node = m.node();
+        node.set_monitors(&[usage(10, 0.5), usage(11, 0.25)]);
+        // 10 used 0.25 s more; 11 exited; 12 is new; then 10's number is taken by a new monitor.
+        node.set_monitors(&[usage(10, 0.75), usage(12, 0.125)]);
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            "carapace_monitor_cpu_seconds_total 1.125",
+            "carapace_monitor_processes 2",
+            "carapace_monitor_resident_memory_bytes 2000",
+            "carapace_monitor_open_fds 14",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        node.set_monitors(&[usage(10, 0.0625)]);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("carapace_monitor_cpu_seconds_total 1.1875"),
+            "{text}"
+        );
+        assert!(text.contains("carapace_monitor_processes 1"), "{text}");
     }
 }
