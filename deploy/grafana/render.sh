@@ -6,16 +6,15 @@
 # rules) and keeps the node busy for SECONDS: pulls (one failing), containers started, run to
 # exit and stopped, execs, a NotFound call, a pod started and removed. It then runs every
 # dashboard query over the run (query_range, 2 s steps) into a JSON file, and render.py plots
-# the main panels with Debian's python3-matplotlib. Needs: deploy/install-deps.sh test, and
-# `apt-get install python3-matplotlib`.
+# the main panels with Debian's python3-matplotlib. Installs what it needs (the test packages and
+# python3-matplotlib) first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-150}
+bash deploy/install-deps.sh test
 python=/usr/bin/python3 # Debian's, where python3-matplotlib is installed
-"$python" -c 'import matplotlib' 2>/dev/null || {
-  echo "render.sh: needs Debian's python3-matplotlib (apt-get install python3-matplotlib)" >&2
-  exit 1
-}
+"$python" -c 'import matplotlib' 2>/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
 
 # The same static build `make test` makes, so the daemon is the one the e2e tests run.
 export PATH=$HOME/.cargo/bin:$PATH
