@@ -26,6 +26,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use k8s_cri::v1 as cri;
 
 pub mod node;
+pub mod prometheus;
 pub mod registry;
 pub mod stream;
 

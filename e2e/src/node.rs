@@ -85,6 +85,18 @@ pub fn resources(cfg: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerReso
 /// One line of a CRI log file: (timestamp, stream, tag, content).
 pub type LogLine = (String, String, String, String);
 
+/// Makes `pod` one whose containers share a PID namespace (Kubernetes `shareProcessNamespace`),
+/// as the kubelet asks for it.
+pub fn share_pid_namespace(pod: &mut cri::PodSandboxConfig) {
+    pod.linux.get_or_insert_default().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 /// Both streams of a CRI log, a line each as `<stream> <text>`, for assertion messages.
 pub fn output_of(lines: &[LogLine]) -> String {
     lines

@@ -7,12 +7,12 @@
 //! the same node for the picture in `docs/dashboard.png`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use carapace_e2e::node::{Node, container};
+use carapace_e2e::prometheus::Prometheus;
 use carapace_e2e::registry::{Entry, Platform, Registry};
-use carapace_e2e::{cri, eventually, free_port, try_http_get, url_encode};
+use carapace_e2e::{cri, eventually};
 use serde_json::Value;
 
 const INDEX: u8 = 131;
@@ -24,101 +24,6 @@ fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
         .join(path)
-}
-
-/// A Prometheus server on a loopback port scraping one target and evaluating the alert rules,
-/// both every second. Killed on drop; its data lives in a temp dir removed with it.
-struct Prometheus {
-    child: tokio::process::Child,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(target: std::net::SocketAddr, rules: &Path) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {}\n\
-                 scrape_configs:\n  - job_name: carapace\n    static_configs:\n      - targets: ['{target}']\n",
-                rules.display()
-            ),
-        )
-        .unwrap();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = tokio::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting prometheus (installed by deploy/install-deps.sh test)");
-        let prom = Self {
-            child,
-            addr,
-            _dir: dir,
-        };
-        eventually(
-            Duration::from_secs(60),
-            "prometheus to scrape carapace",
-            || async {
-                let r = prom.query("up{job=\"carapace\"} == 1").await.ok()?;
-                (!r.is_empty()).then_some(())
-            },
-        )
-        .await;
-        prom
-    }
-
-    /// `data` of an API answer, or Prometheus' error (or the transport's).
-    async fn api(&self, path: &str) -> Result<Value, String> {
-        let (status, body) = try_http_get(self.addr, path)
-            .await
-            .map_err(|e| e.to_string())?;
-        let v: Value =
-            serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
-        if v["status"] != "success" {
-            return Err(format!("HTTP {status}: {}: {}", v["errorType"], v["error"]));
-        }
-        Ok(v["data"].clone())
-    }
-
-    /// The series of an instant query.
-    async fn query(&self, q: &str) -> Result<Vec<Value>, String> {
-        let data = self
-            .api(&format!("/api/v1/query?query={}", url_encode(q)))
-            .await?;
-        Ok(data["result"].as_array().cloned().unwrap_or_default())
-    }
-
-    async fn query_range(
-        &self,
-        q: &str,
-        start: f64,
-        end: f64,
-        step: u32,
-    ) -> Result<Vec<Value>, String> {
-        let data = self
-            .api(&format!(
-                "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
-                url_encode(q)
-            ))
-            .await?;
-        Ok(data["result"].as_array().cloned().unwrap_or_default())
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
 }
 
 /// One query of one dashboard panel, its variables substituted.
@@ -275,7 +180,7 @@ async fn every_dashboard_panel_has_data_on_a_real_prometheus() {
     let (mut n, pod, pod_id) = Node::with_running_pod(INDEX, "dash", POD_UID).await;
     let target = n.d.config.metrics_addr();
     let rules = deploy("prometheus/carapace-rules.yaml");
-    let prom = Prometheus::start(target, &rules).await;
+    let prom = Prometheus::start(target, Some(&rules)).await;
     let sleeper = n
         .create_started(&pod_id, &pod, &container("sleeper", &["sleep", "3600"]))
         .await;
@@ -478,7 +383,7 @@ async fn render_dashboard_data() {
         .unwrap_or(150);
     let (mut n, pod, pod_id) = Node::with_running_pod(INDEX, "dash", POD_UID).await;
     let target = n.d.config.metrics_addr();
-    let prom = Prometheus::start(target, &deploy("prometheus/carapace-rules.yaml")).await;
+    let prom = Prometheus::start(target, Some(&deploy("prometheus/carapace-rules.yaml"))).await;
     let start = now();
     let mut sleepers = vec![
         n.create_started(&pod_id, &pod, &container("sleeper-0", &["sleep", "3600"]))

@@ -6,77 +6,19 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use carapace_e2e::node::pod_config;
-use carapace_e2e::{
-    Daemon, DaemonConfig, PodNetwork, cri, eventually, free_port, try_http_get, url_encode,
-};
+use carapace_e2e::prometheus::Prometheus;
+use carapace_e2e::{Daemon, DaemonConfig, PodNetwork, cri, eventually};
 use tokio::io::AsyncWriteExt;
-
-/// A Prometheus server on a loopback port, scraping one target every second.
-struct Prometheus {
-    child: tokio::process::Child,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(target: std::net::SocketAddr) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-                 scrape_configs:\n  - job_name: carapace\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = tokio::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting prometheus (installed by deploy/install-deps.sh test)");
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query's first sample, if any.
-    async fn query(&self, q: &str) -> Option<f64> {
-        let path = format!("/api/v1/query?query={}", url_encode(q));
-        // Polled while Prometheus starts: a refused or reset connection is "no answer yet".
-        let (status, body) = try_http_get(self.addr, &path).await.ok()?;
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-}
 
 #[tokio::test]
 async fn prometheus_scrapes_the_daemon_and_sees_calls_counted() {
     let d = Daemon::start().await;
-    let prom = Prometheus::start(d.config.metrics_addr()).await;
+    let prom = Prometheus::start(d.config.metrics_addr(), None).await;
     let up = eventually(
         Duration::from_secs(60),
         "prometheus to scrape carapace",
         || async {
-            prom.query("up{job=\"carapace\"}")
+            prom.value("up{job=\"carapace\"}")
                 .await
                 .filter(|v| *v == 1.0)
         },
@@ -88,7 +30,7 @@ async fn prometheus_scrapes_the_daemon_and_sees_calls_counted() {
         "sum(carapace_cri_requests_total{job=\"carapace\",method=\"Version\",code=\"OK\"})";
     // The fixture's readiness probe was a Version call, so the series exists already.
     let before = eventually(Duration::from_secs(30), "the Version counter", || async {
-        prom.query(counter).await
+        prom.value(counter).await
     })
     .await;
     let mut rt = d.runtime().await;
@@ -98,7 +40,7 @@ async fn prometheus_scrapes_the_daemon_and_sees_calls_counted() {
     let after = eventually(
         Duration::from_secs(30),
         "the Version counter to go up",
-        || async { prom.query(counter).await.filter(|v| *v >= before + 3.0) },
+        || async { prom.value(counter).await.filter(|v| *v >= before + 3.0) },
     )
     .await;
     assert!(after >= before + 3.0);
@@ -108,7 +50,7 @@ async fn prometheus_scrapes_the_daemon_and_sees_calls_counted() {
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await;
     eventually(Duration::from_secs(30), "the Unimplemented counter", || async {
-        prom.query("carapace_cri_requests_total{method=\"CheckpointContainer\",code=\"Unimplemented\"}")
+        prom.value("carapace_cri_requests_total{method=\"CheckpointContainer\",code=\"Unimplemented\"}")
             .await
     })
     .await;
@@ -160,7 +102,7 @@ async fn prometheus_scrapes_the_pod_gauges_and_cni_latency() {
     let cfg = DaemonConfig::new();
     let net = PodNetwork::bridge(&cfg, 34);
     let d = Daemon::start_with(cfg).await;
-    let prom = Prometheus::start(d.config.metrics_addr()).await;
+    let prom = Prometheus::start(d.config.metrics_addr(), None).await;
     let id = d
         .run_pod(&pod_config(
             "gauged",
@@ -171,7 +113,7 @@ async fn prometheus_scrapes_the_pod_gauges_and_cni_latency() {
         let prom = &prom;
         async move {
             eventually(Duration::from_secs(60), q, || async {
-                prom.query(q).await.filter(|v| *v == want)
+                prom.value(q).await.filter(|v| *v == want)
             })
             .await
         }

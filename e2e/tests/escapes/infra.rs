@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use carapace_e2e::node::{Node, container, security};
+use carapace_e2e::node::{Node, container, security, share_pid_namespace};
 use carapace_e2e::{cri, eventually};
 
 /// A host process, named by pid and start time (field 22 of its stat) so a recycled pid is not
@@ -81,13 +81,7 @@ fn shared_pid_container(name: &str, command: &[&str]) -> cri::ContainerConfig {
 async fn shared_pid_pod_infra_is_powerless() {
     let mut n = Node::start(70).await;
     let mut pod = n.pod("infra", "0d1e2f30-0000-4000-8000-000000000070");
-    pod.linux.get_or_insert_default().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
-            pid: cri::NamespaceMode::Pod as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    share_pid_namespace(&mut pod);
     let pod_id = n.run_pod(&pod).await;
     let (_, info) = n.d.pod_status(&pod_id).await;
     let infra = info["infraPid"]

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use carapace_e2e::node::{Node, container, security};
+use carapace_e2e::node::{Node, container, security, share_pid_namespace};
 use carapace_e2e::{cri, eventually, proc_status_field};
 
 /// Host processes whose argv is exactly `argv` (a zombie's is empty: it is not counted).
@@ -48,13 +48,7 @@ async fn wait_running(argv: &[&str]) {
 async fn stopping_a_shared_pid_container_kills_what_it_left_running() {
     let mut n = Node::start(110).await;
     let mut pod = n.pod("sharedstop", "0d1e2f30-0000-4000-8000-000000000110");
-    pod.linux.get_or_insert_default().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
-            pid: cri::NamespaceMode::Pod as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    share_pid_namespace(&mut pod);
     let pod_id = n.run_pod(&pod).await;
 
     // A background child of the container's command, holding its output.

@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use carapace_e2e::node::{Node, container, security};
+use carapace_e2e::node::{Node, container, security, share_pid_namespace};
 use carapace_e2e::{Daemon, carapace_bin, cri, eventually, processes_naming};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -180,13 +180,7 @@ async fn start_racing_remove_is_not_found() {
 async fn start_in_a_stopped_pod_is_failed_precondition() {
     let mut n = Node::start(122).await;
     let mut pod = n.pod("stopped", "0d1e2f30-0000-4000-8000-000000000122");
-    pod.linux.get_or_insert_default().security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
-            pid: cri::NamespaceMode::Pod as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    share_pid_namespace(&mut pod);
     let pod_id = n.run_pod(&pod).await;
     let mut cfg = container("late", &["sleep", "3600"]);
     security(&mut cfg)
