@@ -750,7 +750,6 @@ const EXEC_HELPER_GRACE: Duration = Duration::from_millis(500);
 /// Reads both streams to their end, [`EXEC_OUTPUT_CAP`] bytes of each at most (a stream is no
 /// longer read past it), in the calling thread; stops at `deadline` whatever is left.
 fn read_capped(mut streams: [Option<std::fs::File>; 2], deadline: Option<Instant>) -> [Vec<u8>; 2] {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut out = [Vec::new(), Vec::new()];
     let mut buf = vec![0u8; 64 * 1024];
@@ -763,28 +762,17 @@ fn read_capped(mut streams: [Option<std::fs::File>; 2], deadline: Option<Instant
         let mut slots = Vec::new();
         for (i, s) in streams.iter().enumerate() {
             if let Some(f) = s {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                fds.push(f.as_fd());
                 slots.push(i);
             }
         }
         if fds.is_empty() {
             return out;
         }
-        let wait = match left {
-            Some(l) => PollTimeout::try_from(l.as_millis().min(60_000) as i32 + 1)
-                .unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
+        let Ok(ready) = crate::fsutil::readable(&fds, left) else {
+            return out;
         };
-        match poll(&mut fds, wait) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return out,
-        }
-        let ready: Vec<usize> = fds
-            .iter()
-            .zip(slots)
-            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(_, i)| i)
-            .collect();
+        let ready: Vec<usize> = ready.into_iter().map(|p| slots[p]).collect();
         drop(fds);
         for i in ready {
             let room = (EXEC_OUTPUT_CAP - out[i].len()).min(buf.len());

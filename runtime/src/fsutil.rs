@@ -259,6 +259,38 @@ pub fn unix_nanos(time: SystemTime) -> i64 {
         .unwrap_or_default()
 }
 
+/// Waits at most `left` (for ever with `None`) until one of `fds` can be read or has hung up, and
+/// returns the positions of those that can; an interrupted wait returns none. For the loops that
+/// read an exec's output to its end without a thread per pipe.
+pub(crate) fn readable(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    left: Option<std::time::Duration>,
+) -> nix::Result<Vec<usize>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut polled: Vec<PollFd> = fds
+        .iter()
+        .map(|f| PollFd::new(*f, PollFlags::POLLIN))
+        .collect();
+    // Whole milliseconds, rounded up, so the deadline is not spun towards.
+    let wait = match left {
+        Some(l) => {
+            PollTimeout::try_from(l.as_millis().min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
+        }
+        None => PollTimeout::NONE,
+    };
+    match poll(&mut polled, wait) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    Ok(polled
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+        .map(|(i, _)| i)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1021,30 +1021,19 @@ fn exec_relayed(
         let mut fds = Vec::new();
         let mut slots = Vec::new();
         if exited_at.is_none() {
-            fds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
+            fds.push(exited.as_fd());
             slots.push(None);
         }
         for (i, (r, _)) in streams.iter().enumerate() {
             if let Some(r) = r {
-                fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+                fds.push(r.as_fd());
                 slots.push(Some(i));
             }
         }
-        // Whole milliseconds, rounded up, so the deadline is not spun towards.
-        let wait = match left {
-            Some(l) => PollTimeout::try_from(l.as_millis().min(60_000) as i32 + 1)
-                .unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
-        };
-        match poll(&mut fds, wait) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
-        }
-        let ready: Vec<Option<usize>> = fds
-            .iter()
-            .zip(slots)
-            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(_, s)| s)
+        let ready: Vec<Option<usize>> = crate::fsutil::readable(&fds, left)
+            .map_err(|e| Error::Internal(format!("poll: {}", e.desc())))?
+            .into_iter()
+            .map(|p| slots[p])
             .collect();
         drop(fds);
         for slot in ready {
