@@ -96,9 +96,50 @@ impl ContainerCgroup {
         // wrong device (`c 0:0`) instead of every minor of a major.
         let mut limits = resources.clone();
         limits.set_devices(None);
+        // The kubelet sends a hugepage limit for every page size the kernel has, with every
+        // container; on a node whose hugetlb controller is not mounted (v1) or not enabled here
+        // (v2) cgroups-rs refuses the whole set. Skipped, as runc and containerd skip it: the
+        // pod runs, and nothing could have held it to a limit anyway.
+        if limits
+            .hugepage_limits()
+            .as_ref()
+            .is_some_and(|h| !h.is_empty())
+            && !self.has_hugetlb()
+        {
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            LOGGED.call_once(|| {
+                tracing::warn!(
+                    "hugetlb cgroup controller not available: hugepage limits are skipped"
+                )
+            });
+            limits.set_hugepage_limits(None);
+        }
         let mut m = FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
         m.set(&limits)
             .map_err(|e| cg_err("set limits on", &self.path, e))
+    }
+
+    /// Whether hugepage limits can be set on this cgroup: a mounted v1 hugetlb hierarchy (read
+    /// once per process, as the hierarchies are), or on v2 the controller in its
+    /// `cgroup.controllers`.
+    fn has_hugetlb(&self) -> bool {
+        match v1() {
+            Some(v1) => {
+                static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+                *MOUNTED.get_or_init(|| {
+                    v1.subsystems()
+                        .iter()
+                        .any(|s| matches!(s, cgroups_rs::fs::Subsystem::HugeTlb(_)))
+                })
+            }
+            None => std::fs::read_to_string(
+                hierarchy()
+                    .root()
+                    .join(&self.path)
+                    .join("cgroup.controllers"),
+            )
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb")),
+        }
     }
 
     /// The device rules, in order (later rules win): on v1 each line to `devices.deny` or
