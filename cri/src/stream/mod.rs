@@ -278,6 +278,13 @@ impl StreamServer {
         if req.cmd.is_empty() {
             return Err(StreamError::InvalidRequest("cmd must not be empty".into()));
         }
+        // Refused here, as ExecSync refuses it, not once the client has connected to the URL:
+        // exec(2) cannot take it.
+        if req.cmd.iter().any(|a| a.contains('\0')) {
+            return Err(StreamError::InvalidRequest(
+                "cmd contains a NUL byte".into(),
+            ));
+        }
         validate_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
         self.url("exec", Pending::Exec(req))
     }

@@ -520,6 +520,14 @@ fn requests_are_validated_before_a_url_is_made() {
             srv.exec_url(tty_stderr),
             Err(StreamError::InvalidRequest(_))
         ));
+        let nul = ExecRequest {
+            cmd: vec!["echo".into(), "a\0b".into()],
+            ..exec("true", false, false, true)
+        };
+        assert!(matches!(
+            srv.exec_url(nul),
+            Err(StreamError::InvalidRequest(m)) if m.contains("NUL")
+        ));
         let bad_port = PortForwardRequest {
             pod_sandbox_id: "p".into(),
             ports: vec![70000],
