@@ -1968,9 +1968,8 @@ impl ContainerApi {
                 let pod_not_ready = || {
                     let sandboxes = i.links.get()?.sandboxes.as_ref()?;
                     let sb = i.sandbox_of(&id)?;
-                    let ready = sandboxes
-                        .get(&sb)
-                        .is_some_and(|s| s.state == carapace_podsandbox::SandboxState::Ready);
+                    let ready =
+                        sandboxes.state(&sb) == Some(carapace_podsandbox::SandboxState::Ready);
                     (!ready).then(|| {
                         Error::FailedPrecondition(format!(
                             "pod sandbox {sb} of container {id} is not ready (stopped or being \

@@ -97,6 +97,27 @@ pub fn share_pid_namespace(pod: &mut cri::PodSandboxConfig) {
     });
 }
 
+/// A busybox container in the pod's PID namespace, as the kubelet asks for one in a pod with
+/// `shareProcessNamespace: true` (see [`share_pid_namespace`]).
+pub fn shared_pid_container(name: &str, command: &[&str]) -> cri::ContainerConfig {
+    let mut c = container(name, command);
+    security(&mut c)
+        .namespace_options
+        .get_or_insert_default()
+        .pid = cri::NamespaceMode::Pod as i32;
+    c
+}
+
+/// The stdout of a CRI log, lines joined with `\n`.
+pub fn stdout_of(lines: &[LogLine]) -> String {
+    lines
+        .iter()
+        .filter(|l| l.1 == "stdout")
+        .map(|l| l.3.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Both streams of a CRI log, a line each as `<stream> <text>`, for assertion messages.
 pub fn output_of(lines: &[LogLine]) -> String {
     lines

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use carapace_e2e::node::{LogLine, Node, container, dirs_below, log_until, resources, security};
+use carapace_e2e::node::{Node, container, dirs_below, log_until, resources, security, stdout_of};
 use carapace_e2e::{cri, eventually, mounts_under};
 use tonic::Code;
 
@@ -24,16 +24,6 @@ fn cgroup_dir(controller: &str, pod: &cri::PodSandboxConfig, id: Option<&str>) -
         Some(id) => dir.join(id),
         None => dir,
     }
-}
-
-/// The stdout of a CRI log, lines joined with `\n`.
-fn stdout_of(lines: &[LogLine]) -> String {
-    lines
-        .iter()
-        .filter(|l| l.1 == "stdout")
-        .map(|l| l.3.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]

@@ -782,6 +782,11 @@ impl Sandboxes {
         self.lock().sandboxes.get(id).cloned()
     }
 
+    /// A sandbox's state alone, without copying its record (asked on every container start).
+    pub fn state(&self, id: &str) -> Option<SandboxState> {
+        self.lock().sandboxes.get(id).map(|s| s.state)
+    }
+
     /// The counters of the pod's network interfaces (loopback left out), read inside its network
     /// namespace; empty for a host-network pod (its traffic is the node's) or one without a netns.
     pub fn network_stats(&self, id: &str) -> Result<Vec<crate::InterfaceStats>, Error> {

@@ -607,21 +607,21 @@ pub(crate) fn bpf_attach_device_program(
     cgroup: std::os::fd::BorrowedFd<'_>,
     prog: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut attr = BpfAttachAttr {
-        target_fd: cgroup.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
-        ..Default::default()
-    };
-    // SAFETY: BPF_PROG_ATTACH only reads `attr` (two fds we hold open and plain integers).
-    unsafe { bpf(BPF_PROG_ATTACH, &mut attr)? };
-    Ok(())
+    device_program_attachment(BPF_PROG_ATTACH, BPF_F_ALLOW_MULTI, cgroup, prog)
 }
 
 /// Detaches the device program `prog` from the cgroup directory open at `cgroup`.
 pub(crate) fn bpf_detach_device_program(
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    prog: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    device_program_attachment(BPF_PROG_DETACH, 0, cgroup, prog)
+}
+
+/// BPF_PROG_ATTACH or BPF_PROG_DETACH of a device program on a cgroup: the same argument block.
+fn device_program_attachment(
+    cmd: libc::c_int,
+    attach_flags: u32,
     cgroup: std::os::fd::BorrowedFd<'_>,
     prog: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<()> {
@@ -630,10 +630,12 @@ pub(crate) fn bpf_detach_device_program(
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
+        attach_flags,
         ..Default::default()
     };
-    // SAFETY: BPF_PROG_DETACH only reads `attr` (two fds we hold open and plain integers).
-    unsafe { bpf(BPF_PROG_DETACH, &mut attr)? };
+    // SAFETY: BPF_PROG_ATTACH and BPF_PROG_DETACH only read `attr` (two fds we hold open and
+    // plain integers).
+    unsafe { bpf(cmd, &mut attr)? };
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use carapace_e2e::node::{Node, container, security, share_pid_namespace};
+use carapace_e2e::node::{Node, security, share_pid_namespace, shared_pid_container};
 use carapace_e2e::{cri, eventually};
 
 /// A host process, named by pid and start time (field 22 of its stat) so a recycled pid is not
@@ -64,17 +64,6 @@ async fn sh(n: &mut Node, id: &str, script: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&r.stdout).into_owned(),
         String::from_utf8_lossy(&r.stderr).into_owned(),
     )
-}
-
-/// A busybox container in the pod's PID namespace, as the kubelet asks for one in a pod with
-/// `shareProcessNamespace: true`.
-fn shared_pid_container(name: &str, command: &[&str]) -> cri::ContainerConfig {
-    let mut c = container(name, command);
-    security(&mut c)
-        .namespace_options
-        .get_or_insert_default()
-        .pid = cri::NamespaceMode::Pod as i32;
-    c
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use carapace_e2e::cri;
-use carapace_e2e::node::{LogLine, Node, container};
+use carapace_e2e::node::{Node, container, stdout_of};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
@@ -52,16 +52,6 @@ fn volume(host: &Path, at: &str, readonly: bool) -> cri::Mount {
 fn tmpfs(dir: &Path, name: &str, flags: MsFlags) {
     std::fs::create_dir_all(dir).unwrap();
     mount(Some(name), dir, Some("tmpfs"), flags, None::<&str>).unwrap();
-}
-
-/// The stdout of a CRI log, lines joined with `\n`.
-fn stdout_of(lines: &[LogLine]) -> String {
-    lines
-        .iter()
-        .filter(|l| l.1 == "stdout")
-        .map(|l| l.3.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The per-mount options (`rw,nosuid,...`) of every mount of `source` in a mountinfo text.

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use carapace_e2e::node::{Node, container, security, share_pid_namespace};
+use carapace_e2e::node::{Node, container, security, share_pid_namespace, shared_pid_container};
 use carapace_e2e::{cri, eventually, proc_status_field};
 
 /// Host processes whose argv is exactly `argv` (a zombie's is empty: it is not counted).
@@ -23,16 +23,6 @@ fn processes(argv: &[&str]) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
         .collect()
-}
-
-/// A busybox container in the pod's PID namespace (Kubernetes `shareProcessNamespace`).
-fn shared_pid_container(name: &str, command: &[&str]) -> cri::ContainerConfig {
-    let mut c = container(name, command);
-    security(&mut c)
-        .namespace_options
-        .get_or_insert_default()
-        .pid = cri::NamespaceMode::Pod as i32;
-    c
 }
 
 async fn wait_running(argv: &[&str]) {
