@@ -3,6 +3,7 @@
 //! default configuration. Later roles (the per-container monitor, the pod infra process) are re-execs of
 //! this same binary, so a node installs one file.
 
+mod authority;
 mod check;
 mod image;
 mod memory;

@@ -17,6 +17,7 @@ use carapace_cri::config::{self, Config, LogFormat, LogLevel};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// How long in-flight calls may run on after SIGTERM before the daemon exits anyway; well under
@@ -169,7 +170,7 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         .layer(carapace_metrics::CriMetricsLayer::new(metrics))
         .add_service(cri.runtime_service())
         .add_service(cri.image_service())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx));
+        .serve_with_incoming_shutdown(cri_connections(listener), stopped(stop_rx));
     let mut grpc_task = tokio::spawn(grpc);
     let admin_task = tokio::spawn(crate::image::serve_admin(admin, std::sync::Arc::new(cri)));
 
@@ -229,6 +230,14 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
         }
     }
     outcome
+}
+
+/// The CRI socket's connections, each with the `:authority` of its calls made acceptable to h2
+/// (grpc-core and grpc-java clients send the socket's path: see [`crate::authority`]).
+fn cri_connections(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::authority::AuthorityRewrite>> {
+    UnixListenerStream::new(listener).map(|c| c.map(crate::authority::AuthorityRewrite::new))
 }
 
 pub(crate) fn make_dir(path: &Path, mode: u32) -> Result<()> {
