@@ -739,10 +739,6 @@ pub(crate) fn resources(r: &LinuxContainerResources) -> Result<(rt::Resources, i
         }
         hugepage_limits.insert(h.page_size.clone(), h.limit);
     }
-    if !r.unified.is_empty() {
-        // cgroup v2 only (MemoryQoS); the runtime drives cgroup v1.
-        tracing::debug!(keys = ?r.unified.keys().collect::<Vec<_>>(), "ignoring unified cgroup settings");
-    }
     Ok((
         rt::Resources {
             cpu_shares: (cpu_shares > 0).then_some(cpu_shares),
@@ -755,6 +751,8 @@ pub(crate) fn resources(r: &LinuxContainerResources) -> Result<(rt::Resources, i
                 .then_some(r.memory_swap_limit_in_bytes),
             pids_limit: None,
             hugepage_limits,
+            // Checked against the node's files by the runtime, which has the cgroup.
+            unified: r.unified.clone().into_iter().collect(),
         },
         r.oom_score_adj as i32,
     ))
@@ -778,7 +776,7 @@ fn resources_to_cri(r: &rt::Resources, oom_score_adj: Option<i32>) -> LinuxConta
                 limit: *limit,
             })
             .collect(),
-        unified: HashMap::new(),
+        unified: r.unified.clone().into_iter().collect(),
         memory_swap_limit_in_bytes: r.memory_swap_limit.unwrap_or(0),
     }
 }
@@ -2280,7 +2278,8 @@ impl ContainerApi {
         Ok(ReopenContainerLogResponse {})
     }
 
-    /// ExecSync: `timeout` seconds (0: none); output capped at 16 MiB per stream by the runtime;
+    /// ExecSync: `timeout` seconds (0: none); output capped by the runtime at just under 16 MiB,
+    /// both streams together, so the reply fits the kubelet's 16 MiB gRPC limit;
     /// a timeout is DeadlineExceeded, which the kubelet reads as a probe timeout.
     pub(crate) async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResponse, Error> {
         let id = self.inner.resolve(&req.container_id)?;

@@ -180,24 +180,60 @@ pub fn create(layout: &CgroupLayout, rel: &Path, created: &mut Vec<PathBuf>) -> 
     Ok(())
 }
 
-/// Writes the pod's limits in the files of the layout's version.
+/// Whether the pod cgroup `rel` can be limited by `controller`: on v1 a hierarchy of that name
+/// under the root, on v2 the controller in the cgroup's `cgroup.controllers` (what the parent's
+/// `cgroup.subtree_control` enables). A limit of a controller it cannot have is skipped, as
+/// runc and containerd skip it, with one warning per controller and process: the pod runs.
+fn can_limit(layout: &CgroupLayout, rel: &Path, controller: &str) -> bool {
+    let have = match layout {
+        // Through a symlink too: `cpu` is often one to a `cpu,cpuacct` mount.
+        CgroupLayout::V1 { root, .. } => root.join(controller).is_dir(),
+        CgroupLayout::V2 { root } => {
+            std::fs::read_to_string(root.join(rel).join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+        }
+    };
+    if !have {
+        static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let first = LOGGED.lock().is_ok_and(|mut l| {
+            let new = !l.iter().any(|c| c == controller);
+            if new {
+                l.push(controller.to_owned());
+            }
+            new
+        });
+        if first {
+            tracing::warn!(
+                controller,
+                "cgroup controller not available for pod cgroups: its limits are skipped"
+            );
+        }
+    }
+    have
+}
+
+/// Writes the pod's limits in the files of the layout's version, skipping a controller the pod
+/// cgroup does not have.
 pub fn apply(layout: &CgroupLayout, rel: &Path, r: &PodResources) -> Result<(), Error> {
     let write = |path: PathBuf, value: String| {
         std::fs::write(&path, value).map_err(|source| Error::Io { path, source })
     };
+    let cpu = r.cpu_shares.is_some() || r.cpu_quota.is_some() || r.cpu_period.is_some();
+    let cpu = cpu && can_limit(layout, rel, "cpu");
+    let memory = r.memory_limit.is_some() && can_limit(layout, rel, "memory");
     match layout {
         CgroupLayout::V1 { root, .. } => {
-            let cpu = root.join("cpu").join(rel);
-            if let Some(s) = r.cpu_shares {
-                write(cpu.join("cpu.shares"), s.to_string())?;
+            let dir = root.join("cpu").join(rel);
+            if let Some(s) = r.cpu_shares.filter(|_| cpu) {
+                write(dir.join("cpu.shares"), s.to_string())?;
             }
-            if let Some(p) = r.cpu_period {
-                write(cpu.join("cpu.cfs_period_us"), p.to_string())?;
+            if let Some(p) = r.cpu_period.filter(|_| cpu) {
+                write(dir.join("cpu.cfs_period_us"), p.to_string())?;
             }
-            if let Some(q) = r.cpu_quota {
-                write(cpu.join("cpu.cfs_quota_us"), q.to_string())?;
+            if let Some(q) = r.cpu_quota.filter(|_| cpu) {
+                write(dir.join("cpu.cfs_quota_us"), q.to_string())?;
             }
-            if let Some(m) = r.memory_limit {
+            if let Some(m) = r.memory_limit.filter(|_| memory) {
                 write(
                     root.join("memory").join(rel).join("memory.limit_in_bytes"),
                     m.to_string(),
@@ -206,12 +242,12 @@ pub fn apply(layout: &CgroupLayout, rel: &Path, r: &PodResources) -> Result<(), 
         }
         CgroupLayout::V2 { root } => {
             let dir = root.join(rel);
-            if let Some(s) = r.cpu_shares {
+            if let Some(s) = r.cpu_shares.filter(|_| cpu) {
                 // The conversion runc and the kubelet use between v1 shares and v2 weight.
                 let weight = 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142;
                 write(dir.join("cpu.weight"), weight.to_string())?;
             }
-            if r.cpu_quota.is_some() || r.cpu_period.is_some() {
+            if cpu && (r.cpu_quota.is_some() || r.cpu_period.is_some()) {
                 let quota = match r.cpu_quota {
                     Some(q) if q > 0 => q.to_string(),
                     _ => "max".into(),
@@ -221,7 +257,7 @@ pub fn apply(layout: &CgroupLayout, rel: &Path, r: &PodResources) -> Result<(), 
                     format!("{quota} {}", r.cpu_period.unwrap_or(100_000)),
                 )?;
             }
-            if let Some(m) = r.memory_limit {
+            if let Some(m) = r.memory_limit.filter(|_| memory) {
                 write(dir.join("memory.max"), m.to_string())?;
             }
         }
@@ -310,6 +346,41 @@ mod tests {
     }
 
     #[test]
+    fn limits_of_a_controller_not_mounted_or_not_enabled_are_skipped() {
+        let r = PodResources {
+            cpu_shares: Some(2),
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(4096),
+        };
+        // v1 without a cpu hierarchy.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("memory")).unwrap();
+        let layout = CgroupLayout::detect(d.path());
+        let rel = PathBuf::from("kubepods/besteffort/podx");
+        create(&layout, &rel, &mut Vec::new()).unwrap();
+        apply(&layout, &rel, &r).unwrap();
+        let limit = d
+            .path()
+            .join("memory")
+            .join(&rel)
+            .join("memory.limit_in_bytes");
+        assert_eq!(std::fs::read_to_string(limit).unwrap(), "4096");
+        assert!(!d.path().join("cpu").exists());
+        // v2 whose parent enables memory only: no cpu files are written.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cgroup.controllers"), "cpu memory").unwrap();
+        let layout = CgroupLayout::detect(d.path());
+        let rel = PathBuf::from("kubepods.slice/kubepods-pod1.slice");
+        create(&layout, &rel, &mut Vec::new()).unwrap();
+        std::fs::write(d.path().join(&rel).join("cgroup.controllers"), "memory").unwrap();
+        apply(&layout, &rel, &r).unwrap();
+        assert!(!d.path().join(&rel).join("cpu.max").exists());
+        assert!(!d.path().join(&rel).join("cpu.weight").exists());
+        assert!(d.path().join(&rel).join("memory.max").exists());
+    }
+
+    #[test]
     fn v2_is_detected_and_gets_weight_and_max() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("cgroup.controllers"), "cpu memory").unwrap();
@@ -318,6 +389,7 @@ mod tests {
         let mut created = Vec::new();
         create(&layout, &rel, &mut created).unwrap();
         assert_eq!(created.len(), 2);
+        std::fs::write(d.path().join(&rel).join("cgroup.controllers"), "cpu memory").unwrap();
         let r = PodResources {
             cpu_shares: Some(1024),
             cpu_quota: Some(50_000),

@@ -70,8 +70,18 @@ impl ContainerCgroup {
     /// removed again from every hierarchy (the parents stay: they are the pod's): a container
     /// cgroup left behind keeps the pod's from ever being removed.
     pub fn create(&self, resources: &LinuxResources) -> Result<()> {
-        let made = Cgroup::new(hierarchy(), &self.path)
-            .map(|_| ())
+        // A parent made by someone else (a QoS cgroup, another pod's) can be removed by its
+        // owner between cgroups-rs's mkdir of it and of ours, in a hierarchy our pod has no
+        // cgroup in (seen with the tests' daemons, which take empty QoS parents away): the walk
+        // is tried again, as the pod cgroup's is.
+        let mut made = Cgroup::new(hierarchy(), &self.path).map(|_| ());
+        for _ in 0..2 {
+            if made.is_ok() {
+                break;
+            }
+            made = Cgroup::new(hierarchy(), &self.path).map(|_| ());
+        }
+        let made = made
             .map_err(|e| cg_err("create", &self.path, e))
             .and_then(|()| self.update(resources));
         if let Err(e) = &made {
@@ -96,41 +106,32 @@ impl ContainerCgroup {
         // wrong device (`c 0:0`) instead of every minor of a major.
         let mut limits = resources.clone();
         limits.set_devices(None);
-        // The kubelet sends a hugepage limit for every page size the kernel has, with every
-        // container; on a node whose hugetlb controller is not mounted (v1) or not enabled here
-        // (v2) cgroups-rs refuses the whole set. Skipped, as runc and containerd skip it: the
-        // pod runs, and nothing could have held it to a limit anyway.
-        if limits
-            .hugepage_limits()
-            .as_ref()
-            .is_some_and(|h| !h.is_empty())
-            && !self.has_hugetlb()
-        {
-            static LOGGED: std::sync::Once = std::sync::Once::new();
-            LOGGED.call_once(|| {
-                tracing::warn!(
-                    "hugetlb cgroup controller not available: hugepage limits are skipped"
-                )
-            });
-            limits.set_hugepage_limits(None);
-        }
+        // cgroups-rs does not write them; checked and written below, once the rest is set.
+        let unified = limits.unified_mut().take().unwrap_or_default();
+        self.check_unified(&unified)?;
+        self.skip_unavailable(&mut limits);
         let mut m = FsManager::new(&self.path).map_err(|e| cg_err("open", &self.path, e))?;
         m.set(&limits)
-            .map_err(|e| cg_err("set limits on", &self.path, e))
+            .map_err(|e| cg_err("set limits on", &self.path, e))?;
+        self.set_unified(&unified)
     }
 
-    /// Whether hugepage limits can be set on this cgroup: a mounted v1 hugetlb hierarchy (read
-    /// once per process, as the hierarchies are), or on v2 the controller in its
-    /// `cgroup.controllers`.
-    fn has_hugetlb(&self) -> bool {
+    /// The controllers this cgroup can be limited by: on v1 the mounted hierarchies (read once
+    /// per process, as the hierarchies are); on v2 its `cgroup.controllers`, which lists exactly
+    /// what the parent's `cgroup.subtree_control` enables.
+    fn controllers(&self) -> std::collections::BTreeSet<String> {
         match v1() {
             Some(v1) => {
-                static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-                *MOUNTED.get_or_init(|| {
-                    v1.subsystems()
-                        .iter()
-                        .any(|s| matches!(s, cgroups_rs::fs::Subsystem::HugeTlb(_)))
-                })
+                static MOUNTED: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+                    std::sync::OnceLock::new();
+                MOUNTED
+                    .get_or_init(|| {
+                        v1.subsystems()
+                            .iter()
+                            .map(|s| s.controller_name())
+                            .collect()
+                    })
+                    .clone()
             }
             None => std::fs::read_to_string(
                 hierarchy()
@@ -138,8 +139,146 @@ impl ContainerCgroup {
                     .join(&self.path)
                     .join("cgroup.controllers"),
             )
-            .is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb")),
+            .map(|c| c.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
         }
+    }
+
+    /// Drops the limits of controllers this cgroup does not have, as runc and containerd do: the
+    /// kubelet sends hugepage limits for every page size the kernel has, with every container,
+    /// and on a node whose hugetlb controller is not mounted (v1) or not enabled here (v2)
+    /// cgroups-rs refuses the whole set. The pod runs, and nothing could have held it to such a
+    /// limit anyway. Each controller is named in one warning per process. Device rules are not
+    /// here: without the devices controller a container is refused (see `set_devices`).
+    fn skip_unavailable(&self, limits: &mut LinuxResources) {
+        let have = self.controllers();
+        let v2 = Self::is_v2();
+        let skip = |controller: &str| {
+            if have.contains(controller) {
+                return false;
+            }
+            static LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+                std::sync::Mutex::new(std::collections::BTreeSet::new());
+            let first = LOGGED
+                .lock()
+                .map(|mut l| l.insert(controller.to_owned()))
+                .unwrap_or(false);
+            if first {
+                tracing::warn!(
+                    controller,
+                    "cgroup controller not available: its limits are skipped"
+                );
+            }
+            true
+        };
+        if let Some(cpu) = limits.cpu_mut() {
+            let cfs = cpu.shares().is_some()
+                || cpu.quota().is_some()
+                || cpu.period().is_some()
+                || cpu.realtime_runtime().is_some()
+                || cpu.realtime_period().is_some()
+                || cpu.idle().is_some()
+                || cpu.burst().is_some();
+            if cfs && skip("cpu") {
+                cpu.set_shares(None);
+                cpu.set_quota(None);
+                cpu.set_period(None);
+                cpu.set_realtime_runtime(None);
+                cpu.set_realtime_period(None);
+                cpu.set_idle(None);
+                cpu.set_burst(None);
+            }
+            if (cpu.cpus().is_some() || cpu.mems().is_some()) && skip("cpuset") {
+                cpu.set_cpus(None);
+                cpu.set_mems(None);
+            }
+        }
+        if limits.memory().is_some() && skip("memory") {
+            limits.set_memory(None);
+        }
+        if limits.pids().is_some() && skip("pids") {
+            limits.set_pids(None);
+        }
+        if limits.block_io().is_some() && skip(if v2 { "io" } else { "blkio" }) {
+            limits.set_block_io(None);
+        }
+        if limits
+            .hugepage_limits()
+            .as_ref()
+            .is_some_and(|h| !h.is_empty())
+            && skip("hugetlb")
+        {
+            limits.set_hugepage_limits(None);
+        }
+        if let Some(net) = limits.network_mut() {
+            // v2 has neither: packets are classified by the cgroup's path there.
+            if net.class_id().is_some() && skip("net_cls") {
+                net.set_class_id(None);
+            }
+            if net.priorities().as_ref().is_some_and(|p| !p.is_empty()) && skip("net_prio") {
+                net.set_priorities(None);
+            }
+        }
+        if limits.rdma().as_ref().is_some_and(|r| !r.is_empty()) && skip("rdma") {
+            limits.set_rdma(None);
+        }
+    }
+
+    /// `unified` keys name files of the container's cgroup v2 directory, so each must be a file
+    /// this node's cgroup has: the files of an enabled controller or of the cgroup itself. A key
+    /// the node has no file for is refused, naming it, rather than dropped: the client asked for
+    /// that exact file. The cgroup's own interface files (`cgroup.procs`, `cgroup.kill`, ...) are
+    /// the runtime's and refused too. On a v1 or hybrid node the containers' cgroups are in the
+    /// v1 hierarchies and have no v2 directory at all (the hybrid node's cgroup2 mount holds
+    /// none of their controllers), so every key is refused, as runc refuses `unified` on v1.
+    fn check_unified(&self, unified: &std::collections::HashMap<String, String>) -> Result<()> {
+        let mut keys: Vec<&String> = unified.keys().collect();
+        keys.sort();
+        for key in keys {
+            let plain = !key.is_empty()
+                && !key.contains('/')
+                && !key.contains('\0')
+                && key != "."
+                && key != "..";
+            if !plain {
+                return Err(Error::InvalidArgument(format!(
+                    "unified key {key:?} is not a cgroup file name"
+                )));
+            }
+            if key.starts_with("cgroup.") {
+                return Err(Error::InvalidArgument(format!(
+                    "unified key {key:?}: the cgroup's own interface files are the runtime's"
+                )));
+            }
+            if !Self::is_v2() {
+                return Err(Error::InvalidArgument(format!(
+                    "unified key {key:?}: this node's containers are in cgroup v1 hierarchies, \
+                     which have no such file (unified keys apply on a cgroup v2 node)"
+                )));
+            }
+            let file = hierarchy().root().join(&self.path).join(key);
+            if !std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
+                return Err(Error::InvalidArgument(format!(
+                    "unified key {key:?}: this node's cgroup has no such file (its controller is \
+                     not enabled here, or the kernel has no such setting)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the checked `unified` keys, in key order.
+    fn set_unified(&self, unified: &std::collections::HashMap<String, String>) -> Result<()> {
+        let dir = hierarchy().root().join(&self.path);
+        let mut keys: Vec<(&String, &String)> = unified.iter().collect();
+        keys.sort();
+        for (key, value) in keys {
+            let file = dir.join(key);
+            std::fs::write(&file, value).map_err(|e| {
+                Error::InvalidArgument(format!("unified key {key:?} = {value:?}: {e}"))
+            })?;
+        }
+        Ok(())
     }
 
     /// The device rules, in order (later rules win): on v1 each line to `devices.deny` or
@@ -360,4 +499,67 @@ fn procs_in(dir: &std::path::Path) -> Vec<i32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn refused(key: &str) -> String {
+        let cg = ContainerCgroup::new("carapace-unit/none");
+        match cg.check_unified(&HashMap::from([(key.to_owned(), "1".to_owned())])) {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    /// What is kept is exactly what the node has a controller for (on this node's v1 layout:
+    /// no hugetlb, no net_cls, no rdma).
+    #[test]
+    fn limits_of_controllers_the_node_lacks_are_dropped_and_no_others() {
+        let cg = ContainerCgroup::new("carapace-unit/none");
+        let have = cg.controllers();
+        let mut limits: LinuxResources = serde_json::from_value(serde_json::json!({
+            "cpu": {"shares": 2, "quota": 50000, "period": 100000},
+            "memory": {"limit": 1048576},
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
+            "network": {"classID": 7},
+            "rdma": {"mlx5_0": {"hcaHandles": 1}},
+        }))
+        .unwrap();
+        cg.skip_unavailable(&mut limits);
+        let kept = |c: &str| have.contains(c);
+        assert_eq!(
+            limits.cpu().as_ref().and_then(|c| c.shares()).is_some(),
+            kept("cpu")
+        );
+        assert_eq!(limits.memory().is_some(), kept("memory"));
+        assert_eq!(limits.hugepage_limits().is_some(), kept("hugetlb"));
+        assert_eq!(
+            limits
+                .network()
+                .as_ref()
+                .and_then(|n| n.class_id())
+                .is_some(),
+            kept("net_cls")
+        );
+        assert_eq!(limits.rdma().is_some(), kept("rdma"));
+    }
+
+    #[test]
+    fn unified_keys_without_a_file_are_refused_by_name() {
+        for key in ["../memory.max", "", "cgroup.procs", "a/b"] {
+            assert!(refused(key).contains(&format!("{key:?}")), "{key}");
+        }
+        // The cgroup does not exist: on v2 no file is there, on v1 there is no v2 directory.
+        let m = refused("memory.oom.group");
+        assert!(m.contains("\"memory.oom.group\""), "{m}");
+        assert!(
+            ContainerCgroup::new("x")
+                .check_unified(&HashMap::new())
+                .is_ok()
+        );
+    }
 }

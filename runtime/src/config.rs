@@ -172,6 +172,9 @@ pub struct Resources {
     pub pids_limit: Option<i64>,
     /// Page size (`2MB`, `1GB`) → limit in bytes.
     pub hugepage_limits: BTreeMap<String, u64>,
+    /// cgroup v2 file → value, written as is; the cgroup refuses a key it has no file for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unified: BTreeMap<String, String>,
 }
 
 /// The kernel's CFS bandwidth bounds, µs (`tg_set_cfs_bandwidth`): a period of 1 ms to 1 s, a

@@ -90,8 +90,13 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
-/// containerd's cap on ExecSync output per stream.
-pub const EXEC_OUTPUT_CAP: usize = 16 << 20;
+/// The cap on ExecSync output, both streams together. The kubelet (and crictl) take a gRPC
+/// message of 16 MiB at most; capped per stream, as containerd does, 16 MiB on each came back
+/// as a ResourceExhausted instead of the output. Together, as CRI-O caps them (conmon's
+/// `--log-global-size-max`), with 1 KiB left for the reply's own fields: the encoded
+/// `ExecSyncResponse` (two tags and lengths of 5 bytes at most each, an exit code of 11 at most)
+/// always fits.
+pub const EXEC_OUTPUT_CAP: usize = (16 << 20) - 1024;
 
 impl Runtime {
     pub fn new(opts: RuntimeOptions) -> Result<Self> {
@@ -747,8 +752,9 @@ impl Container {
 /// How long past an ExecSync's timeout its helper may take to kill the command and exit.
 const EXEC_HELPER_GRACE: Duration = Duration::from_millis(500);
 
-/// Reads both streams to their end, [`EXEC_OUTPUT_CAP`] bytes of each at most (a stream is no
-/// longer read past it), in the calling thread; stops at `deadline` whatever is left.
+/// Reads both streams to their end, [`EXEC_OUTPUT_CAP`] bytes of the two together at most (once
+/// it is reached neither is read any more, so the command's further writes fail), in the
+/// calling thread; stops at `deadline` whatever is left.
 fn read_capped(mut streams: [Option<std::fs::File>; 2], deadline: Option<Instant>) -> [Vec<u8>; 2] {
     use std::os::fd::AsFd;
     let mut out = [Vec::new(), Vec::new()];
@@ -775,7 +781,7 @@ fn read_capped(mut streams: [Option<std::fs::File>; 2], deadline: Option<Instant
         let ready: Vec<usize> = ready.into_iter().map(|p| slots[p]).collect();
         drop(fds);
         for i in ready {
-            let room = (EXEC_OUTPUT_CAP - out[i].len()).min(buf.len());
+            let room = (EXEC_OUTPUT_CAP - out[0].len() - out[1].len()).min(buf.len());
             let n = streams[i]
                 .as_mut()
                 .map(|f| f.read(&mut buf[..room]))
@@ -785,8 +791,8 @@ fn read_capped(mut streams: [Option<std::fs::File>; 2], deadline: Option<Instant
                 Ok(0) | Err(_) => streams[i] = None,
                 Ok(n) => {
                     out[i].extend_from_slice(&buf[..n]);
-                    if out[i].len() >= EXEC_OUTPUT_CAP {
-                        streams[i] = None;
+                    if out[0].len() + out[1].len() >= EXEC_OUTPUT_CAP {
+                        return out;
                     }
                 }
             }
@@ -802,5 +808,34 @@ fn process_alive(pid: i32) -> bool {
             .and_then(|(_, rest)| rest.chars().next())
             .is_some_and(|state| state != 'Z' && state != 'X'),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two commands' worth of 20 MiB, one on each stream: what is read stops at the cap over
+    /// both together (the kubelet takes no more in one reply), and the writers' further writes
+    /// fail instead of blocking.
+    #[test]
+    fn exec_output_is_capped_over_both_streams_together() {
+        let mut streams = [None, None];
+        let mut writers = Vec::new();
+        for s in &mut streams {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+            *s = Some(std::fs::File::from(r));
+            writers.push(std::thread::spawn(move || {
+                let mut w = std::fs::File::from(w);
+                let chunk = vec![7u8; 1 << 20];
+                (0..20).any(|_| std::io::Write::write_all(&mut w, &chunk).is_err())
+            }));
+        }
+        let out = read_capped(streams, Some(Instant::now() + Duration::from_secs(30)));
+        assert_eq!(out[0].len() + out[1].len(), EXEC_OUTPUT_CAP);
+        assert!(out.iter().flatten().all(|&b| b == 7));
+        for w in writers {
+            assert!(w.join().unwrap(), "a writer got all of its 20 MiB through");
+        }
     }
 }

@@ -323,6 +323,74 @@ fn bpf_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::Internal(format!("{what} {}: {e}", path.display()))
 }
 
+/// A device node of the host, as a privileged container gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostDevice {
+    /// The path under `/dev`, the same in the container.
+    pub path: std::path::PathBuf,
+    pub block: bool,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The directories of `/dev` whose nodes a container has its own of (its devpts, shm, mqueue,
+/// the `fd` link) or that are container managers' bookkeeping, as containerd skips them.
+const HOST_DEV_SKIPPED_DIRS: &[&str] =
+    &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// Every character and block node under the host's `dev` (normally `/dev`), subdirectories
+/// included, as containerd lists them for a privileged container and runc then creates each in
+/// the container's `/dev`. Symlinks are not followed (`/dev/disk/by-*` are links to nodes that
+/// are listed anyway). Skipped: `console` (the container's is its terminal's) and `ptmx` (the
+/// container's is its own devpts instance's; the host's would open the host's terminals). A
+/// directory that cannot be read, or a node gone while listed, is left out: the list is what
+/// the host has at that moment, and a host without `/dev` gives an empty one.
+pub(crate) fn host_devices(dev: &Path) -> Vec<HostDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut dirs = vec![(dev.to_path_buf(), std::path::PathBuf::from("/dev"))];
+    while let Some((dir, in_container)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            let top = in_container == Path::new("/dev");
+            if ft.is_dir() {
+                if !(top && HOST_DEV_SKIPPED_DIRS.iter().any(|d| name == *d)) {
+                    dirs.push((entry.path(), in_container.join(&name)));
+                }
+                continue;
+            }
+            if top && (name == "console" || name == "ptmx") {
+                continue;
+            }
+            if !(ft.is_char_device() || ft.is_block_device()) {
+                continue;
+            }
+            let rdev = meta.rdev();
+            out.push(HostDevice {
+                path: in_container.join(&name),
+                block: ft.is_block_device(),
+                major: nix::sys::stat::major(rdev),
+                minor: nix::sys::stat::minor(rdev),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
@@ -730,5 +798,53 @@ mod tests {
         // Had the first stayed, it would still refuse: every program must allow.
         assert!(cg.can_open("/dev/zero"));
         assert!(!cg.can_open("/dev/full"));
+    }
+
+    #[test]
+    fn host_devices_are_every_node_below_dev_but_the_containers_own() {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let d = tempfile::tempdir().unwrap();
+        let node = |rel: &str, kind: SFlag, major: u64, minor: u64| {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            mknod(
+                &p,
+                kind,
+                Mode::from_bits_truncate(0o640),
+                makedev(major, minor),
+            )
+            .unwrap();
+        };
+        node("null", SFlag::S_IFCHR, 1, 3);
+        node("net/tun", SFlag::S_IFCHR, 10, 200);
+        node("loop0", SFlag::S_IFBLK, 7, 0);
+        // The container's own, or the host's terminals: left out.
+        node("pts/ptmx", SFlag::S_IFCHR, 5, 2);
+        node("ptmx", SFlag::S_IFCHR, 5, 2);
+        node("console", SFlag::S_IFCHR, 5, 1);
+        node("shm/x", SFlag::S_IFCHR, 1, 5);
+        std::os::unix::fs::symlink("null", d.path().join("link")).unwrap();
+        std::fs::write(d.path().join("file"), "").unwrap();
+        let got: Vec<(String, bool, u64, u64, u32)> = host_devices(d.path())
+            .into_iter()
+            .map(|h| {
+                (
+                    h.path.display().to_string(),
+                    h.block,
+                    h.major,
+                    h.minor,
+                    h.mode,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/dev/loop0".to_string(), true, 7, 0, 0o640),
+                ("/dev/net/tun".to_string(), false, 10, 200, 0o640),
+                ("/dev/null".to_string(), false, 1, 3, 0o640),
+            ]
+        );
+        assert!(host_devices(&d.path().join("missing")).is_empty());
     }
 }

@@ -128,6 +128,9 @@ fn resources_json(r: &Resources) -> Value {
             .collect();
         out.insert("hugepageLimits".into(), Value::Array(h));
     }
+    if !r.unified.is_empty() {
+        out.insert("unified".into(), json!(r.unified));
+    }
     Value::Object(out)
 }
 
@@ -334,7 +337,26 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
         )
     };
 
-    let devices = devices_json(config)?;
+    let mut devices = devices_json(config)?;
+    if sec.privileged {
+        // Every node of the host's /dev, as containerd hands them to runc for a privileged
+        // container (its device cgroup allows all); a device the request names keeps its own
+        // entry.
+        for d in crate::devices::host_devices(Path::new("/dev")) {
+            if devices.iter().any(|x| x["path"] == json!(d.path)) {
+                continue;
+            }
+            devices.push(json!({
+                "path": d.path,
+                "type": if d.block { "b" } else { "c" },
+                "major": d.major,
+                "minor": d.minor,
+                "fileMode": d.mode,
+                "uid": d.uid,
+                "gid": d.gid,
+            }));
+        }
+    }
     let mut resources = resources_json(&config.cgroup.resources);
     resources["devices"] = json!(device_rules(sec.privileged, &devices));
     let devices: Vec<Value> = devices
