@@ -2,6 +2,7 @@
 # carapace vs containerd, side by side, on this machine: one command.
 #   bench/run.sh [carapace-bench flags, e.g. --rounds 6 --pods 50 --only pod-start,list]
 #   BENCH_RUNTIMES=carapace bench/run.sh ...   carapace alone (no ratios), for a quick look
+#   BENCH_CARAPACE_BIN=/path/to/carapace bench/run.sh ...   another build of the daemon (before/after)
 # Starts a private registry filled with images built here, Debian's containerd + runc and carapace,
 # both with the same CNI conflist, registry configuration and cgroup driver, runs every workload
 # against both (A B A B) and prints the table. Everything lives under one temp dir and is removed
@@ -30,7 +31,10 @@ pids=()
 cleanup() {
   set +e
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  # The daemons the bench restarted with their pods running (not children of this script).
+  pkill -TERM -f -- "--config $W/(carapace|containerd).toml" 2>/dev/null
   sleep 2
+  pkill -KILL -f -- "--config $W/(carapace|containerd).toml" 2>/dev/null
   # containerd's shims and the containers they hold outlive containerd by design.
   pkill -KILL -f "containerd-shim.*$W" 2>/dev/null
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
@@ -136,7 +140,7 @@ bin_dirs = ["/usr/lib/cni"]
 [registry]
 config_path = "$W/certs.d"
 TOML
-"$BIN/carapace" serve --config "$W/carapace.toml" >"$W/carapace.log" 2>&1 &
+"${BENCH_CARAPACE_BIN:-$BIN/carapace}" serve --config "$W/carapace.toml" >"$W/carapace.log" 2>&1 &
 pids+=($!)
 CARAPACE_PID=$!
 

@@ -187,8 +187,9 @@ async fn serve(config: Config, started: Instant) -> Result<()> {
     crate::notify::notify("READY=1\nSTATUS=serving the CRI");
     // The node's checks, once, as warnings: after READY and in their own task (the probes block,
     // registries may take seconds to answer), so start-up never waits on them.
-    tokio::spawn(crate::check::log_at_start(config.clone()));
-    tokio::spawn(crate::memory::release_start_up());
+    tokio::spawn(crate::memory::release_start_up(crate::check::log_at_start(
+        config.clone(),
+    )));
 
     let early_exit = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); None }

@@ -14,9 +14,10 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 
 const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
-[--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--poll-secs N] [--only w1,w2]
+[--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--poll-secs N] [--only w1,w2] [--no-restart]
 workloads: pod-start pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory poll-cpu
-(one --endpoint is enough for a single runtime's numbers; poll-cpu needs its --pid)";
+(one --endpoint is enough for a single runtime's numbers; poll-cpu needs its --pid; the populated
+workloads restart each daemon with its pods running, from its --pid's command line, unless --no-restart)";
 
 struct Args {
     endpoints: Vec<(String, String)>,
@@ -28,6 +29,8 @@ struct Args {
     churn: usize,
     poll_secs: u64,
     only: Option<Vec<String>>,
+    /// Whether each populated pass restarts the daemons with their pods running.
+    restart: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -41,6 +44,7 @@ fn parse_args() -> Result<Args> {
         churn: 50,
         poll_secs: 60,
         only: None,
+        restart: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +70,7 @@ fn parse_args() -> Result<Args> {
             "--churn" => a.churn = val()?.parse()?,
             "--poll-secs" => a.poll_secs = val()?.parse()?,
             "--only" => a.only = Some(val()?.split(',').map(str::to_owned).collect()),
+            "--no-restart" => a.restart = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -83,11 +88,14 @@ fn parse_args() -> Result<Args> {
 #[derive(Clone)]
 struct Runtime {
     name: String,
+    endpoint: String,
+    /// The daemon's pid (from `--pid`), followed across the restart the populated pass makes.
+    pid: Option<u32>,
     rt: RuntimeServiceClient<H2>,
     img: ImageServiceClient<H2>,
 }
 
-async fn connect(name: &str, endpoint: &str) -> Result<Runtime> {
+async fn connect(name: &str, endpoint: &str, pid: Option<u32>) -> Result<Runtime> {
     let path = endpoint
         .strip_prefix("unix://")
         .with_context(|| format!("{endpoint}: only unix:// endpoints"))?
@@ -104,6 +112,8 @@ async fn connect(name: &str, endpoint: &str) -> Result<Runtime> {
     let ch = H2 { send };
     Ok(Runtime {
         name: name.to_owned(),
+        endpoint: endpoint.to_owned(),
+        pid,
         rt: RuntimeServiceClient::new(ch.clone()),
         img: ImageServiceClient::new(ch),
     })
@@ -508,8 +518,19 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
 
 /// The workloads measured on a node with `--pods` pods running, one container each. They share
 /// one population per pass (bringing 100 pods up and down on containerd takes a minute), in
-/// this order: memory (its baseline is read before the pods come), list, poll-cpu.
+/// this order: memory (its baseline is read before the pods come), list, poll-cpu, then the rows
+/// every populated pass adds (starts, stats lists and a restart with the pods running).
 const POPULATED: [&str; 3] = ["memory", "list", "poll-cpu"];
+
+/// Pod counts at which a populated pass reads the daemon's RSS on the way up, so its growth per
+/// pod can be compared across node sizes (`--pods` itself is read too).
+const RSS_CHECKPOINTS: [usize; 3] = [50, 100, 250];
+
+/// Pod and container starts timed per populated pass with the population running.
+const POPULATED_STARTS: usize = 10;
+
+/// Timed `ListPodSandboxStats` + `ListContainerStats` calls per populated pass.
+const STATS_SAMPLES: usize = 20;
 
 /// One pass of the populated workloads in `wanted` on `r`; returns samples per workload.
 async fn populated_pass(
@@ -528,16 +549,37 @@ async fn populated_pass(
         0.0
     };
     let helpers_before = helpers_mib()?;
-    let daemon_before = match a.pids.get(&r.name) {
-        Some(pid) if memory => Some(rss_mib(*pid)?),
-        _ => None,
+    let daemon_before = match r.pid {
+        Some(pid) => Some(rss_mib(pid)?),
+        None => None,
     };
+    let fds_before = r.pid.map(open_fds).unwrap_or(0);
     let mut populated = None;
     let mut pods = Vec::new();
-    for _ in 0..a.pods {
+    for k in 1..=a.pods {
         let (pod, cfg) = r.run_pod().await?;
         r.start_container(&pod, &cfg, &a.image).await?;
         pods.push(pod);
+        if let (Some(pid), Some(daemon_before)) = (r.pid, daemon_before)
+            && (RSS_CHECKPOINTS.contains(&k) || k == a.pods)
+        {
+            // What the daemon holds per pod it knows of, at several node sizes: growth faster
+            // than linear shows as a per-pod figure rising with the count.
+            let daemon = rss_mib(pid)?;
+            let per_pod_kib = (daemon - daemon_before) * 1024.0 / k as f64;
+            let fds = open_fds(pid);
+            eprintln!(
+                "  {}: daemon with {k} pods: RSS {daemon:.1} MiB ({per_pod_kib:.1} KiB/pod above idle), {fds} open fds ({} before the pods), {} threads",
+                r.name,
+                fds_before,
+                threads(pid)
+            );
+            extra_kib_row(
+                &r.name,
+                &format!("daemon RSS growth per pod, at {k} pods"),
+                per_pod_kib,
+            );
+        }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     if memory {
@@ -562,12 +604,9 @@ async fn populated_pass(
             "helper PSS per pod (shim + pause / monitor + infra)",
             helper_pss,
         );
-        if let (Some(pid), Some(daemon_before)) = (a.pids.get(&r.name), daemon_before) {
-            let daemon = rss_mib(*pid)?;
-            eprintln!(
-                "  {}: daemon RSS with {} pods: {daemon:.1} MiB",
-                r.name, a.pods
-            );
+        if let (Some(pid), Some(daemon_before)) = (r.pid, daemon_before) {
+            let daemon = rss_mib(pid)?;
+            extra_row(&r.name, &format!("daemon RSS with {} pods", a.pods), daemon);
             // What issue 8 calls the per-pod overhead: the processes the runtime adds for each
             // pod and what the daemon grows by per pod, in RSS as `ps` shows it.
             extra_row(
@@ -581,9 +620,16 @@ async fn populated_pass(
         // The pods' own start-up work (and the runtime's) is over before lists are timed.
         wait_quiet(&format!("  {}: quiet again", r.name)).await?;
         out.insert("list".to_owned(), list_samples(r, rounds).await?);
+        stats_samples(r, a.pods).await?;
     }
     if wanted.contains(&"poll-cpu") {
         out.insert("poll-cpu".to_owned(), vec![poll_cpu(r, a).await?]);
+    }
+    if a.pods > 0 {
+        populated_starts(r, a).await?;
+        if a.restart {
+            restart(r, a.pods).await?;
+        }
     }
     for p in pods {
         r.remove_pod(&p).await?;
@@ -602,6 +648,157 @@ async fn populated_pass(
         );
     }
     Ok(out)
+}
+
+/// Pod starts and container starts timed with the population running: what a node that is
+/// already full of pods makes a new one wait. Each new pod is removed before the next.
+async fn populated_starts(r: &mut Runtime, a: &Args) -> Result<()> {
+    wait_quiet(&format!("  {}: quiet before the starts", r.name)).await?;
+    let (mut pod_ms, mut ctr_ms) = (Vec::new(), Vec::new());
+    for _ in 0..POPULATED_STARTS {
+        let ((pod, cfg), ms) = timed(r.run_pod()).await?;
+        pod_ms.push(ms);
+        let (_, ms) = timed(r.start_container(&pod, &cfg, &a.image)).await?;
+        ctr_ms.push(ms);
+        r.remove_pod(&pod).await?;
+    }
+    eprintln!(
+        "  {}: with {} pods running: p50 pod start {:.2} ms, container start {:.2} ms",
+        r.name,
+        a.pods,
+        percentile(&pod_ms, 50.0),
+        percentile(&ctr_ms, 50.0)
+    );
+    let n = a.pods;
+    extra_ms_row(
+        &r.name,
+        &format!("pod-start with {n} pods running"),
+        &pod_ms,
+    );
+    extra_ms_row(
+        &r.name,
+        &format!("container-start with {n} pods running"),
+        &ctr_ms,
+    );
+    Ok(())
+}
+
+/// Timed `ListPodSandboxStats` and `ListContainerStats` on the pods present, each call on its
+/// own: what the kubelet's stats provider asks every 10 s.
+async fn stats_samples(r: &mut Runtime, pods: usize) -> Result<()> {
+    let (mut ps, mut cs) = (Vec::new(), Vec::new());
+    for _ in 0..STATS_SAMPLES {
+        // containerd 1.6 refuses pod stats for pods without a cgroup parent (the bench gives
+        // none): no sample for it then, rather than the time of a refusal.
+        let t = Instant::now();
+        if r.rt
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+            .await
+            .is_ok()
+        {
+            ps.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (_, b) = timed(async {
+            r.rt.list_container_stats(cri::ListContainerStatsRequest::default())
+                .await?;
+            Ok(())
+        })
+        .await?;
+        cs.push(b);
+    }
+    extra_ms_row(&r.name, &format!("ListPodSandboxStats, {pods} pods"), &ps);
+    extra_ms_row(&r.name, &format!("ListContainerStats, {pods} pods"), &cs);
+    Ok(())
+}
+
+/// Restarts the daemon with its pods running (SIGTERM, as `systemctl restart` does, then the
+/// same command line, working directory and log) and times from the new process's start to its
+/// first `ListContainers` that answers with every container: how long a kubelet waits after an
+/// upgrade or a crash-loop of the runtime before it sees its node again.
+async fn restart(r: &mut Runtime, pods: usize) -> Result<()> {
+    let Some(pid) = r.pid else {
+        return Ok(());
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))?;
+    let log = std::fs::read_link(format!("/proc/{pid}/fd/2"))?;
+    let (prog, args) = argv.split_first().context("empty daemon command line")?;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let stopping = Instant::now();
+    while alive(pid) {
+        if stopping.elapsed() > Duration::from_secs(30) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let out = std::fs::OpenOptions::new().append(true).open(&log)?;
+    let started = Instant::now();
+    let child = std::process::Command::new(prog)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("restarting {}", r.name))?;
+    let new_pid = child.id();
+    // Not waited for: run.sh stops it with the others (by its configuration file).
+    drop(child);
+    let ms = loop {
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("{} did not answer within 120 s of its restart", r.name);
+        }
+        if let Ok(mut c) = connect(&r.name, &r.endpoint, Some(new_pid)).await
+            && let Ok(l) =
+                c.rt.list_containers(cri::ListContainersRequest::default())
+                    .await
+            && l.into_inner().containers.len() >= pods
+        {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            *r = c;
+            break ms;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "  {}: restarted with {pods} pods running: first full ListContainers after {ms:.0} ms",
+        r.name
+    );
+    extra_ms_row(
+        &r.name,
+        &format!("restart to first full ListContainers, {pods} pods running"),
+        &[ms],
+    );
+    Ok(())
+}
+
+/// How many fds `pid` has open (0 if it cannot be read).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// How many threads `pid` has (0 if it cannot be read).
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Whether `pid` still runs (a zombie has stopped: its parent, run.sh, reaps it later).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| {
+            st.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
 }
 
 /// Timed `ListPodSandbox` + `ListContainers` pairs on the pods present.
@@ -654,9 +851,8 @@ async fn list_samples(r: &mut Runtime, rounds: usize) -> Result<Samples> {
 /// ListPodSandbox + ListContainers every second, ListContainerStats + ListPodSandboxStats every
 /// 10 s. Returns CPU milliseconds per minute.
 async fn poll_cpu(r: &mut Runtime, a: &Args) -> Result<f64> {
-    let pid = *a
-        .pids
-        .get(&r.name)
+    let pid = r
+        .pid
         .with_context(|| format!("poll-cpu needs --pid {}=PID", r.name))?;
     let cpu0 = cpu_seconds(pid)?;
     let start = Instant::now();
@@ -823,6 +1019,15 @@ fn extra_row(runtime: &str, row: &str, v: f64) {
     ));
 }
 
+fn extra_kib_row(runtime: &str, row: &str, v: f64) {
+    EXTRA.lock().unwrap_or_else(|p| p.into_inner()).push((
+        row.to_owned(),
+        runtime.to_owned(),
+        v,
+        " KiB",
+    ));
+}
+
 fn extra_ms_row(runtime: &str, row: &str, samples: &[f64]) {
     let mut e = EXTRA.lock().unwrap_or_else(|p| p.into_inner());
     for v in samples {
@@ -889,10 +1094,11 @@ async fn main() -> Result<()> {
     let a = parse_args()?;
     let began = Instant::now();
     let mut rts = Vec::new();
-    // Idle daemon RSS three ways: as started; right after its first pull (the bench image); and
-    // once that burst has settled (runtimes hand memory back on timers: carapace trims its heap
-    // every 10 s, tokio ends idle blocking threads after 10 s, Go's scavenger runs in the
-    // background), so a reader sees what an idle node agent holds and what a pull leaves behind.
+    // Idle daemon RSS three ways: as started; right after its first pull (the multi-layer
+    // `--pull-image` where given, else the bench image); and once that burst has settled
+    // (runtimes hand memory back on timers: carapace once a pull has been over for a moment,
+    // tokio ends idle blocking threads after 10 s, Go's scavenger runs in the background), so a
+    // reader sees what an idle node agent holds and what a pull leaves behind.
     let rss_row = |name: &str, row: &str| -> Result<()> {
         if let Some(pid) = a.pids.get(name) {
             let mib = rss_mib(*pid)?;
@@ -901,11 +1107,13 @@ async fn main() -> Result<()> {
         }
         Ok(())
     };
+    let first_pull = a.pull_image.clone().unwrap_or_else(|| a.image.clone());
     for (n, e) in &a.endpoints {
-        let mut r = connect(n, e).await?;
+        let mut r = connect(n, e, a.pids.get(n).copied()).await?;
         rss_row(n, "daemon RSS idle, as started")?;
-        r.ensure_image(&a.image).await?;
+        r.ensure_image(&first_pull).await?;
         rss_row(n, "daemon RSS idle, right after its first pull")?;
+        r.ensure_image(&a.image).await?;
         rts.push(r);
     }
     tokio::time::sleep(SETTLE).await;

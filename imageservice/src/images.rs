@@ -88,6 +88,11 @@ struct Inner {
     gc_pending: AtomicBool,
     downloads: Arc<tokio::sync::Semaphore>,
     usage_cache: Mutex<Option<(Instant, FsUsage)>>,
+    /// Pulls running now, so the daemon can tell when the last one is over.
+    pulling: AtomicUsize,
+    /// Pulls started since the store opened, so the daemon can tell a quiet spell from a new
+    /// burst that came and went.
+    pulls_started: AtomicU64,
 }
 
 /// What [`Images::record`] stores.
@@ -115,6 +120,23 @@ enum Match {
 struct Progress {
     bytes: AtomicU64,
     layers_done: AtomicUsize,
+}
+
+/// Counts a pull in [`Inner::pulling`] until it ends, however it ends (a cancelled call
+/// included).
+struct Pulling<'a>(&'a AtomicUsize);
+
+impl<'a> Pulling<'a> {
+    fn count(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Pulling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Aborts the progress logger when the pull ends, however it ends.
@@ -154,6 +176,8 @@ impl Images {
             gc: tokio::sync::RwLock::new(()),
             gc_pending: AtomicBool::new(false),
             usage_cache: Mutex::new(None),
+            pulling: AtomicUsize::new(0),
+            pulls_started: AtomicU64::new(0),
         };
         // Holds are persisted with the images, so this never takes a container's layers.
         let report = inner.collect()?;
@@ -173,8 +197,20 @@ impl Images {
         &self.inner.cfg.root
     }
 
+    /// How many pulls are running now.
+    pub fn pulls_in_flight(&self) -> usize {
+        self.inner.pulling.load(Ordering::SeqCst)
+    }
+
+    /// How many pulls have started since the store opened.
+    pub fn pulls_started(&self) -> u64 {
+        self.inner.pulls_started.load(Ordering::SeqCst)
+    }
+
     /// Pulls `reference` and returns the stored image; its `id` is what `PullImage` answers.
     pub async fn pull(&self, reference: &str, creds: &Credentials) -> Result<Image, Error> {
+        self.inner.pulls_started.fetch_add(1, Ordering::SeqCst);
+        let _pulling = Pulling::count(&self.inner.pulling);
         let start = Instant::now();
         let res = self
             .pull_inner(reference, creds)

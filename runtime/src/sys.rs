@@ -384,6 +384,18 @@ pub fn release_program_code() {
     }
 }
 
+/// Gives back what a burst of work left behind once it is over: the pages of free heap chunks
+/// and the mappings of the code it ran (see [`release_program_code`]). A pull runs the HTTP and
+/// TLS clients, the decompressors and the unpacker, megabytes of code and buffers the daemon
+/// then holds, idle, until the next pull.
+pub fn release_idle_memory() {
+    // SAFETY: malloc_trim takes the allocator's own locks and only returns pages of free chunks.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+    release_program_code();
+}
+
 /// This process's mappings as [`SetupMappings`], from one read of `/proc/self/smaps`.
 fn read_setup_mappings() -> Option<SetupMappings> {
     // Sized for the whole file (10–20 KB) so it takes one read: a /proc file reports no size,
