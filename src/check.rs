@@ -802,6 +802,7 @@ fn kernel_findings(f: &Facts, out: &mut Vec<Finding>) {
 /// The v1 controllers carapace uses, in report order.
 const CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "hugetlb", "blkio",
+    "net_cls", "net_prio", "rdma",
 ];
 
 fn cgroup_findings(f: &Facts, config: &Config, out: &mut Vec<Finding>) {
@@ -855,16 +856,23 @@ fn controller_finding(
 ) -> Finding {
     let check = format!("cgroup {name}");
     let kernel = f.kernel_controllers.iter().find(|c| c.name == name);
+    // cgroup2 calls blkio `io`.
+    let v2_name = if name == "blkio" { "io" } else { name };
     let on_v2 = f
         .v2_controllers
         .as_ref()
-        .is_some_and(|cs| cs.iter().any(|c| c == name));
+        .is_some_and(|cs| cs.iter().any(|c| c == v2_name));
     let v2_at = v2_mount.map_or_else(String::new, |m| m.mount_point.display().to_string());
     let found = if f.runtime_uses_v2 {
         // cgroup2 has no devices or freezer controller: eBPF and cgroup.freeze do their jobs.
         match name {
             "devices" => return ok(&check, "cgroup2: an eBPF device program per container"),
             "freezer" => return ok(&check, "cgroup2: cgroup.freeze"),
+            "net_cls" | "net_prio" => {
+                return ok(&check, "cgroup2 has no such controller").meaning(
+                    "packets are told apart by the cgroup's path there; a class id or priority in a container's spec is skipped",
+                );
+            }
             _ if on_v2 => return ok(&check, format!("available in {v2_at}/cgroup.controllers")),
             _ => format!("not in {v2_at}/cgroup.controllers"),
         }
@@ -884,48 +892,101 @@ fn controller_finding(
             Some(_) => "not mounted as a v1 hierarchy (the kernel has it)".to_owned(),
         }
     };
-    let mount_fix = if f.runtime_uses_v2 {
+    let fix = if kernel.is_none() && !f.runtime_uses_v2 {
+        format!("run a kernel with the {name} controller (/proc/cgroups lists it) if pods need it")
+    } else if f.runtime_uses_v2 {
         format!(
-            "enable it: echo +{name} > {v2_at}/cgroup.subtree_control (and down to the kubepods cgroups)"
+            "enable it: echo +{v2_name} > {v2_at}/cgroup.subtree_control (and down to the kubepods cgroups)"
         )
     } else {
         format!(
             "mount it before the kubelet starts: mkdir -p {CGROUP_ROOT}/{name} && mount -t cgroup -o {name} cgroup {CGROUP_ROOT}/{name}"
         )
     };
-    match name {
-        "devices" => fail(&check, found)
-            .meaning("carapace refuses to run a container it cannot confine to its devices: no container can start")
-            .fix(mount_fix),
-        "cpu" | "cpuset" => fail(&check, found)
-            .meaning("the kubelet sends CPU shares with every container, and applying them needs this controller: CreateContainer fails")
-            .fix(mount_fix),
-        "memory" => fail(&check, found)
-            .meaning("memory limits and OOM-kill counts need it: CreateContainer fails for every container with a memory limit")
-            .fix(mount_fix),
-        "hugetlb" if f.hugepage_sizes.is_empty() => warn(&check, found)
-            .meaning("the kernel offers no huge page size, so the kubelet sends no hugepage limit: harmless until it does")
-            .fix(mount_fix),
-        "hugetlb" => warn(&check, found)
-            .meaning(format!(
+    let (status, meaning) = absent_controller(name, f.runtime_uses_v2, &f.hugepage_sizes);
+    Finding::new(status, &check, found)
+        .meaning(meaning)
+        .fix(fix)
+}
+
+/// What a controller missing from the cgroups carapace makes means for pods. Where the runtime
+/// skips the controller's limits (as runc and containerd do) rather than failing, it says so,
+/// and which requests lose what.
+fn absent_controller(name: &str, v2: bool, hugepage_sizes: &[String]) -> (Status, String) {
+    use Status::{Fail, Warn};
+    let skipped = "carapace skips them here (as runc and containerd do)";
+    let also = "as runc and containerd skip it";
+    // The kubelet's own check on a v1 node: it does not start without these.
+    let kubelet = if v2 {
+        ""
+    } else {
+        "; the kubelet refuses to start on a v1 node without it"
+    };
+    let (status, meaning) = match name {
+        "devices" => (
+            Fail,
+            "carapace refuses to run a container it cannot confine to its devices: no container can start".to_owned(),
+        ),
+        "cpu" => (
+            Fail,
+            format!(
+                "the kubelet sends CPU shares and quotas with every container and pod: {skipped}, so none is held to its CPU request or limit{kubelet}"
+            ),
+        ),
+        "cpuset" => (
+            Fail,
+            format!(
+                "the kubelet's static CPU manager pins Guaranteed containers to CPUs with cpuset limits: {skipped}, so none is pinned{kubelet}"
+            ),
+        ),
+        "memory" => (
+            Fail,
+            format!(
+                "the kubelet sends memory limits with containers and pods: {skipped}, so none is held to its limit, and OOM kills are not counted{kubelet}"
+            ),
+        ),
+        "hugetlb" if hugepage_sizes.is_empty() => (
+            Warn,
+            "the kernel offers no huge page size, so the kubelet sends no hugepage limit: harmless until it does (carapace would skip them, as runc and containerd do)".to_owned(),
+        ),
+        "hugetlb" => (
+            Warn,
+            format!(
                 "the kubelet sends a hugepage limit for every page size the kernel has ({}) with every container: \
-                 carapace skips them here (as runc and containerd do), so no container is held to a hugepage limit",
-                f.hugepage_sizes.join(", ")
-            ))
-            .fix(mount_fix),
-        "freezer" => warn(&check, found)
-            .meaning("stopping a container that shares a PID namespace kills its processes without freezing them first: one that forks meanwhile can outlive the kill")
-            .fix(mount_fix),
-        "cpuacct" => warn(&check, found)
-            .meaning("no CPU usage in container and pod stats")
-            .fix(mount_fix),
-        "pids" => warn(&check, found)
-            .meaning("no process-count limits (the kubelet's podPidsLimit) in the cgroups carapace makes")
-            .fix(mount_fix),
-        _ => warn(&check, found)
-            .meaning("no block I/O stats, and block I/O limits cannot be applied")
-            .fix(mount_fix),
-    }
+                 {skipped}, so no container is held to a hugepage limit",
+                hugepage_sizes.join(", ")
+            ),
+        ),
+        "freezer" => (
+            Warn,
+            "stopping a container that shares a PID namespace kills its processes without freezing them first: one that forks meanwhile can outlive the kill".to_owned(),
+        ),
+        "cpuacct" => (
+            Warn,
+            "no CPU usage in container and pod stats".to_owned(),
+        ),
+        "pids" => (
+            Warn,
+            format!(
+                "no process-count limits (the kubelet's podPidsLimit) in the cgroups carapace makes: a pids limit in a container's spec is skipped, {also}"
+            ),
+        ),
+        "blkio" => (
+            Warn,
+            format!(
+                "no block I/O stats, and a block I/O limit in a container's spec (the CRI sends none) is skipped, {also}"
+            ),
+        ),
+        // The CRI has no field for these: no kubelet can ask for one.
+        "net_cls" | "net_prio" | "rdma" => (
+            Status::Ok,
+            format!(
+                "the CRI has no {name} limit, so nothing a kubelet runs misses it; one in a container's spec is skipped, {also}"
+            ),
+        ),
+        _ => (Warn, format!("{name} limits are not applied")),
+    };
+    (status, meaning)
 }
 
 fn driver_name(d: CgroupDriver) -> &'static str {
@@ -1583,6 +1644,67 @@ mod tests {
         assert_eq!(page_size_name(2048), "2MB");
         assert_eq!(page_size_name(1048576), "1GB");
         assert_eq!(page_size_name(64), "64KB");
+    }
+
+    /// The controllers whose limits the runtime skips, as runc and containerd do, where the node
+    /// lacks them (the runtime's `ContainerCgroup::skip_unavailable`, and the pod cgroup's cpu
+    /// and memory).
+    const SKIPPED_WHEN_ABSENT: &[&str] = &[
+        "cpu", "cpuset", "memory", "pids", "blkio", "hugetlb", "net_cls", "net_prio", "rdma",
+    ];
+
+    /// Every controller whose limits the runtime skips where the node lacks it is named so in its
+    /// finding, on v1 and v2; the others' findings say what they cost instead.
+    #[test]
+    fn every_controller_the_runtime_skips_is_said_to_be_skipped() {
+        let sizes = ["2MB".to_owned(), "1GB".to_owned()];
+        for name in SKIPPED_WHEN_ABSENT {
+            assert!(CONTROLLERS.contains(name), "{name} is not checked");
+            for v2 in [false, true] {
+                let (_, meaning) = absent_controller(name, v2, &sizes);
+                assert!(
+                    meaning.contains("skips them") || meaning.contains("is skipped"),
+                    "{name} (v2 {v2}): {meaning}"
+                );
+            }
+        }
+        for name in CONTROLLERS
+            .iter()
+            .filter(|c| !SKIPPED_WHEN_ABSENT.contains(c))
+        {
+            let (_, meaning) = absent_controller(name, false, &sizes);
+            assert!(!meaning.contains("skip"), "{name}: {meaning}");
+        }
+        // What the node's missing hugetlb means, as the e2e check reads it here.
+        let (status, meaning) = absent_controller("hugetlb", false, &sizes);
+        assert_eq!(status, Status::Warn);
+        assert!(meaning.contains("skips them") && meaning.contains("2MB, 1GB"));
+        // The CRI cannot ask for these: nothing a kubelet runs misses them.
+        for name in ["net_cls", "net_prio", "rdma"] {
+            assert_eq!(
+                absent_controller(name, false, &sizes).0,
+                Status::Ok,
+                "{name}"
+            );
+        }
+        // Without these a kubelet container runs unlimited: still a failure of the node.
+        for name in ["cpu", "cpuset", "memory", "devices"] {
+            assert_eq!(
+                absent_controller(name, true, &sizes).0,
+                Status::Fail,
+                "{name}"
+            );
+        }
+        assert!(
+            absent_controller("memory", false, &sizes)
+                .1
+                .contains("kubelet refuses")
+        );
+        assert!(
+            !absent_controller("memory", true, &sizes)
+                .1
+                .contains("kubelet refuses")
+        );
     }
 
     #[test]

@@ -309,11 +309,18 @@ fn resources(linux: &LinuxPodSandboxConfig) -> pods::PodResources {
         .flatten()
         .map(|r| r.cpu_period)
         .find(|p| *p > 0);
+    // Files, not amounts: the resources' value of a key stands, the overhead adds only its own.
+    let unified = [&linux.overhead, &linux.resources]
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.unified.clone())
+        .collect();
     pods::PodResources {
         cpu_shares: positive(sum(|r| r.cpu_shares)),
         cpu_quota: positive(sum(|r| r.cpu_quota)),
         cpu_period: period.and_then(positive),
         memory_limit: positive(sum(|r| r.memory_limit_in_bytes)),
+        unified,
     }
 }
 
@@ -455,6 +462,27 @@ mod tests {
         assert_eq!(c.resources.cpu_shares, Some(522));
         assert_eq!(c.resources.memory_limit, Some(120));
         assert_eq!(c.resources.cpu_quota, None);
+        assert!(c.resources.unified.is_empty());
+        let mut with_unified = request("web");
+        if let Some(l) = with_unified.linux.as_mut() {
+            let kv = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+            if let Some(r) = l.resources.as_mut() {
+                r.unified = [kv("memory.oom.group", "1"), kv("memory.high", "max")].into();
+            }
+            if let Some(o) = l.overhead.as_mut() {
+                o.unified = [kv("memory.high", "10"), kv("memory.min", "5")].into();
+            }
+        }
+        let c = sandbox_config(with_unified, "runc".into()).unwrap();
+        assert_eq!(
+            c.resources.unified,
+            [
+                ("memory.high".to_owned(), "max".to_owned()),
+                ("memory.min".to_owned(), "5".to_owned()),
+                ("memory.oom.group".to_owned(), "1".to_owned()),
+            ]
+            .into()
+        );
         assert!(sandbox_config(PodSandboxConfig::default(), String::new()).is_err());
         let mut bad = request("x");
         bad.port_mappings[0].host_port = 70000;

@@ -3,6 +3,7 @@
 //! Only directories this module created are removed again; the kubelet owns the ones it made.
 //! Without systemd running, a `systemd`-driver slice is laid out the way systemd would lay it out.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -47,16 +48,24 @@ const V1_HIERARCHIES: &[&str] = &[
 
 impl CgroupLayout {
     /// Looks at `root` (normally `/sys/fs/cgroup`): v2 if it holds `cgroup.controllers`, else the
-    /// v1 hierarchies that are directories there (symlinks such as `cpu,cpuacct` aliases skipped).
+    /// v1 hierarchies mounted there. A hierarchy's directory is named by its controllers, joined
+    /// by a comma when they share one (`cpu,cpuacct` and `net_cls,net_prio` on a systemd v1
+    /// node); the symlinks beside it (`cpu` -> `cpu,cpuacct`) are aliases of the same hierarchy
+    /// and not listed, or the pod cgroup would be made and recorded under two names.
     pub fn detect(root: &Path) -> Self {
         if root.join("cgroup.controllers").exists() {
             return Self::V2 { root: root.into() };
         }
-        let hierarchies = V1_HIERARCHIES
-            .iter()
-            .filter(|h| std::fs::symlink_metadata(root.join(h)).is_ok_and(|m| m.is_dir()))
-            .map(|h| h.to_string())
+        let mut hierarchies: Vec<String> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            // The entry's own type: a symlink is not a directory here.
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|h| h.split(',').all(|c| V1_HIERARCHIES.contains(&c)))
             .collect();
+        hierarchies.sort();
         Self::V1 {
             root: root.into(),
             hierarchies,
@@ -180,20 +189,25 @@ pub fn create(layout: &CgroupLayout, rel: &Path, created: &mut Vec<PathBuf>) -> 
     Ok(())
 }
 
-/// Whether the pod cgroup `rel` can be limited by `controller`: on v1 a hierarchy of that name
-/// under the root, on v2 the controller in the cgroup's `cgroup.controllers` (what the parent's
+/// The directory of the pod cgroup `rel` that holds `controller`'s files, if it can be limited
+/// by it: on v1 the hierarchy `controller` is mounted in (alone or with others), on v2 the one
+/// directory when the controller is in its `cgroup.controllers` (what the parent's
 /// `cgroup.subtree_control` enables). A limit of a controller it cannot have is skipped, as
 /// runc and containerd skip it, with one warning per controller and process: the pod runs.
-fn can_limit(layout: &CgroupLayout, rel: &Path, controller: &str) -> bool {
-    let have = match layout {
-        // Through a symlink too: `cpu` is often one to a `cpu,cpuacct` mount.
-        CgroupLayout::V1 { root, .. } => root.join(controller).is_dir(),
+fn limit_dir(layout: &CgroupLayout, rel: &Path, controller: &str) -> Option<PathBuf> {
+    let dir = match layout {
+        CgroupLayout::V1 { root, hierarchies } => hierarchies
+            .iter()
+            .find(|h| h.split(',').any(|c| c == controller))
+            .map(|h| root.join(h).join(rel)),
         CgroupLayout::V2 { root } => {
-            std::fs::read_to_string(root.join(rel).join("cgroup.controllers"))
+            let dir = root.join(rel);
+            std::fs::read_to_string(dir.join("cgroup.controllers"))
                 .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+                .then_some(dir)
         }
     };
-    if !have {
+    if dir.is_none() {
         static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
         let first = LOGGED.lock().is_ok_and(|mut l| {
             let new = !l.iter().any(|c| c == controller);
@@ -209,56 +223,106 @@ fn can_limit(layout: &CgroupLayout, rel: &Path, controller: &str) -> bool {
             );
         }
     }
-    have
+    dir
+}
+
+/// `unified` keys name files of the pod cgroup's v2 directory and are checked as a container's
+/// are (the runtime's `ContainerCgroup::check_unified`; the two crates share no dependency to
+/// hold one copy): a plain file name, none of the cgroup's own `cgroup.*` interface files (the
+/// runtime's), and a file this pod cgroup has. Anything else is refused, naming the key, rather
+/// than dropped: the client asked for that exact file. On a v1 or hybrid node the pod cgroup is
+/// in the v1 hierarchies and has no v2 directory, so every key is refused.
+fn check_unified(
+    layout: &CgroupLayout,
+    rel: &Path,
+    unified: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    for key in unified.keys() {
+        let refuse = |reason: &str| Error::InvalidConfig(format!("unified key {key:?}{reason}"));
+        let plain = !key.is_empty()
+            && !key.contains('/')
+            && !key.contains('\0')
+            && key != "."
+            && key != "..";
+        if !plain {
+            return Err(refuse(" is not a cgroup file name"));
+        }
+        if key.starts_with("cgroup.") {
+            return Err(refuse(
+                ": the cgroup's own interface files are the runtime's",
+            ));
+        }
+        let CgroupLayout::V2 { root } = layout else {
+            return Err(refuse(
+                ": this node's pod cgroups are in cgroup v1 hierarchies, which have no such file \
+                 (unified keys apply on a cgroup v2 node)",
+            ));
+        };
+        if !std::fs::symlink_metadata(root.join(rel).join(key)).is_ok_and(|m| m.is_file()) {
+            return Err(refuse(
+                ": this node's pod cgroup has no such file (its controller is not enabled \
+                 here, or the kernel has no such setting)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the pod's limits in the files of the layout's version, skipping a controller the pod
-/// cgroup does not have.
+/// cgroup does not have. `unified` keys are checked before anything is written and written last.
 pub fn apply(layout: &CgroupLayout, rel: &Path, r: &PodResources) -> Result<(), Error> {
+    check_unified(layout, rel, &r.unified)?;
     let write = |path: PathBuf, value: String| {
         std::fs::write(&path, value).map_err(|source| Error::Io { path, source })
     };
     let cpu = r.cpu_shares.is_some() || r.cpu_quota.is_some() || r.cpu_period.is_some();
-    let cpu = cpu && can_limit(layout, rel, "cpu");
-    let memory = r.memory_limit.is_some() && can_limit(layout, rel, "memory");
+    let cpu = cpu.then(|| limit_dir(layout, rel, "cpu")).flatten();
+    let memory = r
+        .memory_limit
+        .and_then(|m| Some((m, limit_dir(layout, rel, "memory")?)));
     match layout {
-        CgroupLayout::V1 { root, .. } => {
-            let dir = root.join("cpu").join(rel);
-            if let Some(s) = r.cpu_shares.filter(|_| cpu) {
-                write(dir.join("cpu.shares"), s.to_string())?;
+        CgroupLayout::V1 { .. } => {
+            if let Some(dir) = &cpu {
+                if let Some(s) = r.cpu_shares {
+                    write(dir.join("cpu.shares"), s.to_string())?;
+                }
+                if let Some(p) = r.cpu_period {
+                    write(dir.join("cpu.cfs_period_us"), p.to_string())?;
+                }
+                if let Some(q) = r.cpu_quota {
+                    write(dir.join("cpu.cfs_quota_us"), q.to_string())?;
+                }
             }
-            if let Some(p) = r.cpu_period.filter(|_| cpu) {
-                write(dir.join("cpu.cfs_period_us"), p.to_string())?;
-            }
-            if let Some(q) = r.cpu_quota.filter(|_| cpu) {
-                write(dir.join("cpu.cfs_quota_us"), q.to_string())?;
-            }
-            if let Some(m) = r.memory_limit.filter(|_| memory) {
-                write(
-                    root.join("memory").join(rel).join("memory.limit_in_bytes"),
-                    m.to_string(),
-                )?;
+            if let Some((m, dir)) = memory {
+                write(dir.join("memory.limit_in_bytes"), m.to_string())?;
             }
         }
         CgroupLayout::V2 { root } => {
-            let dir = root.join(rel);
-            if let Some(s) = r.cpu_shares.filter(|_| cpu) {
-                // The conversion runc and the kubelet use between v1 shares and v2 weight.
-                let weight = 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142;
-                write(dir.join("cpu.weight"), weight.to_string())?;
+            if let Some(dir) = &cpu {
+                if let Some(s) = r.cpu_shares {
+                    // The conversion runc and the kubelet use between v1 shares and v2 weight.
+                    let weight = 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142;
+                    write(dir.join("cpu.weight"), weight.to_string())?;
+                }
+                if r.cpu_quota.is_some() || r.cpu_period.is_some() {
+                    let quota = match r.cpu_quota {
+                        Some(q) if q > 0 => q.to_string(),
+                        _ => "max".into(),
+                    };
+                    write(
+                        dir.join("cpu.max"),
+                        format!("{quota} {}", r.cpu_period.unwrap_or(100_000)),
+                    )?;
+                }
             }
-            if cpu && (r.cpu_quota.is_some() || r.cpu_period.is_some()) {
-                let quota = match r.cpu_quota {
-                    Some(q) if q > 0 => q.to_string(),
-                    _ => "max".into(),
-                };
-                write(
-                    dir.join("cpu.max"),
-                    format!("{quota} {}", r.cpu_period.unwrap_or(100_000)),
-                )?;
-            }
-            if let Some(m) = r.memory_limit.filter(|_| memory) {
+            if let Some((m, dir)) = memory {
                 write(dir.join("memory.max"), m.to_string())?;
+            }
+            let dir = root.join(rel);
+            for (key, value) in &r.unified {
+                std::fs::write(dir.join(key), value).map_err(|e| {
+                    Error::InvalidConfig(format!("unified key {key:?} = {value:?}: {e}"))
+                })?;
             }
         }
     }
@@ -352,6 +416,7 @@ mod tests {
             cpu_quota: Some(50_000),
             cpu_period: Some(100_000),
             memory_limit: Some(4096),
+            ..Default::default()
         };
         // v1 without a cpu hierarchy.
         let d = tempfile::tempdir().unwrap();
@@ -395,11 +460,130 @@ mod tests {
             cpu_quota: Some(50_000),
             cpu_period: Some(100_000),
             memory_limit: Some(4096),
+            ..Default::default()
         };
         apply(&layout, &rel, &r).unwrap();
         let read = |f: &str| std::fs::read_to_string(d.path().join(&rel).join(f)).unwrap();
         assert_eq!(read("cpu.weight"), "39");
         assert_eq!(read("cpu.max"), "50000 100000");
         assert_eq!(read("memory.max"), "4096");
+    }
+
+    /// A systemd v1 node mounts `cpu` with `cpuacct` and `net_cls` with `net_prio`, each pair at
+    /// a comma-named directory with a symlink per controller: the pod cgroup is made in those
+    /// hierarchies (once each) and its CPU limits are written there.
+    #[test]
+    fn co_mounted_v1_hierarchies_behind_symlinks_get_the_pod_cgroup() {
+        let d = tempfile::tempdir().unwrap();
+        for h in ["cpu,cpuacct", "net_cls,net_prio", "memory", "unified"] {
+            std::fs::create_dir(d.path().join(h)).unwrap();
+        }
+        for (alias, h) in [
+            ("cpu", "cpu,cpuacct"),
+            ("cpuacct", "cpu,cpuacct"),
+            ("net_cls", "net_cls,net_prio"),
+            ("net_prio", "net_cls,net_prio"),
+        ] {
+            std::os::unix::fs::symlink(h, d.path().join(alias)).unwrap();
+        }
+        let layout = CgroupLayout::detect(d.path());
+        assert_eq!(
+            layout,
+            CgroupLayout::V1 {
+                root: d.path().into(),
+                hierarchies: vec![
+                    "cpu,cpuacct".into(),
+                    "memory".into(),
+                    "net_cls,net_prio".into()
+                ]
+            }
+        );
+        let rel = PathBuf::from("kubepods/podx");
+        let mut created = Vec::new();
+        create(&layout, &rel, &mut created).unwrap();
+        assert_eq!(
+            created,
+            [
+                d.path().join("cpu,cpuacct/kubepods"),
+                d.path().join("cpu,cpuacct/kubepods/podx"),
+                d.path().join("memory/kubepods"),
+                d.path().join("memory/kubepods/podx"),
+                d.path().join("net_cls,net_prio/kubepods"),
+                d.path().join("net_cls,net_prio/kubepods/podx"),
+            ]
+        );
+        let r = PodResources {
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            ..Default::default()
+        };
+        apply(&layout, &rel, &r).unwrap();
+        let read =
+            |f: &str| std::fs::read_to_string(d.path().join("cpu,cpuacct").join(&rel).join(f));
+        assert_eq!(read("cpu.shares").unwrap(), "512");
+        assert_eq!(read("cpu.cfs_quota_us").unwrap(), "50000");
+    }
+
+    fn refused(layout: &CgroupLayout, rel: &Path, key: &str) -> String {
+        let r = PodResources {
+            cpu_shares: Some(512),
+            unified: BTreeMap::from([(key.to_owned(), "1".to_owned())]),
+            ..Default::default()
+        };
+        match apply(layout, rel, &r) {
+            Err(Error::InvalidConfig(m)) => m,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    /// As a container's: on v1 every key is refused by name, before any limit is written; on v2
+    /// a key is written where the pod cgroup has the file, and refused by name where it has not.
+    #[test]
+    fn pod_unified_keys_are_written_where_the_file_is_and_else_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("cpu")).unwrap();
+        let layout = CgroupLayout::detect(d.path());
+        let rel = PathBuf::from("kubepods/podx");
+        create(&layout, &rel, &mut Vec::new()).unwrap();
+        for key in [
+            "memory.oom.group",
+            "../memory.max",
+            "",
+            "cgroup.procs",
+            "a/b",
+        ] {
+            let m = refused(&layout, &rel, key);
+            assert!(m.contains(&format!("{key:?}")), "{key}: {m}");
+        }
+        assert!(refused(&layout, &rel, "memory.oom.group").contains("v1"));
+        assert!(!d.path().join("cpu").join(&rel).join("cpu.shares").exists());
+
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cgroup.controllers"), "cpu memory").unwrap();
+        let layout = CgroupLayout::detect(d.path());
+        let rel = PathBuf::from("kubepods.slice/kubepods-pod1.slice");
+        create(&layout, &rel, &mut Vec::new()).unwrap();
+        let dir = d.path().join(&rel);
+        std::fs::write(dir.join("cgroup.controllers"), "cpu memory").unwrap();
+        std::fs::write(dir.join("memory.oom.group"), "0").unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        for key in [
+            "memory.no_such_knob",
+            "cgroup.procs",
+            "../cgroup.controllers",
+        ] {
+            let m = refused(&layout, &rel, key);
+            assert!(m.contains(&format!("{key:?}")), "{key}: {m}");
+        }
+        assert!(!dir.join("cpu.weight").exists());
+        let r = PodResources {
+            unified: BTreeMap::from([("memory.oom.group".to_owned(), "1".to_owned())]),
+            ..Default::default()
+        };
+        apply(&layout, &rel, &r).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.oom.group")).unwrap(),
+            "1"
+        );
     }
 }

@@ -72,12 +72,15 @@ pub struct PortMapping {
 }
 
 /// Limits of the pod cgroup (the pod's resources plus its overhead), where the kubelet gives them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PodResources {
     pub cpu_shares: Option<u64>,
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
     pub memory_limit: Option<u64>,
+    /// cgroup v2 files of the pod cgroup and their values (`linux.resources.unified`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unified: BTreeMap<String, String>,
 }
 
 impl PodResources {

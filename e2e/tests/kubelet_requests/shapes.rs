@@ -945,3 +945,60 @@ async fn unified_keys_the_node_has_no_file_for_are_refused_by_name() {
     made.remove(&pod, "unified");
     n.finish().await;
 }
+
+/// The pod's own `unified` (RunPodSandbox `linux.resources.unified`; a kubelet on a unified node
+/// sends `memory.oom.group` there) is checked as a container's: on this node the pod cgroup is in
+/// the v1 hierarchies, with no such file, so RunPodSandbox is refused naming the key, and nothing
+/// of the pod is left: no pod, no state (its network namespace pin), and no pod cgroup, which
+/// carapace made itself here (the kubelet's cgroups are not made first).
+#[tokio::test]
+async fn pod_unified_keys_the_node_has_no_file_for_are_refused_by_name() {
+    let index = 180;
+    let (mut n, _state) = node(index, Driver::Cgroupfs).await;
+    let base = n.d.config.dir().to_path_buf();
+    let pod = Pod::new(&base, Qos::Burstable, Driver::Cgroupfs, index);
+    let mut config = pod.sandbox_config(cri::security_profile::ProfileType::Unconfined);
+    std::fs::create_dir_all(&pod.log_dir).unwrap();
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .resources
+        .as_mut()
+        .unwrap()
+        .unified = HashMap::from([("memory.oom.group".to_string(), "1".to_string())]);
+    let run =
+        n.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await;
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // A unified node: the pod cgroup has the file, and gets the value.
+        let pod_id = run.unwrap().into_inner().pod_sandbox_id;
+        let file = Path::new("/sys/fs/cgroup")
+            .join(pod.pod_cgroup())
+            .join("memory.oom.group");
+        assert_eq!(read(file), "1");
+        n.remove_pod(&pod_id).await;
+    } else {
+        let e = run.expect_err("RunPodSandbox with a unified key the pod cgroup has no file for");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("\"memory.oom.group\""), "{e}");
+        let pods = n.d.pods().await;
+        assert!(pods.is_empty(), "the refused pod is listed: {pods:?}");
+        let sandboxes: Vec<_> = std::fs::read_dir(n.state().join("sandboxes"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(
+            sandboxes.is_empty(),
+            "the refused pod's state is left: {sandboxes:?}"
+        );
+        let cgroups = carapace_e2e::node::pod_cgroups(index);
+        assert!(
+            cgroups.is_empty(),
+            "the refused pod's cgroup is left: {cgroups:?}"
+        );
+    }
+    n.finish().await;
+}
