@@ -231,8 +231,10 @@ impl PodStatsApi {
         let store = self.sandboxes()?;
         let cache = self.cache.clone();
         let samples = tokio::task::spawn_blocking(move || {
+            let networks = store.network_stats_of(&pods);
             pods.into_iter()
-                .map(|sb| read_pod(&store, &cache, sb))
+                .zip(networks)
+                .map(|(sb, network)| read_pod(&cache, sb, network))
                 .collect::<Vec<_>>()
         })
         .await
@@ -339,7 +341,11 @@ impl PodStatsApi {
 
 /// One pod's cgroup and network counters (blocking). What cannot be read reads as zero, with a
 /// debug line: a pod being torn down must not fail the whole list.
-fn read_pod(store: &Sandboxes, cache: &StatsCache, sandbox: Sandbox) -> PodSample {
+fn read_pod(
+    cache: &StatsCache,
+    sandbox: Sandbox,
+    network: Result<Vec<carapace_podsandbox::InterfaceStats>, carapace_podsandbox::Error>,
+) -> PodSample {
     let timestamp = now_nanos();
     let cgroup = sandbox.cgroup.as_ref().and_then(|c| {
         carapace_runtime::stats::cgroup_stats(&c.path.to_string_lossy())
@@ -355,8 +361,7 @@ fn read_pod(store: &Sandboxes, cache: &StatsCache, sandbox: Sandbox) -> PodSampl
             },
         )
     });
-    let network = store
-        .network_stats(&sandbox.id)
+    let network = network
         .inspect_err(|e| tracing::debug!(pod_id = %sandbox.id, error = %e, "pod network stats"))
         .unwrap_or_default();
     PodSample {

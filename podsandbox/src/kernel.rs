@@ -42,6 +42,10 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn remove_cgroup(&self, dir: &Path) -> io::Result<()>;
     /// `/proc/net/dev` as seen inside the network namespace pinned at `netns`.
     fn read_net_dev(&self, netns: &Path) -> io::Result<String>;
+    /// [`Kernel::read_net_dev`] of each of `netns`, in order.
+    fn read_net_devs(&self, netns: &[PathBuf]) -> Vec<io::Result<String>> {
+        netns.iter().map(|ns| self.read_net_dev(ns)).collect()
+    }
 }
 
 /// The real kernel.
@@ -138,6 +142,34 @@ impl Kernel for Linux {
             })?
             .join()
             .map_err(|_| io::Error::other("the netns reader thread panicked"))?
+    }
+
+    fn read_net_devs(&self, netns: &[PathBuf]) -> Vec<io::Result<String>> {
+        // One thread goes from namespace to namespace: a thread per pod cost ListPodSandboxStats
+        // 60 of its 95 ms with 250 pods. The thread ends in the last one it entered.
+        let netns = netns.to_vec();
+        let n = netns.len();
+        let read = std::thread::Builder::new()
+            .name("carapace-netstat".into())
+            .spawn(move || {
+                netns
+                    .iter()
+                    .map(|path| {
+                        let ns = std::fs::File::open(path)?;
+                        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)?;
+                        std::fs::read_to_string("/proc/thread-self/net/dev")
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                t.join()
+                    .map_err(|_| "the netns reader thread panicked".to_owned())
+            });
+        match read {
+            Ok(v) => v,
+            Err(e) => (0..n).map(|_| Err(io::Error::other(e.clone()))).collect(),
+        }
     }
 }
 

@@ -787,26 +787,44 @@ impl Sandboxes {
         self.lock().sandboxes.get(id).map(|s| s.state)
     }
 
-    /// The counters of the pod's network interfaces (loopback left out), read inside its network
-    /// namespace; empty for a host-network pod (its traffic is the node's) or one without a netns.
-    pub fn network_stats(&self, id: &str) -> Result<Vec<crate::InterfaceStats>, Error> {
-        let sb = self.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let Some(ns) = sb
-            .namespaces
-            .net
-            .filter(|_| sb.state == SandboxState::Ready)
-        else {
-            return Ok(Vec::new());
-        };
-        let text = self
-            .kernel
-            .read_net_dev(&ns)
-            .map_err(|source| Error::Kernel {
-                op: "read network counters in",
-                path: ns.clone(),
-                source,
-            })?;
-        Ok(crate::parse_net_dev(&text))
+    /// The counters of each of `pods`' network interfaces (loopback left out), in order, read
+    /// inside its network namespace, every namespace from one thread (the kubelet asks for all
+    /// pods' stats every few seconds); empty for a host-network pod (its traffic is the node's),
+    /// one without a netns or one not ready.
+    pub fn network_stats_of(
+        &self,
+        pods: &[Sandbox],
+    ) -> Vec<Result<Vec<crate::InterfaceStats>, Error>> {
+        let netns: Vec<Option<PathBuf>> = pods
+            .iter()
+            .map(|sb| {
+                sb.namespaces
+                    .net
+                    .clone()
+                    .filter(|_| sb.state == SandboxState::Ready)
+            })
+            .collect();
+        let wanted: Vec<PathBuf> = netns.iter().flatten().cloned().collect();
+        let mut read = self.kernel.read_net_devs(&wanted).into_iter();
+        netns
+            .into_iter()
+            .map(|ns| match ns {
+                None => Ok(Vec::new()),
+                Some(ns) => match read.next() {
+                    Some(Ok(text)) => Ok(crate::parse_net_dev(&text)),
+                    Some(Err(source)) => Err(Error::Kernel {
+                        op: "read network counters in",
+                        path: ns,
+                        source,
+                    }),
+                    None => Err(Error::Kernel {
+                        op: "read network counters in",
+                        path: ns,
+                        source: std::io::Error::other("no answer from the reader"),
+                    }),
+                },
+            })
+            .collect()
     }
 
     /// Every sandbox, oldest first.
