@@ -10,8 +10,8 @@ use crate::api::runtime_service_server::RuntimeService;
 use crate::api::*;
 use crate::container::ContainerApi;
 use crate::error::Error;
+use crate::pod_stats::PodStatsApi;
 use crate::sandbox::{SandboxApi, network_condition};
-use crate::stats::PodStatsApi;
 use crate::stream::StreamServer;
 use crate::{Node, RUNTIME_API_VERSION, RUNTIME_NAME};
 

@@ -1,0 +1,1233 @@
+//! The CRI → OCI translation: a CRI `ContainerConfig`, with plain data about the image
+//! ([`ImageInfo`]) and the sandbox ([`SandboxInfo`]), mapped to the runtime's
+//! [`rt::ContainerConfig`] by the Kubernetes rules. Pure but for reading the image's
+//! `/etc/passwd` and `/etc/group` ([`super::image_users`]).
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use carapace_runtime::config as rt;
+
+use super::image_users::resolve_user;
+use super::invalid;
+use crate::api::*;
+use crate::error::Error;
+
+/// What the container layer needs to know about the image, filled from `carapace-imageservice`
+/// (see [`ImageInfo::from_image`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ImageInfo {
+    /// `sha256:<hex>`, the image's config digest.
+    pub id: String,
+    /// What `ContainerStatus.image` shows: the first repo tag, else the name the kubelet asked for.
+    pub name: String,
+    /// What `ContainerStatus.image_ref` shows: the first repo digest, else the id.
+    pub image_ref: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// The image's `USER`: `name`, `uid`, `name:group`, `uid:gid` or empty.
+    pub user: String,
+    /// The image's `StopSignal` (`SIGQUIT`, `QUIT`, `3`); empty for SIGTERM.
+    pub stop_signal: String,
+    /// Overlay lower dirs, topmost first.
+    pub lower_dirs: Vec<PathBuf>,
+}
+
+impl ImageInfo {
+    /// From an image record, its config JSON (`Images::config`) and lower dirs
+    /// (`Images::lower_dirs`). `requested` is the name in the CRI request.
+    pub(super) fn from_image(
+        image: &carapace_imageservice::Image,
+        config: &serde_json::Value,
+        lower_dirs: Vec<PathBuf>,
+        requested: &str,
+    ) -> Self {
+        let c = &config["config"];
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let string = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        Self {
+            id: image.id.to_string(),
+            name: image
+                .repo_tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| requested.to_owned()),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.to_string()),
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]),
+            working_dir: string(&c["WorkingDir"]),
+            user: string(&c["User"]),
+            stop_signal: string(&c["StopSignal"]),
+            lower_dirs,
+        }
+    }
+}
+
+/// What the container layer needs to know about the sandbox, filled from `carapace-podsandbox`
+/// (see [`SandboxInfo::from_sandbox`]). The caller checks the sandbox is ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct SandboxInfo {
+    pub id: String,
+    /// The pod's metadata, for the container's reserved name.
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub pod_uid: String,
+    pub network: rt::NsMode,
+    pub ipc: rt::NsMode,
+    pub uts: rt::NsMode,
+    /// The pod's PID namespace: `Join` when the pod shares one, `Host` with hostPID, else `New`.
+    pub pid: rt::NsMode,
+    /// Relative to each cgroup hierarchy's root; empty: none.
+    pub cgroup_parent: String,
+    /// Where container logs go (`/var/log/pods/<ns>_<name>_<uid>`); `None`: no logs.
+    pub log_directory: Option<PathBuf>,
+    pub hostname: String,
+    pub hostname_path: Option<PathBuf>,
+    pub hosts_path: Option<PathBuf>,
+    pub resolv_conf_path: Option<PathBuf>,
+    /// The pod's `/dev/shm`; `None` with host IPC.
+    pub shm_path: Option<PathBuf>,
+}
+
+impl SandboxInfo {
+    pub(super) fn from_sandbox(sb: &carapace_podsandbox::Sandbox) -> Self {
+        use carapace_podsandbox::NamespaceMode as M;
+        let ns = sb.config.namespaces;
+        let shared = |mode: M, path: &Option<PathBuf>| match (mode, path) {
+            (M::Node, _) => rt::NsMode::Host,
+            (_, Some(p)) => rt::NsMode::Join(p.clone()),
+            (_, None) => rt::NsMode::New,
+        };
+        // The pod's UTS namespace follows its network one (hostNetwork means the host's name).
+        let uts = match &sb.namespaces.uts {
+            Some(p) => rt::NsMode::Join(p.clone()),
+            None if ns.host_network() => rt::NsMode::Host,
+            None => rt::NsMode::New,
+        };
+        let file = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
+        Self {
+            id: sb.id.clone(),
+            pod_name: sb.config.metadata.name.clone(),
+            pod_namespace: sb.config.metadata.namespace.clone(),
+            pod_uid: sb.config.metadata.uid.clone(),
+            network: shared(ns.network, &sb.namespaces.net),
+            ipc: shared(ns.ipc, &sb.namespaces.ipc),
+            uts,
+            pid: shared(ns.pid, &sb.namespaces.pid),
+            cgroup_parent: sb
+                .cgroup
+                .as_ref()
+                .map(|c| c.path.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            log_directory: sb.config.log_directory.clone(),
+            hostname: sb.hostname.clone(),
+            hostname_path: file(&sb.hostname_path),
+            hosts_path: file(&sb.hosts_path),
+            resolv_conf_path: file(&sb.resolv_conf_path),
+            shm_path: sb.shm.clone(),
+        }
+    }
+}
+
+/// The reserved name of a container, as containerd makes it: unique per pod and attempt.
+pub(super) fn container_name(c: &ContainerMetadata, sb: &SandboxInfo) -> String {
+    format!(
+        "{}_{}_{}_{}_{}",
+        c.name, sb.pod_name, sb.pod_namespace, sb.pod_uid, c.attempt
+    )
+}
+
+/// argv by the Kubernetes rules: `command` replaces the image's Entrypoint and drops its Cmd;
+/// `args` alone replace the Cmd.
+fn argv(command: &[String], args: &[String], image: &ImageInfo) -> Result<Vec<String>, Error> {
+    let mut v: Vec<String> = if !command.is_empty() {
+        command.iter().chain(args).cloned().collect()
+    } else if !args.is_empty() {
+        image.entrypoint.iter().chain(args).cloned().collect()
+    } else {
+        image.entrypoint.iter().chain(&image.cmd).cloned().collect()
+    };
+    if v.first().is_none_or(|a| a.is_empty()) {
+        return Err(invalid(
+            "no command: neither the container config nor the image specifies one",
+        ));
+    }
+    if v.iter().any(|a| a.contains('\0')) {
+        return Err(invalid("the command contains a NUL byte"));
+    }
+    v.shrink_to_fit();
+    Ok(v)
+}
+
+/// The image's env, then the config's: a config key replaces the image's value in place.
+fn merge_env(image: &[String], config: &[KeyValue]) -> Result<Vec<String>, Error> {
+    let mut env: Vec<String> = image.iter().filter(|e| e.contains('=')).cloned().collect();
+    for kv in config {
+        if kv.key.is_empty()
+            || kv.key.contains('=')
+            || kv.key.contains('\0')
+            || kv.value.contains('\0')
+        {
+            return Err(invalid(format!(
+                "invalid environment variable {:?}",
+                kv.key
+            )));
+        }
+        let entry = format!("{}={}", kv.key, kv.value);
+        let prefix = format!("{}=", kv.key);
+        match env.iter_mut().find(|e| e.starts_with(&prefix)) {
+            Some(e) => *e = entry,
+            None => env.push(entry),
+        }
+    }
+    Ok(env)
+}
+
+/// Config, else image, else `/`. A relative image WORKDIR is taken from `/` as Docker does.
+fn working_dir(config: &str, image: &str) -> Result<String, Error> {
+    if !config.is_empty() {
+        if !config.starts_with('/') || config.contains('\0') {
+            return Err(invalid(format!(
+                "working_dir {config:?} is not an absolute path"
+            )));
+        }
+        return Ok(config.to_owned());
+    }
+    if image.is_empty() || image.contains('\0') {
+        return Ok("/".into());
+    }
+    Ok(if image.starts_with('/') {
+        image.to_owned()
+    } else {
+        format!("/{image}")
+    })
+}
+
+/// `<sandbox log dir>/<log_path>`; `log_path` must stay inside the directory.
+pub(super) fn log_path(dir: Option<&Path>, rel: &str) -> Result<Option<PathBuf>, Error> {
+    let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    if rel.is_empty() {
+        return Ok(None);
+    }
+    if !dir.is_absolute() {
+        return Err(invalid(format!(
+            "log directory {} is not absolute",
+            dir.display()
+        )));
+    }
+    let p = Path::new(rel);
+    let escapes = rel.contains('\0')
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if escapes {
+        return Err(invalid(format!(
+            "log_path {rel:?} must be a relative path inside the sandbox's log directory"
+        )));
+    }
+    Ok(Some(dir.join(p)))
+}
+
+/// Linux signal numbers (x86-64 and arm64 agree on these).
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("IOT", 6),
+    ("BUS", 7),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+    ("STKFLT", 16),
+    ("CHLD", 17),
+    ("CONT", 18),
+    ("STOP", 19),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+    ("VTALRM", 26),
+    ("PROF", 27),
+    ("WINCH", 28),
+    ("IO", 29),
+    ("POLL", 29),
+    ("PWR", 30),
+    ("SYS", 31),
+];
+const SIGRTMIN: i32 = 34;
+const SIGRTMAX: i32 = 64;
+
+/// `SIGTERM`, `TERM`, `15`, `SIGRTMIN+3` → the signal number.
+fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=SIGRTMAX).contains(&n).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(off) = name.strip_prefix("RTMIN") {
+        let n = if off.is_empty() {
+            0
+        } else {
+            off.strip_prefix('+')?.parse().ok()?
+        };
+        return (SIGRTMIN + n <= SIGRTMAX).then_some(SIGRTMIN + n);
+    }
+    if let Some(off) = name.strip_prefix("RTMAX") {
+        let n = if off.is_empty() {
+            0
+        } else {
+            off.strip_prefix('-')?.parse().ok()?
+        };
+        return (SIGRTMAX - n >= SIGRTMIN).then_some(SIGRTMAX - n);
+    }
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// The seccomp profile: `security_context.seccomp`, else the deprecated path field; nothing
+/// asked means unconfined, as the kubelet means it (it sends RuntimeDefault when it wants it).
+#[allow(deprecated)] // `seccomp_profile_path`: still sent by older kubelets.
+fn seccomp(sc: Option<&LinuxContainerSecurityContext>) -> Result<rt::SeccompProfile, Error> {
+    use security_profile::ProfileType;
+    let Some(sc) = sc else {
+        return Ok(rt::SeccompProfile::Unconfined);
+    };
+    if let Some(p) = &sc.seccomp {
+        return match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Ok(rt::SeccompProfile::RuntimeDefault),
+            Ok(ProfileType::Unconfined) => Ok(rt::SeccompProfile::Unconfined),
+            Ok(ProfileType::Localhost) => localhost_profile(&p.localhost_ref),
+            Err(_) => Err(invalid(format!(
+                "unknown seccomp profile type {}",
+                p.profile_type
+            ))),
+        };
+    }
+    match sc.seccomp_profile_path.as_str() {
+        "" | "unconfined" => Ok(rt::SeccompProfile::Unconfined),
+        "runtime/default" | "docker/default" => Ok(rt::SeccompProfile::RuntimeDefault),
+        p => match p.strip_prefix("localhost/") {
+            Some(path) => localhost_profile(path),
+            None => Err(invalid(format!("unknown seccomp profile {p:?}"))),
+        },
+    }
+}
+
+fn localhost_profile(path: &str) -> Result<rt::SeccompProfile, Error> {
+    let p = Path::new(path);
+    // The runtime reads it (only a small regular file); here only its shape is checked.
+    if !absolute_clean(path) {
+        return Err(invalid(format!(
+            "seccomp localhost profile {path:?} must be an absolute path"
+        )));
+    }
+    Ok(rt::SeccompProfile::Localhost(p.to_path_buf()))
+}
+
+/// CRI resources → runtime resources and the OOM score; 0 means unset, as the kubelet sends it.
+pub(super) fn resources(r: &LinuxContainerResources) -> Result<(rt::Resources, i32), Error> {
+    let non_negative = |v: i64, what: &str| {
+        if v < 0 {
+            Err(invalid(format!("{what} {v} is negative")))
+        } else {
+            Ok(v)
+        }
+    };
+    let cpu_shares = non_negative(r.cpu_shares, "cpu_shares")? as u64;
+    let cpu_period = non_negative(r.cpu_period, "cpu_period")? as u64;
+    let memory = non_negative(r.memory_limit_in_bytes, "memory_limit_in_bytes")?;
+    if r.cpu_quota < -1 {
+        return Err(invalid(format!("cpu_quota {} is invalid", r.cpu_quota)));
+    }
+    if r.memory_swap_limit_in_bytes < -1 {
+        return Err(invalid(format!(
+            "memory_swap_limit_in_bytes {} is invalid",
+            r.memory_swap_limit_in_bytes
+        )));
+    }
+    if !(-1000..=1000).contains(&r.oom_score_adj) {
+        return Err(invalid(format!(
+            "oom_score_adj {} is outside [-1000, 1000]",
+            r.oom_score_adj
+        )));
+    }
+    let cpuset = |s: &str, what: &str| -> Result<Option<String>, Error> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+        {
+            return Err(invalid(format!("{what} {s:?} is not a CPU/node list")));
+        }
+        Ok(Some(s.to_owned()))
+    };
+    let mut hugepage_limits = BTreeMap::new();
+    for h in &r.hugepage_limits {
+        let ok = !h.page_size.is_empty() && h.page_size.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(invalid(format!(
+                "hugepage size {:?} is invalid",
+                h.page_size
+            )));
+        }
+        hugepage_limits.insert(h.page_size.clone(), h.limit);
+    }
+    Ok((
+        rt::Resources {
+            cpu_shares: (cpu_shares > 0).then_some(cpu_shares),
+            cpu_quota: (r.cpu_quota != 0).then_some(r.cpu_quota),
+            cpu_period: (cpu_period > 0).then_some(cpu_period),
+            cpuset_cpus: cpuset(&r.cpuset_cpus, "cpuset_cpus")?,
+            cpuset_mems: cpuset(&r.cpuset_mems, "cpuset_mems")?,
+            memory_limit: (memory > 0).then_some(memory),
+            memory_swap_limit: (r.memory_swap_limit_in_bytes != 0)
+                .then_some(r.memory_swap_limit_in_bytes),
+            pids_limit: None,
+            hugepage_limits,
+            // Checked against the node's files by the runtime, which has the cgroup.
+            unified: r.unified.clone().into_iter().collect(),
+        },
+        r.oom_score_adj as i32,
+    ))
+}
+
+/// Runtime resources back to the CRI's, for `ContainerStatus`.
+pub(super) fn resources_to_cri(
+    r: &rt::Resources,
+    oom_score_adj: Option<i32>,
+) -> LinuxContainerResources {
+    LinuxContainerResources {
+        cpu_period: r.cpu_period.unwrap_or(0) as i64,
+        cpu_quota: r.cpu_quota.unwrap_or(0),
+        cpu_shares: r.cpu_shares.unwrap_or(0) as i64,
+        memory_limit_in_bytes: r.memory_limit.unwrap_or(0),
+        oom_score_adj: oom_score_adj.unwrap_or(0) as i64,
+        cpuset_cpus: r.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: r.cpuset_mems.clone().unwrap_or_default(),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|(page_size, limit)| HugepageLimit {
+                page_size: page_size.clone(),
+                limit: *limit,
+            })
+            .collect(),
+        unified: r.unified.clone().into_iter().collect(),
+        memory_swap_limit_in_bytes: r.memory_swap_limit.unwrap_or(0),
+    }
+}
+
+fn propagation(p: i32) -> Result<rt::Propagation, Error> {
+    match MountPropagation::try_from(p) {
+        Ok(MountPropagation::PropagationPrivate) => Ok(rt::Propagation::Private),
+        Ok(MountPropagation::PropagationHostToContainer) => Ok(rt::Propagation::HostToContainer),
+        Ok(MountPropagation::PropagationBidirectional) => Ok(rt::Propagation::Bidirectional),
+        Err(_) => Err(invalid(format!("unknown mount propagation {p}"))),
+    }
+}
+
+fn absolute_clean(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains('\0')
+        && !Path::new(p).components().any(|c| c == Component::ParentDir)
+}
+
+/// The CRI mounts, then the sandbox's files where the CRI did not mount the same path (the
+/// kubelet mounts its own `/etc/hosts` for most pods). `selinux_relabel` is ignored: no SELinux.
+fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<rt::Mount>, Error> {
+    let mut out = Vec::with_capacity(cri.len() + 4);
+    for m in cri {
+        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+            return Err(invalid(format!(
+                "image volumes are not supported ({})",
+                m.container_path
+            )));
+        }
+        if m.recursive_read_only {
+            return Err(invalid(format!(
+                "recursive read-only mounts are not supported ({})",
+                m.container_path
+            )));
+        }
+        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return Err(invalid(format!(
+                "id-mapped mounts are not supported ({})",
+                m.container_path
+            )));
+        }
+        if !absolute_clean(&m.container_path) {
+            return Err(invalid(format!(
+                "mount container_path {:?} must be an absolute path without `..`",
+                m.container_path
+            )));
+        }
+        if !absolute_clean(&m.host_path) {
+            return Err(invalid(format!(
+                "mount host_path {:?} must be an absolute path without `..`",
+                m.host_path
+            )));
+        }
+        out.push(rt::Mount {
+            host_path: PathBuf::from(&m.host_path),
+            container_path: m.container_path.clone(),
+            readonly: m.readonly,
+            propagation: propagation(m.propagation)?,
+        });
+    }
+    let files = [
+        (&sb.hostname_path, "/etc/hostname", readonly_rootfs),
+        (&sb.hosts_path, "/etc/hosts", readonly_rootfs),
+        (&sb.resolv_conf_path, "/etc/resolv.conf", readonly_rootfs),
+        (&sb.shm_path, "/dev/shm", false),
+    ];
+    for (host, dest, readonly) in files {
+        let Some(host) = host else { continue };
+        let taken = out
+            .iter()
+            .any(|m| Path::new(&m.container_path) == Path::new(dest));
+        if !taken {
+            out.push(rt::Mount {
+                host_path: host.clone(),
+                container_path: dest.into(),
+                readonly,
+                propagation: rt::Propagation::Private,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The CRI's host devices. A directory of devices (which containerd expands) is refused by the
+/// runtime as not a device; permissions default to `rwm`, as the kubelet's device plugins ask.
+fn devices(cri: &[Device]) -> Result<Vec<rt::Device>, Error> {
+    cri.iter()
+        .map(|d| {
+            if !absolute_clean(&d.host_path) {
+                return Err(invalid(format!(
+                    "device host_path {:?} must be an absolute path without `..`",
+                    d.host_path
+                )));
+            }
+            let container_path = if d.container_path.is_empty() {
+                &d.host_path
+            } else {
+                &d.container_path
+            };
+            if !absolute_clean(container_path) {
+                return Err(invalid(format!(
+                    "device container_path {container_path:?} must be an absolute path without `..`"
+                )));
+            }
+            Ok(rt::Device {
+                host_path: PathBuf::from(&d.host_path),
+                container_path: container_path.clone(),
+                permissions: if d.permissions.is_empty() {
+                    "rwm".into()
+                } else {
+                    d.permissions.clone()
+                },
+            })
+        })
+        .collect()
+}
+
+/// Net, IPC and UTS are the pod's; PID per `namespace_options.pid`. `target_pid_ns` answers the
+/// PID namespace path of the target container of `TARGET`, or refuses one outside the pod.
+fn namespaces(
+    opts: Option<&NamespaceOption>,
+    sb: &SandboxInfo,
+    target_pid_ns: &dyn Fn(&str) -> Result<PathBuf, Error>,
+) -> Result<rt::Namespaces, Error> {
+    let default = NamespaceOption::default();
+    let opts = opts.unwrap_or(&default);
+    if let Some(u) = &opts.userns_options
+        && NamespaceMode::try_from(u.mode) == Ok(NamespaceMode::Pod)
+        && (!u.uids.is_empty() || !u.gids.is_empty())
+    {
+        return Err(invalid("user namespaces are not supported"));
+    }
+    let pid = match NamespaceMode::try_from(opts.pid) {
+        Ok(NamespaceMode::Container) => rt::NsMode::New,
+        Ok(NamespaceMode::Node) => rt::NsMode::Host,
+        Ok(NamespaceMode::Pod) => match &sb.pid {
+            rt::NsMode::Join(p) => rt::NsMode::Join(p.clone()),
+            rt::NsMode::Host => rt::NsMode::Host,
+            rt::NsMode::New => {
+                return Err(Error::FailedPrecondition(format!(
+                    "the container asks for the pod's PID namespace but sandbox {} has none",
+                    sb.id
+                )));
+            }
+        },
+        Ok(NamespaceMode::Target) => {
+            if opts.target_id.is_empty() {
+                return Err(invalid("PID namespace mode TARGET needs a target_id"));
+            }
+            rt::NsMode::Join(target_pid_ns(&opts.target_id)?)
+        }
+        Err(_) => return Err(invalid(format!("unknown PID namespace mode {}", opts.pid))),
+    };
+    Ok(rt::Namespaces {
+        network: sb.network.clone(),
+        ipc: sb.ipc.clone(),
+        uts: sb.uts.clone(),
+        pid,
+    })
+}
+
+/// Everything the mapping needs besides the request.
+pub(super) struct MapInput<'a> {
+    pub id: &'a str,
+    pub config: &'a ContainerConfig,
+    pub image: &'a ImageInfo,
+    pub sandbox: &'a SandboxInfo,
+    pub target_pid_ns: &'a dyn Fn(&str) -> Result<PathBuf, Error>,
+}
+
+/// The CRI container config → the runtime's, by the Kubernetes rules.
+pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig, Error> {
+    let MapInput {
+        id,
+        config: c,
+        image,
+        sandbox: sb,
+        ..
+    } = *input;
+    let name = c
+        .metadata
+        .as_ref()
+        .map(|m| m.name.as_str())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("container metadata.name is required"))?;
+    if !c.cdi_devices.is_empty() {
+        return Err(invalid("CDI devices are not supported yet"));
+    }
+    let linux = c.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.as_ref();
+    if let Some(aa) = sc.and_then(|s| s.apparmor.as_ref())
+        && security_profile::ProfileType::try_from(aa.profile_type)
+            == Ok(security_profile::ProfileType::Localhost)
+    {
+        // No AppArmor support in the executor: a required profile must not be silently dropped.
+        return Err(invalid(format!(
+            "AppArmor profile {:?} cannot be applied: AppArmor is not supported",
+            aa.localhost_ref
+        )));
+    }
+    let privileged = sc.is_some_and(|s| s.privileged);
+    let readonly_rootfs = sc.is_some_and(|s| s.readonly_rootfs);
+
+    let args = argv(&c.command, &c.args, image)?;
+    let mut env = merge_env(&image.env, &c.envs)?;
+    let user = resolve_user(&image.lower_dirs, sc, &image.user)?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")));
+    }
+    let (res, oom_score_adj) = match &linux.resources {
+        Some(r) => {
+            let (res, oom) = resources(r)?;
+            (res, Some(oom))
+        }
+        None => (rt::Resources::default(), None),
+    };
+    let caps = sc.and_then(|s| s.capabilities.clone()).unwrap_or_default();
+    if !caps.add_ambient_capabilities.is_empty() {
+        // Fewer privileges than asked, never more: ambient capabilities stay empty.
+        tracing::warn!(caps = ?caps.add_ambient_capabilities, "ignoring ambient capabilities");
+    }
+    let nonempty = |v: Option<&Vec<String>>| v.filter(|v| !v.is_empty()).cloned();
+    let stop_signal = if image.stop_signal.is_empty() {
+        None
+    } else {
+        let s = parse_signal(&image.stop_signal);
+        if s.is_none() {
+            tracing::warn!(signal = %image.stop_signal, "unknown image StopSignal; using SIGTERM");
+        }
+        s
+    };
+    let mut annotations: BTreeMap<String, String> = c
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in [
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.container-name", name),
+        ("io.kubernetes.cri.sandbox-id", sb.id.as_str()),
+        ("io.kubernetes.cri.sandbox-name", sb.pod_name.as_str()),
+        (
+            "io.kubernetes.cri.sandbox-namespace",
+            sb.pod_namespace.as_str(),
+        ),
+        ("io.kubernetes.cri.sandbox-uid", sb.pod_uid.as_str()),
+        ("io.kubernetes.cri.image-name", image.name.as_str()),
+    ] {
+        annotations.insert(k.into(), v.into());
+    }
+
+    let config = rt::ContainerConfig {
+        id: id.to_owned(),
+        process: rt::Process {
+            args,
+            env,
+            cwd: working_dir(&c.working_dir, &image.working_dir)?,
+            uid: user.uid,
+            gid: user.gid,
+            additional_gids: user.additional_gids,
+            rlimits: Vec::new(),
+            oom_score_adj,
+            no_new_privileges: sc.is_some_and(|s| s.no_new_privs),
+            terminal: c.tty,
+            stdin: c.stdin,
+            stdin_once: c.stdin_once,
+        },
+        rootfs: rt::RootFs {
+            lower_dirs: image.lower_dirs.clone(),
+            readonly: readonly_rootfs,
+        },
+        mounts: mounts(&c.mounts, sb, readonly_rootfs)?,
+        devices: devices(&c.devices)?,
+        namespaces: namespaces(
+            sc.and_then(|s| s.namespace_options.as_ref()),
+            sb,
+            input.target_pid_ns,
+        )?,
+        security: rt::Security {
+            privileged,
+            add_capabilities: caps.add_capabilities,
+            drop_capabilities: caps.drop_capabilities,
+            seccomp: if privileged {
+                rt::SeccompProfile::Unconfined
+            } else {
+                seccomp(sc)?
+            },
+            masked_paths: nonempty(sc.map(|s| &s.masked_paths)),
+            readonly_paths: nonempty(sc.map(|s| &s.readonly_paths)),
+        },
+        cgroup: rt::CgroupConfig {
+            parent: sb.cgroup_parent.clone(),
+            resources: res,
+        },
+        hostname: (!sb.hostname.is_empty()).then(|| sb.hostname.clone()),
+        log_path: log_path(sb.log_directory.as_deref(), &c.log_path)?,
+        stop_signal,
+        annotations,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::container::fixtures::*;
+
+    // --- command, env, working dir -------------------------------------------------------------
+
+    #[test]
+    fn command_replaces_entrypoint_and_drops_image_cmd() {
+        let img = image(&["/entry"], &["default-arg"]);
+        assert_eq!(argv(&s(&["/bin/sh"]), &[], &img).unwrap(), s(&["/bin/sh"]));
+        assert_eq!(
+            argv(&s(&["/bin/sh"]), &s(&["-c", "true"]), &img).unwrap(),
+            s(&["/bin/sh", "-c", "true"])
+        );
+    }
+
+    #[test]
+    fn args_alone_replace_image_cmd() {
+        let img = image(&["/entry"], &["default-arg"]);
+        assert_eq!(argv(&[], &s(&["x"]), &img).unwrap(), s(&["/entry", "x"]));
+        assert_eq!(argv(&[], &[], &img).unwrap(), s(&["/entry", "default-arg"]));
+        // No entrypoint: args are the whole argv.
+        assert_eq!(
+            argv(&[], &s(&["ls"]), &image(&[], &["sh"])).unwrap(),
+            s(&["ls"])
+        );
+    }
+
+    #[test]
+    fn no_command_anywhere_is_invalid() {
+        let e = argv(&[], &[], &image(&[], &[])).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument(ref m) if m.contains("no command")),
+            "{e}"
+        );
+        assert!(argv(&s(&[""]), &[], &image(&[], &[])).is_err());
+    }
+
+    #[test]
+    fn config_env_wins_over_image_env_in_place() {
+        let env = merge_env(
+            &s(&["PATH=/bin", "A=image", "B=image"]),
+            &[kv("A", "config"), kv("C", "new=with=equals")],
+        )
+        .unwrap();
+        assert_eq!(
+            env,
+            s(&["PATH=/bin", "A=config", "B=image", "C=new=with=equals"])
+        );
+        assert!(merge_env(&[], &[kv("", "x")]).is_err());
+        assert!(merge_env(&[], &[kv("A=B", "x")]).is_err());
+    }
+
+    #[test]
+    fn working_dir_is_config_then_image_then_root() {
+        assert_eq!(working_dir("/work", "/img").unwrap(), "/work");
+        assert_eq!(working_dir("", "/img").unwrap(), "/img");
+        assert_eq!(working_dir("", "").unwrap(), "/");
+        assert_eq!(working_dir("", "rel").unwrap(), "/rel");
+        assert!(working_dir("relative", "").is_err());
+    }
+
+    #[test]
+    fn stop_signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(3));
+        assert_eq!(parse_signal("term"), Some(15));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(37));
+        assert_eq!(parse_signal("RTMAX-1"), Some(63));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("99"), None);
+    }
+
+    // --- log path, namespaces, seccomp, resources, mounts ------------------------------------------
+
+    #[test]
+    fn log_path_is_joined_and_escapes_are_rejected() {
+        let dir = Path::new("/var/log/pods/ns_p_u");
+        assert_eq!(
+            log_path(Some(dir), "c/0.log").unwrap(),
+            Some(dir.join("c/0.log"))
+        );
+        assert_eq!(log_path(Some(dir), "").unwrap(), None);
+        assert_eq!(log_path(None, "c/0.log").unwrap(), None);
+        for bad in ["../x.log", "/etc/passwd", "c/../../x.log", "c/..", "a\0b"] {
+            assert!(
+                matches!(log_path(Some(dir), bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(log_path(Some(Path::new("relative")), "c/0.log").is_err());
+    }
+
+    #[test]
+    fn pid_namespace_follows_the_mode() {
+        let mut sb = sandbox();
+        let opts = |pid: NamespaceMode, target: &str| NamespaceOption {
+            pid: pid as i32,
+            target_id: target.into(),
+            ..Default::default()
+        };
+        let ns = namespaces(Some(&opts(NamespaceMode::Container, "")), &sb, &no_target).unwrap();
+        assert_eq!(ns.pid, rt::NsMode::New);
+        assert_eq!(ns.network, sb.network);
+        assert_eq!(ns.ipc, sb.ipc);
+        assert_eq!(ns.uts, sb.uts);
+        let ns = namespaces(Some(&opts(NamespaceMode::Node, "")), &sb, &no_target).unwrap();
+        assert_eq!(ns.pid, rt::NsMode::Host);
+        // POD on a sandbox without a shared PID namespace.
+        assert!(matches!(
+            namespaces(Some(&opts(NamespaceMode::Pod, "")), &sb, &no_target),
+            Err(Error::FailedPrecondition(_))
+        ));
+        sb.pid = rt::NsMode::Join("/run/carapace/pidns/sb".into());
+        let ns = namespaces(Some(&opts(NamespaceMode::Pod, "")), &sb, &no_target).unwrap();
+        assert_eq!(ns.pid, rt::NsMode::Join("/run/carapace/pidns/sb".into()));
+        let target = |id: &str| Ok(PathBuf::from(format!("/proc/{}/ns/pid", id.len())));
+        let ns = namespaces(Some(&opts(NamespaceMode::Target, "abc")), &sb, &target).unwrap();
+        assert_eq!(ns.pid, rt::NsMode::Join("/proc/3/ns/pid".into()));
+        assert!(namespaces(Some(&opts(NamespaceMode::Target, "")), &sb, &target).is_err());
+        assert!(namespaces(Some(&opts(NamespaceMode::Target, "x")), &sb, &no_target).is_err());
+        // No options at all: the CRI default, POD.
+        let ns = namespaces(None, &sb, &no_target).unwrap();
+        assert_eq!(ns.pid, rt::NsMode::Join("/run/carapace/pidns/sb".into()));
+        let mut host = sandbox();
+        host.network = rt::NsMode::Host;
+        let ns = namespaces(Some(&opts(NamespaceMode::Container, "")), &host, &no_target).unwrap();
+        assert_eq!(ns.network, rt::NsMode::Host);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn seccomp_profile_selection() {
+        use security_profile::ProfileType;
+        let with = |t: ProfileType, r: &str| {
+            let mut c = sc();
+            c.seccomp = Some(SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: r.into(),
+            });
+            c
+        };
+        assert_eq!(seccomp(None).unwrap(), rt::SeccompProfile::Unconfined);
+        assert_eq!(
+            seccomp(Some(&sc())).unwrap(),
+            rt::SeccompProfile::Unconfined
+        );
+        assert_eq!(
+            seccomp(Some(&with(ProfileType::RuntimeDefault, ""))).unwrap(),
+            rt::SeccompProfile::RuntimeDefault
+        );
+        assert_eq!(
+            seccomp(Some(&with(ProfileType::Unconfined, ""))).unwrap(),
+            rt::SeccompProfile::Unconfined
+        );
+        assert_eq!(
+            seccomp(Some(&with(
+                ProfileType::Localhost,
+                "/var/lib/kubelet/seccomp/p.json"
+            )))
+            .unwrap(),
+            rt::SeccompProfile::Localhost("/var/lib/kubelet/seccomp/p.json".into())
+        );
+        assert!(seccomp(Some(&with(ProfileType::Localhost, "p.json"))).is_err());
+        assert!(seccomp(Some(&with(ProfileType::Localhost, "/a/../b.json"))).is_err());
+        // The deprecated string field.
+        let mut c = sc();
+        c.seccomp_profile_path = "runtime/default".into();
+        assert_eq!(
+            seccomp(Some(&c)).unwrap(),
+            rt::SeccompProfile::RuntimeDefault
+        );
+        c.seccomp_profile_path = "localhost//etc/p.json".into();
+        assert_eq!(
+            seccomp(Some(&c)).unwrap(),
+            rt::SeccompProfile::Localhost("/etc/p.json".into())
+        );
+        c.seccomp_profile_path = "bogus".into();
+        assert!(seccomp(Some(&c)).is_err());
+    }
+
+    #[test]
+    fn resources_map_and_zero_means_unset() {
+        let (r, oom) = resources(&LinuxContainerResources::default()).unwrap();
+        assert_eq!(r, rt::Resources::default());
+        assert_eq!(oom, 0);
+        let cri = LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            oom_score_adj: 999,
+            cpuset_cpus: "0-1".into(),
+            cpuset_mems: "0".into(),
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
+            unified: HashMap::new(),
+            memory_swap_limit_in_bytes: 64 << 20,
+        };
+        let (r, oom) = resources(&cri).unwrap();
+        assert_eq!(oom, 999);
+        assert_eq!(r.cpu_shares, Some(512));
+        assert_eq!(r.cpu_quota, Some(50_000));
+        assert_eq!(r.cpu_period, Some(100_000));
+        assert_eq!(r.cpuset_cpus.as_deref(), Some("0-1"));
+        assert_eq!(r.cpuset_mems.as_deref(), Some("0"));
+        assert_eq!(r.memory_limit, Some(64 << 20));
+        assert_eq!(r.memory_swap_limit, Some(64 << 20));
+        assert_eq!(r.hugepage_limits.get("2MB"), Some(&(4 << 20)));
+        assert_eq!(resources_to_cri(&r, Some(oom)), cri);
+
+        for bad in [
+            LinuxContainerResources {
+                memory_limit_in_bytes: -1,
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                cpu_shares: -2,
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                oom_score_adj: 1001,
+                ..Default::default()
+            },
+            LinuxContainerResources {
+                cpuset_cpus: "0;rm".into(),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(resources(&bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sandbox_files_are_mounted_unless_the_kubelet_mounts_them() {
+        let sb = sandbox();
+        let cri = vec![
+            Mount {
+                container_path: "/etc/hosts".into(),
+                host_path: "/var/lib/kubelet/pods/u/etc-hosts".into(),
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/data".into(),
+                host_path: "/srv/data".into(),
+                readonly: true,
+                selinux_relabel: true,
+                propagation: MountPropagation::PropagationHostToContainer as i32,
+                ..Default::default()
+            },
+        ];
+        let m = mounts(&cri, &sb, true).unwrap();
+        let dests: Vec<&str> = m.iter().map(|m| m.container_path.as_str()).collect();
+        assert_eq!(
+            dests,
+            [
+                "/etc/hosts",
+                "/data",
+                "/etc/hostname",
+                "/etc/resolv.conf",
+                "/dev/shm"
+            ]
+        );
+        assert_eq!(
+            m[0].host_path,
+            PathBuf::from("/var/lib/kubelet/pods/u/etc-hosts")
+        );
+        assert!(m[1].readonly);
+        assert_eq!(m[1].propagation, rt::Propagation::HostToContainer);
+        // The pod's files follow readonly_rootfs; /dev/shm stays writable.
+        assert!(m[2].readonly && m[3].readonly && !m[4].readonly);
+
+        for bad in [
+            Mount {
+                container_path: "data".into(),
+                host_path: "/srv".into(),
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/data".into(),
+                host_path: "srv".into(),
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/data/../etc".into(),
+                host_path: "/srv".into(),
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/d".into(),
+                host_path: "/srv".into(),
+                propagation: 9,
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/d".into(),
+                host_path: "/srv".into(),
+                recursive_read_only: true,
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(
+                    mounts(std::slice::from_ref(&bad), &sb, false),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn full_mapping_of_a_typical_container() {
+        let t = tempfile::tempdir().unwrap();
+        let l = layer(
+            t.path(),
+            "l",
+            &[("etc/passwd", PASSWD), ("etc/group", GROUP)],
+        );
+        let mut img = image(&["/bin/sh"], &["-c", "default"]);
+        img.env = s(&["PATH=/usr/bin:/bin", "FOO=image"]);
+        img.stop_signal = "SIGQUIT".into();
+        img.lower_dirs = vec![l.clone()];
+        let sb = sandbox();
+        let c = cri_config();
+        let rc = runtime_config(&MapInput {
+            id: "abcd",
+            config: &c,
+            image: &img,
+            sandbox: &sb,
+            target_pid_ns: &no_target,
+        })
+        .unwrap();
+        assert_eq!(rc.id, "abcd");
+        assert_eq!(rc.process.args, s(&["/bin/sh", "-c", "sleep 1"]));
+        assert_eq!(
+            rc.process.env,
+            s(&["PATH=/usr/bin:/bin", "FOO=bar", "HOME=/home/app"])
+        );
+        assert_eq!(rc.process.cwd, "/");
+        assert_eq!((rc.process.uid, rc.process.gid), (1000, 1000));
+        assert_eq!(rc.process.additional_gids, vec![1000, 50, 29]);
+        assert_eq!(rc.process.oom_score_adj, Some(100));
+        assert!(rc.process.no_new_privileges);
+        assert!(rc.rootfs.readonly);
+        assert_eq!(rc.rootfs.lower_dirs, vec![l]);
+        assert_eq!(rc.namespaces.pid, rt::NsMode::New);
+        assert_eq!(rc.security.seccomp, rt::SeccompProfile::RuntimeDefault);
+        assert_eq!(rc.security.add_capabilities, s(&["NET_ADMIN"]));
+        assert_eq!(rc.security.drop_capabilities, s(&["MKNOD"]));
+        assert_eq!(rc.security.masked_paths, Some(s(&["/proc/kcore"])));
+        // Empty in the CRI: the runtime's defaults.
+        assert_eq!(rc.security.readonly_paths, None);
+        assert_eq!(rc.cgroup.parent, sb.cgroup_parent);
+        assert_eq!(rc.cgroup.resources.memory_limit, Some(1 << 30));
+        assert_eq!(
+            rc.log_path,
+            Some(PathBuf::from("/var/log/pods/default_web_uid-1/app/2.log"))
+        );
+        assert_eq!(rc.stop_signal, Some(3));
+        assert_eq!(rc.hostname.as_deref(), Some("web"));
+        assert_eq!(rc.annotations.get("a").map(String::as_str), Some("b"));
+        assert_eq!(
+            rc.annotations
+                .get("io.kubernetes.cri.sandbox-id")
+                .map(String::as_str),
+            Some("sb1234")
+        );
+        assert_eq!(rc.mounts.len(), 4);
+
+        // Privileged: no seccomp whatever was asked.
+        let mut p = cri_config();
+        if let Some(sc) = p.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.privileged = true;
+        }
+        let rc = runtime_config(&MapInput {
+            id: "abcd",
+            config: &p,
+            image: &img,
+            sandbox: &sb,
+            target_pid_ns: &no_target,
+        })
+        .unwrap();
+        assert!(rc.security.privileged);
+        assert_eq!(rc.security.seccomp, rt::SeccompProfile::Unconfined);
+    }
+
+    #[test]
+    fn mapping_refuses_what_it_cannot_honour() {
+        let t = tempfile::tempdir().unwrap();
+        let mut img = image(&["/bin/sh"], &[]);
+        img.lower_dirs = vec![layer(t.path(), "l", &[("etc/passwd", PASSWD)])];
+        let sb = sandbox();
+        let map = |c: &ContainerConfig| {
+            runtime_config(&MapInput {
+                id: "abcd",
+                config: c,
+                image: &img,
+                sandbox: &sb,
+                target_pid_ns: &no_target,
+            })
+        };
+        let mut c = cri_config();
+        c.log_path = "../../escape.log".into();
+        assert!(matches!(map(&c), Err(Error::InvalidArgument(_))));
+        let mut c = cri_config();
+        c.metadata = None;
+        assert!(matches!(map(&c), Err(Error::InvalidArgument(_))));
+        let mut c = cri_config();
+        c.devices.push(Device::default());
+        assert!(matches!(map(&c), Err(Error::InvalidArgument(_))));
+        let mut c = cri_config();
+        if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.apparmor = Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "my-profile".into(),
+            });
+        }
+        assert!(matches!(map(&c), Err(Error::InvalidArgument(_))));
+        // The runtime's own validation maps to InvalidArgument too (a bad id).
+        let c = cri_config();
+        let e = runtime_config(&MapInput {
+            id: "../x",
+            config: &c,
+            image: &img,
+            sandbox: &sb,
+            target_pid_ns: &no_target,
+        })
+        .unwrap_err();
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn image_info_comes_from_the_image_config() {
+        let img = carapace_imageservice::Image {
+            id: carapace_imageservice::Digest::of(b"config"),
+            repo_tags: vec!["docker.io/library/nginx:1".into()],
+            repo_digests: vec!["docker.io/library/nginx@sha256:aa".into()],
+            size: 1,
+            uid: None,
+            username: "www".into(),
+            pinned: false,
+            manifests: vec![],
+            layers: vec![],
+            chain_ids: vec![],
+        };
+        let config = serde_json::json!({"config": {
+            "Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["nginx", "-g", "daemon off;"],
+            "Env": ["PATH=/bin"], "WorkingDir": "/srv", "User": "www:www", "StopSignal": "SIGQUIT"
+        }});
+        let info = ImageInfo::from_image(&img, &config, vec!["/l".into()], "nginx:1");
+        assert_eq!(info.id, img.id.to_string());
+        assert_eq!(info.name, "docker.io/library/nginx:1");
+        assert_eq!(info.image_ref, "docker.io/library/nginx@sha256:aa");
+        assert_eq!(info.entrypoint, s(&["/docker-entrypoint.sh"]));
+        assert_eq!(info.cmd, s(&["nginx", "-g", "daemon off;"]));
+        assert_eq!(info.env, s(&["PATH=/bin"]));
+        assert_eq!(info.working_dir, "/srv");
+        assert_eq!(info.user, "www:www");
+        assert_eq!(info.stop_signal, "SIGQUIT");
+        // A config without the `config` object (e.g. `FROM scratch` minimal).
+        let bare = ImageInfo::from_image(&img, &serde_json::json!({}), vec![], "nginx:1");
+        assert!(bare.entrypoint.is_empty() && bare.cmd.is_empty() && bare.user.is_empty());
+    }
+
+    // --- names, filters, idempotence ----------------------------------------------------------------
+
+    #[test]
+    fn reserved_name_is_containerd_s() {
+        let md = ContainerMetadata {
+            name: "app".into(),
+            attempt: 3,
+        };
+        assert_eq!(container_name(&md, &sandbox()), "app_web_default_uid-1_3");
+    }
+}
