@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{self, CgroupDriver, CgroupLayout, PodCgroup};
 use crate::infra::{InfraCommand, InfraProcess};
 use crate::kernel::{Kernel, NamespaceRequest};
-use crate::{Error, NamespaceMode, SandboxConfig, files, sysctl};
+use crate::{Error, NamespaceMode, PodResources, SandboxConfig, files, sysctl};
 
 /// The size of a pod's `/dev/shm`, as Docker and containerd default it.
 pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
@@ -778,6 +778,37 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Resizes a ready pod in place (`UpdatePodSandboxResources`): writes `resources` (the pod's
+    /// resources plus its overhead, summed by the caller as for a run) to the pod cgroup as a run
+    /// writes them, skipping a controller the pod cgroup lacks, and records them, so a status or
+    /// a restart sees the new values. The containers' own cgroups are not touched. A pod without
+    /// a cgroup (no `cgroup_parent`) has no file to write: the call succeeds and only the record
+    /// changes. A pod that is not ready is refused: a stopped pod is not resized. A write the
+    /// kernel refuses (a memory limit below the pod's usage) fails the call with the files
+    /// written before it kept and the record unchanged; the kubelet retries the resize.
+    pub fn update_resources(&self, id: &str, resources: PodResources) -> Result<(), Error> {
+        let id = self.resolve(id)?;
+        // No stop or remove changes the pod meanwhile (and a second resize waits for this one).
+        let _r = self.reserve(&id);
+        let Some(mut sb) = self.get(&id) else {
+            return Err(Error::NotFound(id));
+        };
+        if sb.state != SandboxState::Ready {
+            // The request's fault, not the node's: the pod is stopped or half made.
+            return Err(Error::InvalidConfig(format!(
+                "pod sandbox {id} is not ready: only a ready pod's resources can be updated"
+            )));
+        }
+        if let Some(cg) = &sb.cgroup {
+            cgroup::apply(&self.cgroups, &cg.path, &resources)?;
+        }
+        sb.config.resources = resources;
+        self.persist(&sb)?;
+        self.lock().sandboxes.insert(sb);
+        tracing::info!(pod_id = %id, "pod sandbox resources updated");
+        Ok(())
+    }
+
     pub fn get(&self, id: &str) -> Option<Sandbox> {
         self.lock().sandboxes.get(id).cloned()
     }
@@ -1314,6 +1345,133 @@ mod tests {
         let e = f.sandboxes.run(config("web")).unwrap_err();
         assert!(matches!(e, Error::NetworkNotReady(_)), "{e:?}");
         assert!(f.sandboxes.list().is_empty());
+    }
+
+    fn resized() -> PodResources {
+        PodResources {
+            cpu_shares: Some(1024),
+            cpu_quota: Some(150_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(512 << 20),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn update_resources_writes_the_pod_cgroup_alone_and_the_record_survives_a_restart() {
+        let f = fixture();
+        let id = f.sandboxes.run(config("web")).unwrap();
+        let cpu = f.dir.path().join("cgroup/cpu/kubepods/burstable/podweb");
+        let memory = f.dir.path().join("cgroup/memory/kubepods/burstable/podweb");
+        // A container's cgroup below the pod's: its own limit stays.
+        std::fs::create_dir(cpu.join("ctr")).unwrap();
+        std::fs::write(cpu.join("ctr/cpu.shares"), "2").unwrap();
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+
+        f.sandboxes.update_resources(&id[..12], resized()).unwrap();
+        assert_eq!(read(cpu.join("cpu.shares")), "1024");
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "150000");
+        assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(memory.join("memory.limit_in_bytes")), "536870912");
+        assert_eq!(read(cpu.join("ctr/cpu.shares")), "2");
+        assert_eq!(f.sandboxes.get(&id).unwrap().config.resources, resized());
+
+        // Down again: the files follow, and a restart reads the last values.
+        let smaller = PodResources {
+            cpu_shares: Some(256),
+            memory_limit: Some(128 << 20),
+            ..Default::default()
+        };
+        f.sandboxes.update_resources(&id, smaller.clone()).unwrap();
+        assert_eq!(read(cpu.join("cpu.shares")), "256");
+        assert_eq!(read(memory.join("memory.limit_in_bytes")), "134217728");
+        let again = Sandboxes::open(options(f.dir.path()), f.kernel.clone()).unwrap();
+        assert_eq!(again.get(&id).unwrap().config.resources, smaller);
+        assert_eq!(again.get(&id).unwrap().state, SandboxState::Ready);
+    }
+
+    #[test]
+    fn update_resources_skips_a_controller_the_pod_cgroup_lacks() {
+        let f = fixture();
+        std::fs::remove_dir(f.dir.path().join("cgroup/memory")).unwrap();
+        let sandboxes = Sandboxes::open(options(f.dir.path()), f.kernel.clone()).unwrap();
+        let id = sandboxes.run(config("web")).unwrap();
+        sandboxes.update_resources(&id, resized()).unwrap();
+        let cpu = f.dir.path().join("cgroup/cpu/kubepods/burstable/podweb");
+        assert_eq!(
+            std::fs::read_to_string(cpu.join("cpu.shares")).unwrap(),
+            "1024"
+        );
+        assert!(!f.dir.path().join("cgroup/memory").exists());
+        assert_eq!(sandboxes.get(&id).unwrap().config.resources, resized());
+    }
+
+    #[test]
+    fn update_resources_on_v2_with_the_systemd_driver_writes_weight_max_and_unified() {
+        let f = fixture();
+        let root = f.dir.path().join("cgroup");
+        for d in ["cpu", "memory"] {
+            std::fs::remove_dir(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory").unwrap();
+        let mut opts = options(f.dir.path());
+        opts.cgroup_driver = CgroupDriver::Systemd;
+        let sandboxes = Sandboxes::open(opts, f.kernel.clone()).unwrap();
+        let mut cfg = config("web");
+        cfg.cgroup_parent = "kubepods-burstable-podweb.slice".into();
+        let id = sandboxes.run(cfg).unwrap();
+        let dir =
+            root.join("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podweb.slice");
+        // What the kernel shows in a cgroup its parent enables cpu and memory for.
+        std::fs::write(dir.join("cgroup.controllers"), "cpu memory").unwrap();
+        std::fs::write(dir.join("memory.oom.group"), "0").unwrap();
+        let mut r = resized();
+        r.unified = [("memory.oom.group".to_owned(), "1".to_owned())].into();
+        sandboxes.update_resources(&id, r).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("cpu.weight"), "39");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("memory.max"), "536870912");
+        assert_eq!(read("memory.oom.group"), "1");
+        // A key the pod cgroup has no file for is refused by name and the record kept.
+        let mut bad = resized();
+        bad.unified = [("memory.no_such_knob".to_owned(), "1".to_owned())].into();
+        let e = sandboxes.update_resources(&id, bad).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidConfig(ref m) if m.contains("memory.no_such_knob")),
+            "{e}"
+        );
+        assert_eq!(
+            sandboxes.get(&id).unwrap().config.resources.unified["memory.oom.group"],
+            "1"
+        );
+    }
+
+    #[test]
+    fn update_resources_of_unknown_cgroupless_and_stopped_pods() {
+        let f = fixture();
+        assert!(matches!(
+            f.sandboxes.update_resources("nosuchpod", resized()),
+            Err(Error::NotFound(_))
+        ));
+        // No cgroup_parent: no pod cgroup to write, the record alone changes.
+        let mut cfg = config("nocg");
+        cfg.cgroup_parent.clear();
+        let id = f.sandboxes.run(cfg).unwrap();
+        f.sandboxes.update_resources(&id, resized()).unwrap();
+        assert_eq!(f.sandboxes.get(&id).unwrap().config.resources, resized());
+        assert!(!f.dir.path().join("cgroup/cpu/kubepods").exists());
+        // A stopped pod is refused and neither its cgroup nor its record changes.
+        let id = f.sandboxes.run(config("web")).unwrap();
+        f.sandboxes.stop(&id).unwrap();
+        let e = f.sandboxes.update_resources(&id, resized()).unwrap_err();
+        assert!(e.to_string().contains("not ready"), "{e}");
+        let cpu = f.dir.path().join("cgroup/cpu/kubepods/burstable/podweb");
+        assert!(!cpu.join("cpu.shares").exists());
+        assert_eq!(
+            f.sandboxes.get(&id).unwrap().config.resources,
+            PodResources::default()
+        );
     }
 
     #[test]

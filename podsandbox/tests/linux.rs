@@ -172,10 +172,31 @@ fn a_pod_with_real_namespaces_and_bridge_network_leaves_nothing_behind() {
             .is_dir()
     );
 
+    // An in-place resize lands in the kernel's files of the pod cgroup.
+    let resized = PodResources {
+        cpu_shares: Some(512),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        memory_limit: Some(256 << 20),
+        ..Default::default()
+    };
+    sandboxes.update_resources(&id, resized.clone()).unwrap();
+    let pod_file = |hierarchy: &str, file: &str| {
+        let path = Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join(format!("carapace-test/pod{uid}"))
+            .join(file);
+        std::fs::read_to_string(path).unwrap().trim().to_owned()
+    };
+    assert_eq!(pod_file("memory", "memory.limit_in_bytes"), "268435456");
+    assert_eq!(pod_file("cpu", "cpu.shares"), "512");
+    assert_eq!(pod_file("cpu", "cpu.cfs_quota_us"), "50000");
+
     // The daemon restarts: the same sandbox, the same IP, and it can still be torn down.
     drop(sandboxes);
     let sandboxes = Sandboxes::open(opts, Arc::new(Linux)).unwrap();
     assert_eq!(sandboxes.get(&id).unwrap().ips, sb.ips);
+    assert_eq!(sandboxes.get(&id).unwrap().config.resources, resized);
     assert_eq!(
         sandboxes.run(config).unwrap(),
         id,

@@ -1,5 +1,6 @@
-//! Usage figures for the CRI stats calls: a cgroup's CPU, memory and process count (a container's or
-//! a pod's, by its path below the hierarchy roots) and a directory's disk use (a writable layer).
+//! Usage figures for the CRI stats calls: a cgroup's CPU, memory, process count and, on cgroup v2,
+//! pressure (PSI) (a container's or a pod's, by its path below the hierarchy roots) and a
+//! directory's disk use (a writable layer).
 //! It reads a handful of cgroup files directly, with the hierarchy's mount points found once, so a
 //! kubelet polling a hundred containers costs a few hundred small reads. It never writes.
 //!
@@ -43,14 +44,38 @@ pub struct MemoryStats {
     pub limit: Option<u64>,
 }
 
+/// One line of a PSI file: the share of wall time in which tasks stalled on the resource, as
+/// percentages averaged over 10, 60 and 300 seconds, and the cumulative stall time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PressureData {
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    /// Microseconds, cumulative.
+    pub total_us: u64,
+}
+
+/// A cgroup v2 `*.pressure` file (KEP-4205): `some` (at least one task stalled) and `full` (all
+/// non-idle tasks stalled at once; `None` where the file has no such line: older kernels' cpu).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    pub some: PressureData,
+    pub full: Option<PressureData>,
+}
+
 /// What `ContainerStats` and `PodSandboxStats` read from one cgroup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CgroupStats {
     pub cpu: CpuStats,
     pub memory: MemoryStats,
     /// Processes (v1/v2 `pids.current`: tasks, as the kubelet's process count reads it).
     pub processes: u64,
     pub oom_kills: u64,
+    /// PSI of the cgroup: `None` where the node has none (a cgroup v1 or hybrid node, a kernel
+    /// without PSI, an unreadable or malformed file), which is not the same as no pressure.
+    pub cpu_pressure: Option<Pressure>,
+    pub memory_pressure: Option<Pressure>,
+    pub io_pressure: Option<Pressure>,
 }
 
 /// A directory tree's disk use: allocated bytes and inodes, hard links counted once.
@@ -136,6 +161,59 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))
 }
 
+/// The text of a PSI file (`some avg10=0.00 avg60=0.00 avg300=0.00 total=0`, then a `full` line
+/// of the same form). Anything else, a missing `some` line, a repeated line, a value that is not
+/// a finite non-negative number, is `None`: a figure we cannot vouch for is not reported.
+pub fn parse_pressure(text: &str) -> Option<Pressure> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut words = line.split_whitespace();
+        let slot = match words.next()? {
+            "some" => &mut some,
+            "full" => &mut full,
+            _ => return None,
+        };
+        if slot.is_some() {
+            return None;
+        }
+        let (mut avg10, mut avg60, mut avg300, mut total_us) = (None, None, None, None);
+        for word in words {
+            let (key, value) = word.split_once('=')?;
+            let avg = || {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+            };
+            let field = match key {
+                "avg10" => &mut avg10,
+                "avg60" => &mut avg60,
+                "avg300" => &mut avg300,
+                "total" => {
+                    total_us = Some(value.parse::<u64>().ok()?);
+                    continue;
+                }
+                // A key a later kernel may add is no reason to drop the ones we know.
+                _ => continue,
+            };
+            *field = Some(avg()?);
+        }
+        *slot = Some(PressureData {
+            avg10: avg10?,
+            avg60: avg60?,
+            avg300: avg300?,
+            total_us: total_us?,
+        });
+    }
+    Some(Pressure { some: some?, full })
+}
+
+/// The PSI file `name` of the cgroup directory `dir`, where it can be read and parsed.
+fn read_pressure(dir: &Path, name: &str) -> Option<Pressure> {
+    parse_pressure(&std::fs::read_to_string(dir.join(name)).ok()?)
+}
+
 /// USER_HZ, which cpuacct.stat counts in; 100 on every Linux architecture we build for.
 const USER_HZ_NS: u64 = 10_000_000;
 
@@ -172,8 +250,11 @@ fn memory_v2(usage: u64, stat: &HashMap<&str, u64>, max: &str) -> MemoryStats {
 
 /// Reads the cgroup at `path` (relative to the hierarchy roots). A missing cgroup is NotFound.
 pub fn cgroup_stats(path: &str) -> Result<CgroupStats> {
-    let rel = path.trim_matches('/');
-    match hierarchy()? {
+    read_cgroup(hierarchy()?, path.trim_matches('/'))
+}
+
+fn read_cgroup(hierarchy: &Hierarchy, rel: &str) -> Result<CgroupStats> {
+    match hierarchy {
         Hierarchy::V1(mounts) => {
             let dir = |c: &str| -> Result<PathBuf> {
                 mounts.get(c).map(|m| m.join(rel)).ok_or_else(|| {
@@ -203,6 +284,10 @@ pub fn cgroup_stats(path: &str) -> Result<CgroupStats> {
                 ),
                 processes,
                 oom_kills: key_values(&oom).get("oom_kill").copied().unwrap_or(0),
+                // PSI files are cgroup v2's; a v1 (or hybrid, driven as v1) node reports none.
+                cpu_pressure: None,
+                memory_pressure: None,
+                io_pressure: None,
             })
         }
         Hierarchy::V2(root) => {
@@ -226,6 +311,9 @@ pub fn cgroup_stats(path: &str) -> Result<CgroupStats> {
                 ),
                 processes: read_u64(&dir.join("pids.current")).unwrap_or(0),
                 oom_kills: key_values(&events).get("oom_kill").copied().unwrap_or(0),
+                cpu_pressure: read_pressure(&dir, "cpu.pressure"),
+                memory_pressure: read_pressure(&dir, "memory.pressure"),
+                io_pressure: read_pressure(&dir, "io.pressure"),
             })
         }
     }
@@ -392,6 +480,142 @@ mod tests {
         assert_eq!(
             parse_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"),
             None
+        );
+    }
+
+    /// `/proc/pressure/{cpu,memory,io}` of the node the parser was written on (kernel 6.18),
+    /// which have the format of a cgroup v2 `*.pressure` file; cpu's `full` line is zeros.
+    const NODE_CPU_PRESSURE: &str = "some avg10=24.17 avg60=22.93 avg300=21.77 total=3377225044\n\
+                                     full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+    const NODE_MEMORY_PRESSURE: &str = "some avg10=0.00 avg60=0.00 avg300=0.00 total=192730\n\
+                                        full avg10=0.00 avg60=0.00 avg300=0.00 total=72457\n";
+    const NODE_IO_PRESSURE: &str = "some avg10=0.63 avg60=1.08 avg300=1.07 total=153143263\n\
+                                    full avg10=0.01 avg60=0.21 avg300=0.35 total=70169494\n";
+
+    #[test]
+    fn pressure_files_parse_into_some_and_full() {
+        let cpu = parse_pressure(NODE_CPU_PRESSURE).unwrap();
+        assert_eq!(
+            cpu.some,
+            PressureData {
+                avg10: 24.17,
+                avg60: 22.93,
+                avg300: 21.77,
+                total_us: 3_377_225_044
+            }
+        );
+        assert_eq!(cpu.full, Some(PressureData::default()));
+        let memory = parse_pressure(NODE_MEMORY_PRESSURE).unwrap();
+        assert_eq!(memory.some.total_us, 192_730);
+        assert_eq!(memory.full.unwrap().total_us, 72_457);
+        let io = parse_pressure(NODE_IO_PRESSURE).unwrap();
+        assert_eq!((io.some.avg10, io.some.avg60), (0.63, 1.08));
+        assert_eq!(io.full.unwrap().avg300, 0.35);
+        // An older kernel's cpu.pressure has no `full` line: absent, not zero.
+        let old = parse_pressure("some avg10=1.50 avg60=0.25 avg300=0.05 total=42\n").unwrap();
+        assert_eq!(old.full, None);
+        assert_eq!(old.some.total_us, 42);
+    }
+
+    #[test]
+    fn malformed_pressure_text_is_none_never_a_panic() {
+        for bad in [
+            "",
+            "\n",
+            "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00\n",
+            "some avg10=0.00 avg60=0.00 total=0\n",
+            "some avg10=x avg60=0.00 avg300=0.00 total=0\n",
+            "some avg10=NaN avg60=0.00 avg300=0.00 total=0\n",
+            "some avg10=inf avg60=0.00 avg300=0.00 total=0\n",
+            "some avg10=-1.00 avg60=0.00 avg300=0.00 total=0\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=-5\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=99999999999999999999999\n",
+            "some avg10 avg60=0.00 avg300=0.00 total=0\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nsome avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\npartial avg10=0.00\n",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00\n",
+            "\u{0}\u{ffff}=",
+        ] {
+            assert_eq!(parse_pressure(bad), None, "{bad:?}");
+        }
+        // Cut anywhere, the node's text never panics.
+        for text in [NODE_CPU_PRESSURE, NODE_MEMORY_PRESSURE, NODE_IO_PRESSURE] {
+            for cut in 0..text.len() {
+                let _ = parse_pressure(&text[..cut]);
+            }
+        }
+    }
+
+    /// A fake cgroup with the files `read_cgroup` reads, on each version.
+    fn fake_cgroup(dir: &Path, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn pressure_is_read_on_v2_where_the_files_are_and_absent_on_v1() {
+        let d = tempfile::tempdir().unwrap();
+        let v2 = d.path().join("v2");
+        let base = [
+            ("cpu.stat", "usage_usec 5\nuser_usec 3\nsystem_usec 2\n"),
+            ("memory.stat", "anon 1\nfile 2\ninactive_file 1\n"),
+            ("memory.current", "10\n"),
+        ];
+        fake_cgroup(&v2.join("pod"), &base);
+        fake_cgroup(
+            &v2.join("pod"),
+            &[
+                ("cpu.pressure", NODE_CPU_PRESSURE),
+                ("memory.pressure", NODE_MEMORY_PRESSURE),
+                ("io.pressure", "garbage\n"),
+            ],
+        );
+        let s = read_cgroup(&Hierarchy::V2(v2.clone()), "pod").unwrap();
+        assert_eq!(s.cpu_pressure, parse_pressure(NODE_CPU_PRESSURE));
+        assert!(s.cpu_pressure.is_some());
+        assert_eq!(s.memory_pressure.unwrap().some.total_us, 192_730);
+        assert_eq!(s.io_pressure, None, "malformed: absent");
+        // A kernel without PSI has no such files: absent, the rest still read.
+        fake_cgroup(&v2.join("nopsi"), &base);
+        let s = read_cgroup(&Hierarchy::V2(v2), "nopsi").unwrap();
+        assert_eq!(s.cpu.usage_ns, 5000);
+        assert_eq!(
+            (s.cpu_pressure, s.memory_pressure, s.io_pressure),
+            (None, None, None)
+        );
+
+        // v1: no PSI even where a pressure file lies about (a hybrid node's unified tree).
+        let v1 = d.path().join("v1");
+        let cpuacct = v1.join("cpu,cpuacct/pod");
+        fake_cgroup(
+            &cpuacct,
+            &[
+                ("cpuacct.stat", "user 1\nsystem 1\n"),
+                ("cpuacct.usage", "7\n"),
+                ("cpu.pressure", NODE_CPU_PRESSURE),
+            ],
+        );
+        let memory = v1.join("memory/pod");
+        fake_cgroup(
+            &memory,
+            &[
+                ("memory.stat", "total_rss 1\n"),
+                ("memory.usage_in_bytes", "9\n"),
+                ("cgroup.procs", "1\n"),
+            ],
+        );
+        let mounts = HashMap::from([
+            ("cpuacct".to_owned(), v1.join("cpu,cpuacct")),
+            ("memory".to_owned(), v1.join("memory")),
+        ]);
+        let s = read_cgroup(&Hierarchy::V1(mounts), "pod").unwrap();
+        assert_eq!((s.cpu.usage_ns, s.memory.usage, s.processes), (7, 9, 1));
+        assert_eq!(
+            (s.cpu_pressure, s.memory_pressure, s.io_pressure),
+            (None, None, None)
         );
     }
 
