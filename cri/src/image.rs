@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use carapace_imageservice::{Credentials, Images};
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::image_service_server::ImageService;
@@ -74,24 +75,43 @@ fn to_cri(img: &carapace_imageservice::Image) -> Image {
     }
 }
 
-#[tonic::async_trait]
-impl ImageService for ImageApi {
-    async fn list_images(&self, req: Request<ListImagesRequest>) -> Rpc<ListImagesResponse> {
+impl ImageApi {
+    /// The images ListImages and StreamImages answer with: all, or the one `filter` names.
+    fn list(&self, filter: Option<ImageFilter>) -> Result<Vec<Image>, Error> {
         let images = self.images()?;
-        let filter = req
-            .get_ref()
-            .filter
+        let name = filter
             .as_ref()
             .and_then(|f| f.image.as_ref())
             .map(|s| s.image.as_str())
             .filter(|s| !s.is_empty());
-        let found = match filter {
+        let found = match name {
             None => images.list(),
             Some(f) => images.status(f).map_err(Error::from)?.into_iter().collect(),
         };
+        Ok(found.iter().map(to_cri).collect())
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn list_images(&self, req: Request<ListImagesRequest>) -> Rpc<ListImagesResponse> {
         Ok(Response::new(ListImagesResponse {
-            images: found.iter().map(to_cri).collect(),
+            images: self.list(req.into_inner().filter)?,
         }))
+    }
+
+    type StreamImagesStream = BoxStream<StreamImagesResponse>;
+
+    /// ListImages' items as a stream (see [`crate::list_stream`]).
+    async fn stream_images(
+        &self,
+        req: Request<StreamImagesRequest>,
+    ) -> Rpc<Self::StreamImagesStream> {
+        let images = self.list(req.into_inner().filter)?;
+        Ok(Response::new(crate::list_stream::stream(
+            images,
+            |images| StreamImagesResponse { images },
+        )))
     }
 
     async fn image_status(&self, req: Request<ImageStatusRequest>) -> Rpc<ImageStatusResponse> {

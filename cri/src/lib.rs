@@ -9,6 +9,7 @@ mod container;
 mod error;
 mod events;
 mod image;
+mod list_stream;
 mod listing;
 mod pod_stats;
 mod runtime;
@@ -21,9 +22,9 @@ mod streaming;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use carapace_cri_api::v1 as api;
 pub use carapace_podsandbox::{InfraCommand, infra_main};
 pub use error::Error;
-pub use k8s_cri::v1 as api;
 pub use service::RuntimeService;
 
 use api::image_service_server::ImageServiceServer;

@@ -211,12 +211,16 @@ fn pod_to_cri(p: PodSample, containers: &[ContainerSample], fs: &str) -> PodSand
         linux: Some(LinuxPodSandboxStats {
             cpu: Some(cpu_usage(cg, p.nano_cores, ts)),
             memory: Some(memory_usage(cg, ts)),
-            network: Some(network_usage(&p.network, ts)),
+            // None, not empty, when no interface was read (host network, a pod being torn down):
+            // the kubelet (v1.36, PodAndContainerStatsFromCRI) reads the default interface of any
+            // network stats it is given, and crashed on empty ones.
+            network: (!p.network.is_empty()).then(|| network_usage(&p.network, ts)),
             process: Some(ProcessUsage {
                 timestamp: ts,
                 process_count: u64v(cg.map(|c| c.processes).unwrap_or(0)),
             }),
             containers: containers.iter().map(|c| c.to_cri(fs)).collect(),
+            io: None,
         }),
         windows: None,
     }

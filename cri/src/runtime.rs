@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::runtime_service_server::RuntimeService;
 use crate::api::*;
 use crate::container::ContainerApi;
 use crate::error::Error;
+use crate::list_stream;
 use crate::pod_stats::PodStatsApi;
 use crate::sandbox::{SandboxApi, network_condition};
 use crate::stream::StreamServer;
@@ -144,6 +146,8 @@ impl RuntimeService for RuntimeApi {
             }],
             features: Some(RuntimeFeatures {
                 supplemental_groups_policy: false,
+                // No user namespaces yet, so none with the host's network either.
+                user_namespaces_host_network: false,
             }),
         }))
     }
@@ -431,6 +435,97 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(ListPodSandboxMetricsResponse {
             pod_metrics: self.pod_stats.metrics().await?,
         }))
+    }
+
+    // The list streams (see `crate::list_stream`): each the unary List's items with its filter.
+    // `crate::service` answers StreamPodSandboxes and StreamContainers from the kept encodings
+    // before they reach these two.
+    type StreamPodSandboxesStream = BoxStream<StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<StreamPodSandboxesRequest>,
+    ) -> Rpc<Self::StreamPodSandboxesStream> {
+        let filter = req.into_inner().filter;
+        let items = self
+            .sandboxes
+            .list(ListPodSandboxRequest { filter })
+            .await?;
+        Ok(Response::new(list_stream::stream(
+            items.items,
+            |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes },
+        )))
+    }
+
+    type StreamContainersStream = BoxStream<StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        req: Request<StreamContainersRequest>,
+    ) -> Rpc<Self::StreamContainersStream> {
+        let filter = req.into_inner().filter;
+        let items = self
+            .containers()?
+            .list(ListContainersRequest { filter })
+            .await?;
+        Ok(Response::new(list_stream::stream(
+            items.containers,
+            |containers| StreamContainersResponse { containers },
+        )))
+    }
+
+    type StreamContainerStatsStream = BoxStream<StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<StreamContainerStatsRequest>,
+    ) -> Rpc<Self::StreamContainerStatsStream> {
+        let filter = req.into_inner().filter;
+        let items = self
+            .containers()?
+            .list_stats(ListContainerStatsRequest { filter })
+            .await?;
+        Ok(Response::new(list_stream::stream(
+            items.stats,
+            |container_stats| StreamContainerStatsResponse { container_stats },
+        )))
+    }
+
+    type StreamPodSandboxStatsStream = BoxStream<StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<StreamPodSandboxStatsRequest>,
+    ) -> Rpc<Self::StreamPodSandboxStatsStream> {
+        let items = self.pod_stats.list(req.into_inner().filter).await?;
+        Ok(Response::new(list_stream::stream(
+            items,
+            |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        )))
+    }
+
+    type StreamPodSandboxMetricsStream = BoxStream<StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Rpc<Self::StreamPodSandboxMetricsStream> {
+        let items = self.pod_stats.metrics().await?;
+        Ok(Response::new(list_stream::stream(
+            items,
+            |pod_sandbox_metrics| StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Rpc<UpdatePodSandboxResourcesResponse> {
+        Ok(Response::new(
+            self.sandboxes.update_resources(req.into_inner()).await?,
+        ))
     }
 }
 

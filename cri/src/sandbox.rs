@@ -74,6 +74,29 @@ impl SandboxApi {
         }
     }
 
+    /// UpdatePodSandboxResources: the pod cgroup sized anew from the request's resources and
+    /// overhead, summed as for RunPodSandbox; the containers' own limits stay. NotFound for an
+    /// unknown pod (a resize is not idempotent the way a stop is).
+    pub(crate) async fn update_resources(
+        &self,
+        req: UpdatePodSandboxResourcesRequest,
+    ) -> Result<UpdatePodSandboxResourcesResponse, Error> {
+        let id = req.pod_sandbox_id;
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("pod_sandbox_id is required".into()));
+        }
+        tracing::Span::current().record("pod_id", id.as_str());
+        let linux = LinuxPodSandboxConfig {
+            resources: req.resources,
+            overhead: req.overhead,
+            ..Default::default()
+        };
+        let resources = resources(&linux);
+        self.blocking(move |s| s.update_resources(&id, resources))
+            .await?;
+        Ok(UpdatePodSandboxResourcesResponse {})
+    }
+
     pub(crate) async fn remove(
         &self,
         req: RemovePodSandboxRequest,

@@ -1,5 +1,6 @@
-//! The `runtime.v1.RuntimeService` the gRPC server runs: `ListPodSandbox` and `ListContainers`
-//! answered with the bytes [`crate::listing`] keeps, written as they are through gRPC's framing;
+//! The `runtime.v1.RuntimeService` the gRPC server runs: `ListPodSandbox` and `ListContainers`,
+//! and their streams `StreamPodSandboxes` and `StreamContainers`, answered with the bytes
+//! [`crate::listing`] keeps, written as they are through gRPC's framing;
 //! every other call goes to the generated service over [`RuntimeApi`].
 
 use std::convert::Infallible;
@@ -10,8 +11,8 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::{BoxFuture, Service};
-use tonic::server::{NamedService, UnaryService};
+use tonic::codegen::{BoxFuture, BoxStream, Service};
+use tonic::server::{NamedService, ServerStreamingService, UnaryService};
 
 use crate::api::runtime_service_server::RuntimeServiceServer;
 use crate::api::*;
@@ -95,8 +96,41 @@ fn serve<Req: Message + Default + Send + 'static>(
     })
 }
 
-/// The CRI runtime service: the two list calls answered from kept encodings, the rest by the
-/// generated service.
+/// A list stream served the same way: the encoded list answer cut between items into messages
+/// (see [`crate::list_stream::split_encoded`]).
+struct StreamList<Req> {
+    api: Arc<RuntimeApi>,
+    answer: ListFn<Req>,
+}
+
+impl<Req: Send + 'static> ServerStreamingService<Req> for StreamList<Req> {
+    type Response = Bytes;
+    type ResponseStream = BoxStream<Bytes>;
+    type Future = BoxFuture<tonic::Response<BoxStream<Bytes>>, tonic::Status>;
+
+    fn call(&mut self, req: tonic::Request<Req>) -> Self::Future {
+        let answer = (self.answer)(self.api.clone(), req.into_inner());
+        Box::pin(async move {
+            let parts = crate::list_stream::split_encoded(answer.await?)?;
+            let stream: BoxStream<Bytes> = Box::pin(tokio_stream::iter(parts.into_iter().map(Ok)));
+            Ok(tonic::Response::new(stream))
+        })
+    }
+}
+
+/// Serves one call of a list stream through gRPC's framing.
+fn serve_stream<Req: Message + Default + Send + 'static>(
+    list: StreamList<Req>,
+    req: http::Request<tonic::body::Body>,
+) -> BoxFuture<http::Response<tonic::body::Body>, Infallible> {
+    Box::pin(async move {
+        let mut grpc = tonic::server::Grpc::new(Encoded::<Req>::default());
+        Ok(grpc.server_streaming(list, req).await)
+    })
+}
+
+/// The CRI runtime service: the two list calls and their streams answered from kept encodings,
+/// the rest by the generated service.
 #[derive(Clone)]
 pub struct RuntimeService {
     api: Arc<RuntimeApi>,
@@ -140,6 +174,30 @@ impl Service<http::Request<tonic::body::Body>> for RuntimeService {
                 List::<ListContainersRequest> {
                     api,
                     answer: |api, r| Box::pin(async move { api.list_containers_encoded(r).await }),
+                },
+                req,
+            ),
+            "/runtime.v1.RuntimeService/StreamPodSandboxes" => serve_stream(
+                StreamList::<StreamPodSandboxesRequest> {
+                    api,
+                    answer: |api, r| {
+                        Box::pin(async move {
+                            let r = ListPodSandboxRequest { filter: r.filter };
+                            api.list_pods_encoded(r).await
+                        })
+                    },
+                },
+                req,
+            ),
+            "/runtime.v1.RuntimeService/StreamContainers" => serve_stream(
+                StreamList::<StreamContainersRequest> {
+                    api,
+                    answer: |api, r| {
+                        Box::pin(async move {
+                            let r = ListContainersRequest { filter: r.filter };
+                            api.list_containers_encoded(r).await
+                        })
+                    },
                 },
                 req,
             ),

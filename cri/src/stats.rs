@@ -127,6 +127,8 @@ pub(crate) fn cpu_usage(cg: Option<&CgroupStats>, nano_cores: Option<u64>, ts: i
         timestamp: ts,
         usage_core_nano_seconds: u64v(cg.map(|c| c.cpu.usage_ns).unwrap_or(0)),
         usage_nano_cores: nano_cores.and_then(u64v),
+        // Absent, not zero: pressure stall figures come from cgroup v2 `*.pressure` files.
+        psi: None,
     }
 }
 
@@ -143,6 +145,7 @@ pub(crate) fn memory_usage(cg: Option<&CgroupStats>, ts: i64) -> MemoryUsage {
         rss_bytes: u64v(m.rss),
         page_faults: u64v(m.page_faults),
         major_page_faults: u64v(m.major_page_faults),
+        psi: None,
     }
 }
 
@@ -168,6 +171,7 @@ impl ContainerSample {
             memory: Some(memory_usage(cg, ts)),
             writable_layer: Some(layer_fs(layers_mountpoint, self.layer, ts)),
             swap: None,
+            io: None,
         }
     }
 }

@@ -15,15 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use carapace_cri_api::v1::image_service_client::ImageServiceClient;
+use carapace_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub use k8s_cri::v1 as cri;
+pub use carapace_cri_api::v1 as cri;
 
 pub mod node;
 pub mod prometheus;

@@ -182,14 +182,23 @@ fn merge_env(image: &[String], config: &[KeyValue]) -> Result<Vec<String>, Error
         if kv.key.is_empty()
             || kv.key.contains('=')
             || kv.key.contains('\0')
-            || kv.value.contains('\0')
+            || kv.value.contains(&0)
         {
             return Err(invalid(format!(
                 "invalid environment variable {:?}",
                 kv.key
             )));
         }
-        let entry = format!("{}={}", kv.key, kv.value);
+        // CRI values are bytes since cri-api v0.36.3, but the runtime's spec (like OCI's JSON)
+        // holds the environment as strings: a value that is not UTF-8 is refused rather than
+        // mangled on the way to execve.
+        let value = std::str::from_utf8(&kv.value).map_err(|_| {
+            invalid(format!(
+                "environment variable {:?}: the value is not UTF-8, which carapace cannot pass on",
+                kv.key
+            ))
+        })?;
+        let entry = format!("{}={value}", kv.key);
         let prefix = format!("{}=", kv.key);
         match env.iter_mut().find(|e| e.starts_with(&prefix)) {
             Some(e) => *e = entry,
@@ -265,6 +274,7 @@ const SIGNALS: &[(&str, i32)] = &[
     ("TERM", 15),
     ("STKFLT", 16),
     ("CHLD", 17),
+    ("CLD", 17),
     ("CONT", 18),
     ("STOP", 19),
     ("TSTP", 20),
@@ -281,6 +291,8 @@ const SIGNALS: &[(&str, i32)] = &[
     ("PWR", 30),
     ("SYS", 31),
 ];
+/// What the runtime sends first when neither the config nor the image names a stop signal.
+pub(super) const SIGTERM: i32 = 15;
 const SIGRTMIN: i32 = 34;
 const SIGRTMAX: i32 = 64;
 
@@ -309,6 +321,34 @@ fn parse_signal(s: &str) -> Option<i32> {
         return (SIGRTMAX - n >= SIGRTMIN).then_some(SIGRTMAX - n);
     }
     SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// `ContainerConfig.stop_signal` as a signal number; `None` for `RUNTIME_DEFAULT` (the image's
+/// StopSignal then stands).
+pub(super) fn signal_from_cri(v: i32) -> Result<Option<i32>, Error> {
+    match Signal::try_from(v) {
+        Ok(Signal::RuntimeDefault) => Ok(None),
+        Ok(sig) => {
+            // The enum names the real-time signals SIGRTMINPLUS3 and SIGRTMAXMINUS3.
+            let name = sig
+                .as_str_name()
+                .replace("RTMINPLUS", "RTMIN+")
+                .replace("RTMAXMINUS", "RTMAX-");
+            parse_signal(&name)
+                .map(Some)
+                .ok_or_else(|| invalid(format!("stop_signal {name} is not a Linux signal")))
+        }
+        Err(_) => Err(invalid(format!("stop_signal {v} is not a CRI Signal"))),
+    }
+}
+
+/// A signal number as the CRI `Signal` that names it (the first of aliases like SIGABRT and
+/// SIGIOT); `RUNTIME_DEFAULT` for a number no name has.
+pub(super) fn signal_to_cri(n: i32) -> Signal {
+    (1..=Signal::Sigrtmax as i32)
+        .filter_map(|v| Signal::try_from(v).ok())
+        .find(|s| signal_from_cri(*s as i32).ok().flatten() == Some(n))
+        .unwrap_or(Signal::RuntimeDefault)
 }
 
 /// The seccomp profile: `security_context.seccomp`, else the deprecated path field; nothing
@@ -665,7 +705,9 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
         tracing::warn!(caps = ?caps.add_ambient_capabilities, "ignoring ambient capabilities");
     }
     let nonempty = |v: Option<&Vec<String>>| v.filter(|v| !v.is_empty()).cloned();
-    let stop_signal = if image.stop_signal.is_empty() {
+    let stop_signal = if let Some(n) = signal_from_cri(c.stop_signal)? {
+        Some(n)
+    } else if image.stop_signal.is_empty() {
         None
     } else {
         let s = parse_signal(&image.stop_signal);
@@ -803,12 +845,53 @@ mod tests {
     }
 
     #[test]
+    fn env_values_that_are_not_utf8_or_hold_nul_are_refused_naming_the_key() {
+        let bytes = |v: &[u8]| KeyValue {
+            key: "RAW".into(),
+            value: v.to_vec(),
+        };
+        for v in [&b"caf\xe9"[..], b"a\0b"] {
+            let e = merge_env(&[], &[bytes(v)]).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidArgument(ref m) if m.contains("\"RAW\"")),
+                "{e}"
+            );
+        }
+        let ok = merge_env(&[], &[bytes("caf\u{e9}".as_bytes())]).unwrap();
+        assert_eq!(ok, s(&["RAW=caf\u{e9}"]));
+    }
+
+    #[test]
     fn working_dir_is_config_then_image_then_root() {
         assert_eq!(working_dir("/work", "/img").unwrap(), "/work");
         assert_eq!(working_dir("", "/img").unwrap(), "/img");
         assert_eq!(working_dir("", "").unwrap(), "/");
         assert_eq!(working_dir("", "rel").unwrap(), "/rel");
         assert!(working_dir("relative", "").is_err());
+    }
+
+    #[test]
+    fn cri_stop_signals_map_to_numbers_and_back() {
+        assert_eq!(
+            signal_from_cri(Signal::RuntimeDefault as i32).unwrap(),
+            None
+        );
+        assert_eq!(signal_from_cri(Signal::Sigusr1 as i32).unwrap(), Some(10));
+        assert_eq!(
+            signal_from_cri(Signal::Sigrtminplus3 as i32).unwrap(),
+            Some(37)
+        );
+        assert_eq!(
+            signal_from_cri(Signal::Sigrtmaxminus1 as i32).unwrap(),
+            Some(63)
+        );
+        assert!(signal_from_cri(999).is_err());
+        for v in 1..=Signal::Sigrtmax as i32 {
+            let n = signal_from_cri(v).unwrap().unwrap();
+            assert_eq!(signal_from_cri(signal_to_cri(n) as i32).unwrap(), Some(n));
+        }
+        assert_eq!(signal_to_cri(6), Signal::Sigabrt);
+        assert_eq!(signal_to_cri(15), Signal::Sigterm);
     }
 
     #[test]
@@ -1115,6 +1198,18 @@ mod tests {
             Some(PathBuf::from("/var/log/pods/default_web_uid-1/app/2.log"))
         );
         assert_eq!(rc.stop_signal, Some(3));
+        // The config's stop_signal wins over the image's StopSignal.
+        let mut usr1 = cri_config();
+        usr1.stop_signal = Signal::Sigusr1 as i32;
+        let over = runtime_config(&MapInput {
+            id: "abcd",
+            config: &usr1,
+            image: &img,
+            sandbox: &sb,
+            target_pid_ns: &no_target,
+        })
+        .unwrap();
+        assert_eq!(over.stop_signal, Some(10));
         assert_eq!(rc.hostname.as_deref(), Some("web"));
         assert_eq!(rc.annotations.get("a").map(String::as_str), Some("b"));
         assert_eq!(

@@ -16,8 +16,8 @@ use prost::Message;
 use tokio::sync::watch;
 
 use super::cri_to_oci::{
-    ImageInfo, MapInput, SandboxInfo, container_name, log_path, resources, resources_to_cri,
-    runtime_config,
+    ImageInfo, MapInput, SIGTERM, SandboxInfo, container_name, log_path, resources,
+    resources_to_cri, runtime_config, signal_to_cri,
 };
 use super::invalid;
 use super::table::{
@@ -195,6 +195,8 @@ impl Inner {
                         .collect(),
                 }),
             }),
+            // The signal StopContainer sends first: the config's, else the image's, else SIGTERM.
+            stop_signal: signal_to_cri(config.stop_signal.unwrap_or(SIGTERM)) as i32,
         };
         Ok((status, info))
     }

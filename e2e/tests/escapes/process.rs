@@ -41,7 +41,7 @@ async fn the_exec_helper_is_not_dumpable_before_it_execs() {
     let mut watcher = container("watcher", &["/bin/sh", "-c", WATCHER]);
     watcher.envs = vec![cri::KeyValue {
         key: "PATH".into(),
-        value: slow_path(),
+        value: slow_path().into(),
     }];
     let id = n.create_started(&pod_id, &pod, &watcher).await;
 

@@ -9,9 +9,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use carapace_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use carapace_e2e::node::{LogLine, Node, container, cri_log, log_until, resources, stdout_of};
 use carapace_e2e::{cri, eventually, proc_status_field};
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::Code;
 
 /// A pod uid for the test numbered `index` ([`Node::finish`] finds its cgroups by the suffix).
