@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use carapace_cri_api::v1 as cri;
 
+pub mod devices;
 pub mod node;
 pub mod prometheus;
 pub mod registry;

@@ -2,68 +2,13 @@
 //! the daemon and named after its class. Every test removes what it made and ends with
 //! `Node::finish` (via `remove_all`), which checks that nothing is left.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use carapace_e2e::cri;
+use carapace_e2e::devices::LoopDevice;
 use carapace_e2e::node::{Node, container, output_of, security};
 
-/// A file of the test's attached to a free loop device, detached (and the file removed) on drop,
-/// panics included: a leaked loop device would hold the file and the device for the next run.
-struct LoopDevice {
-    device: PathBuf,
-    _dir: tempfile::TempDir,
-    backing: PathBuf,
-}
-
 const MARKER: &[u8; 16] = b"carapace-host-16";
-
-impl LoopDevice {
-    fn new() -> LoopDevice {
-        let dir = tempfile::tempdir().unwrap();
-        let backing = dir.path().join("disk.img");
-        let mut bytes = vec![0u8; 1 << 20];
-        bytes[..16].copy_from_slice(MARKER);
-        std::fs::write(&backing, bytes).unwrap();
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&backing)
-            .output()
-            .expect("running losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        LoopDevice {
-            device,
-            _dir: dir,
-            backing,
-        }
-    }
-
-    /// `(major, minor)` of the loop device.
-    fn numbers(&self) -> (u64, u64) {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(&self.device).unwrap().rdev();
-        // glibc's gnu_dev_major/gnu_dev_minor.
-        let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-        let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-        (major, minor)
-    }
-
-    /// The backing file's bytes from 100 to 116, where the container's write would land.
-    fn written(&self) -> Vec<u8> {
-        std::fs::read(&self.backing).unwrap()[100..116].to_vec()
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
 
 /// Makes a node for the loop device, reads its first 16 bytes and writes `X` at byte 100, each
 /// step printing what happened.
@@ -87,7 +32,7 @@ fn attack(path: &str, major: u64, minor: u64, mknod: bool) -> Vec<String> {
 /// is there and works, and only that one.
 #[tokio::test]
 async fn device_cgroup_denies_host_devices_to_a_default_container() {
-    let disk = LoopDevice::new();
+    let disk = LoopDevice::new(MARKER);
     let (major, minor) = disk.numbers();
     let (mut n, pod, pod_id) =
         Node::with_running_pod(60, "devices", "0d1e2f30-0000-4000-8000-000000000060").await;

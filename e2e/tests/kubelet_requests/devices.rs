@@ -3,64 +3,11 @@
 //! gets the host's device nodes as runc gives them under containerd.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use carapace_e2e::cri;
+use carapace_e2e::devices::{LoopDevice, numbers};
 use carapace_e2e::node::{Node, container, output_of, security, stdout_of};
-
-/// A 1 MiB file of the test's on a free loop device, detached on drop (panics included).
-struct LoopDevice {
-    device: PathBuf,
-    backing: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl LoopDevice {
-    fn new(marker: &[u8; 16]) -> LoopDevice {
-        let dir = tempfile::tempdir().unwrap();
-        let backing = dir.path().join("disk.img");
-        let mut bytes = vec![0u8; 1 << 20];
-        bytes[..16].copy_from_slice(marker);
-        std::fs::write(&backing, bytes).unwrap();
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&backing)
-            .output()
-            .expect("running losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        LoopDevice {
-            device,
-            backing,
-            _dir: dir,
-        }
-    }
-
-    fn written(&self) -> Vec<u8> {
-        std::fs::read(&self.backing).unwrap()[100..116].to_vec()
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
-
-/// `(major, minor)` of a device node.
-fn numbers(path: &Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    let rdev = std::fs::metadata(path).unwrap().rdev();
-    (
-        ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff),
-        (rdev & 0xff) | ((rdev >> 12) & !0xff),
-    )
-}
 
 /// What a device plugin's `Allocate` answers and the kubelet passes on unchanged: two disks, at
 /// container paths of their own, one `rw` and one `rwm`. Each is a node of the right kind in
