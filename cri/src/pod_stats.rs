@@ -13,7 +13,7 @@ use crate::api::*;
 use crate::container::ContainerApi;
 use crate::error::Error;
 use crate::stats::{
-    ContainerSample, CpuSample, StatsCache, container_metrics, cpu_usage, memory_usage,
+    ContainerSample, CpuSample, StatsCache, container_metrics, cpu_usage, io_usage, memory_usage,
     network_usage, pod_metrics, u64v,
 };
 
@@ -220,7 +220,7 @@ fn pod_to_cri(p: PodSample, containers: &[ContainerSample], fs: &str) -> PodSand
                 process_count: u64v(cg.map(|c| c.processes).unwrap_or(0)),
             }),
             containers: containers.iter().map(|c| c.to_cri(fs)).collect(),
-            io: None,
+            io: io_usage(cg, ts),
         }),
         windows: None,
     }

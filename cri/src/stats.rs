@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use carapace_podsandbox::InterfaceStats;
-use carapace_runtime::stats::{CgroupStats, DiskUsage};
+use carapace_runtime::stats::{CgroupStats, DiskUsage, Pressure, PressureData};
 
 use crate::api::*;
 
@@ -127,9 +127,38 @@ pub(crate) fn cpu_usage(cg: Option<&CgroupStats>, nano_cores: Option<u64>, ts: i
         timestamp: ts,
         usage_core_nano_seconds: u64v(cg.map(|c| c.cpu.usage_ns).unwrap_or(0)),
         usage_nano_cores: nano_cores.and_then(u64v),
-        // Absent, not zero: pressure stall figures come from cgroup v2 `*.pressure` files.
-        psi: None,
+        psi: psi_stats(cg.and_then(|c| c.cpu_pressure.as_ref())),
     }
+}
+
+fn psi_data(d: &PressureData) -> PsiData {
+    PsiData {
+        // The kernel counts stall time in microseconds, the CRI in nanoseconds.
+        total: d.total_us.saturating_mul(1000),
+        avg10: d.avg10,
+        avg60: d.avg60,
+        avg300: d.avg300,
+    }
+}
+
+/// A cgroup's pressure as the CRI shows it; absent, not zero, where the cgroup has no
+/// `*.pressure` file (cgroup v1, a kernel without PSI), and `full` likewise where the file has no
+/// such line, so the kubelet does not report stalls that were never measured as none.
+pub(crate) fn psi_stats(p: Option<&Pressure>) -> Option<PsiStats> {
+    p.map(|p| PsiStats {
+        full: p.full.as_ref().map(psi_data),
+        some: Some(psi_data(&p.some)),
+    })
+}
+
+/// `ContainerStats.io` / `LinuxPodSandboxStats.io`: only IO pressure is reported there, so the
+/// whole message is absent where that is.
+pub(crate) fn io_usage(cg: Option<&CgroupStats>, ts: i64) -> Option<IoUsage> {
+    let psi = psi_stats(cg.and_then(|c| c.io_pressure.as_ref()))?;
+    Some(IoUsage {
+        timestamp: ts,
+        psi: Some(psi),
+    })
 }
 
 pub(crate) fn memory_usage(cg: Option<&CgroupStats>, ts: i64) -> MemoryUsage {
@@ -145,7 +174,7 @@ pub(crate) fn memory_usage(cg: Option<&CgroupStats>, ts: i64) -> MemoryUsage {
         rss_bytes: u64v(m.rss),
         page_faults: u64v(m.page_faults),
         major_page_faults: u64v(m.major_page_faults),
-        psi: None,
+        psi: psi_stats(cg.and_then(|c| c.memory_pressure.as_ref())),
     }
 }
 
@@ -171,7 +200,7 @@ impl ContainerSample {
             memory: Some(memory_usage(cg, ts)),
             writable_layer: Some(layer_fs(layers_mountpoint, self.layer, ts)),
             swap: None,
-            io: None,
+            io: io_usage(cg, ts),
         }
     }
 }
@@ -335,10 +364,68 @@ const DESCRIPTORS: &[Descriptor] = &[
     ),
 ];
 
+/// cAdvisor's pressure stall metrics: the cumulative `full` ("stalled") and `some` ("waiting")
+/// time, offered where the node has PSI ([`node_has_psi`]).
+const PRESSURE_DESCRIPTORS: &[Descriptor] = &[
+    d(
+        "container_pressure_cpu_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to CPU congestion.",
+        &[],
+        Counter,
+    ),
+    d(
+        "container_pressure_cpu_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to CPU congestion.",
+        &[],
+        Counter,
+    ),
+    d(
+        "container_pressure_memory_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to memory congestion.",
+        &[],
+        Counter,
+    ),
+    d(
+        "container_pressure_memory_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to memory congestion.",
+        &[],
+        Counter,
+    ),
+    d(
+        "container_pressure_io_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to IO congestion.",
+        &[],
+        Counter,
+    ),
+    d(
+        "container_pressure_io_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to IO congestion.",
+        &[],
+        Counter,
+    ),
+];
+
+/// Whether containers' cgroups have `*.pressure` files: a cgroup v2 node whose kernel accounts
+/// PSI (`/proc/pressure/cpu` reads; it fails on kernels booted with `psi=0`). A hybrid node has
+/// PSI in its unified hierarchy only, where carapace puts no container.
+fn node_has_psi() -> bool {
+    carapace_runtime::cgroup::ContainerCgroup::is_v2()
+        && std::fs::read_to_string("/proc/pressure/cpu")
+            .ok()
+            .and_then(|t| carapace_runtime::stats::parse_pressure(&t))
+            .is_some()
+}
+
 /// ListMetricDescriptors' answer.
 pub(crate) fn metric_descriptors() -> Vec<MetricDescriptor> {
+    descriptors(node_has_psi())
+}
+
+fn descriptors(psi: bool) -> Vec<MetricDescriptor> {
+    let pressure: &[Descriptor] = if psi { PRESSURE_DESCRIPTORS } else { &[] };
     DESCRIPTORS
         .iter()
+        .chain(pressure)
         .map(|d| MetricDescriptor {
             name: d.name.into(),
             help: d.help.into(),
@@ -360,7 +447,11 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn push(&mut self, name: &'static str, extra: &[&str], value: u64) {
-        let Some(d) = DESCRIPTORS.iter().find(|d| d.name == name) else {
+        let Some(d) = DESCRIPTORS
+            .iter()
+            .chain(PRESSURE_DESCRIPTORS)
+            .find(|d| d.name == name)
+        else {
             return;
         };
         debug_assert_eq!(d.extra.len(), extra.len(), "{name}");
@@ -380,6 +471,19 @@ impl Emitter<'_> {
 }
 
 const NS_PER_S: u64 = 1_000_000_000;
+const US_PER_S: u64 = 1_000_000;
+
+impl Emitter<'_> {
+    /// A cgroup's `full` and `some` stall time as cAdvisor's `stalled`/`waiting` counters; none
+    /// where the cgroup has no pressure file (or, for `full`, no such line).
+    fn pressure(&mut self, p: Option<&Pressure>, stalled: &'static str, waiting: &'static str) {
+        let Some(p) = p else { return };
+        if let Some(full) = &p.full {
+            self.push(stalled, &[], full.total_us / US_PER_S);
+        }
+        self.push(waiting, &[], p.some.total_us / US_PER_S);
+    }
+}
 
 /// A container's metrics.
 pub(crate) fn container_metrics(s: &ContainerSample, device: &str) -> ContainerMetrics {
@@ -446,6 +550,22 @@ pub(crate) fn container_metrics(s: &ContainerSample, device: &str) -> ContainerM
     );
     e.push("container_fs_usage_bytes", &[device], s.layer.bytes);
     e.push("container_fs_inodes_used", &[device], s.layer.inodes);
+    let cg = s.cgroup.as_ref();
+    e.pressure(
+        cg.and_then(|c| c.cpu_pressure.as_ref()),
+        "container_pressure_cpu_stalled_seconds_total",
+        "container_pressure_cpu_waiting_seconds_total",
+    );
+    e.pressure(
+        cg.and_then(|c| c.memory_pressure.as_ref()),
+        "container_pressure_memory_stalled_seconds_total",
+        "container_pressure_memory_waiting_seconds_total",
+    );
+    e.pressure(
+        cg.and_then(|c| c.io_pressure.as_ref()),
+        "container_pressure_io_stalled_seconds_total",
+        "container_pressure_io_waiting_seconds_total",
+    );
     ContainerMetrics {
         container_id: s.attributes.id.clone(),
         metrics: e.out,
@@ -526,6 +646,119 @@ mod tests {
             });
         }
         assert_eq!(walks, 1);
+    }
+
+    fn pressure(total_us: u64, full: bool) -> Pressure {
+        let data = PressureData {
+            avg10: 1.5,
+            avg60: 0.25,
+            avg300: 0.03,
+            total_us,
+        };
+        Pressure {
+            some: data,
+            full: full.then_some(PressureData {
+                total_us: total_us / 2,
+                ..data
+            }),
+        }
+    }
+
+    #[test]
+    fn pressure_maps_to_the_cri_in_nanoseconds_and_absent_stays_absent() {
+        let psi = psi_stats(Some(&pressure(2_500_000, true))).unwrap();
+        let some = psi.some.unwrap();
+        assert_eq!(some.total, 2_500_000_000);
+        assert_eq!((some.avg10, some.avg60, some.avg300), (1.5, 0.25, 0.03));
+        assert_eq!(psi.full.unwrap().total, 1_250_000_000);
+        // A file without a `full` line (older kernels' cpu.pressure): no full, not a zero one.
+        assert_eq!(psi_stats(Some(&pressure(7, false))).unwrap().full, None);
+
+        // v1 (this node): every psi and io absent.
+        let v1 = CgroupStats::default();
+        assert_eq!(cpu_usage(Some(&v1), None, 1).psi, None);
+        assert_eq!(memory_usage(Some(&v1), 1).psi, None);
+        assert_eq!(io_usage(Some(&v1), 1), None);
+        assert_eq!(io_usage(None, 1), None);
+
+        let v2 = CgroupStats {
+            cpu_pressure: Some(pressure(1_000, true)),
+            memory_pressure: Some(pressure(2_000, true)),
+            io_pressure: Some(pressure(3_000, false)),
+            ..Default::default()
+        };
+        let total = |p: Option<PsiStats>| p.unwrap().some.unwrap().total;
+        assert_eq!(total(cpu_usage(Some(&v2), None, 1).psi), 1_000_000);
+        assert_eq!(total(memory_usage(Some(&v2), 1).psi), 2_000_000);
+        let io = io_usage(Some(&v2), 9).unwrap();
+        assert_eq!(io.timestamp, 9);
+        assert_eq!(total(io.psi), 3_000_000);
+        let s = ContainerSample {
+            cgroup: Some(v2),
+            timestamp: 9,
+            ..Default::default()
+        };
+        assert_eq!(s.to_cri("/x").io, Some(io));
+    }
+
+    #[test]
+    fn pressure_metrics_are_cadvisors_in_seconds_and_only_where_measured() {
+        let names = |psi| -> Vec<String> { descriptors(psi).into_iter().map(|d| d.name).collect() };
+        assert!(
+            !names(false)
+                .iter()
+                .any(|n| n.starts_with("container_pressure_"))
+        );
+        assert_eq!(
+            names(true)
+                .iter()
+                .filter(|n| n.starts_with("container_pressure_"))
+                .count(),
+            6
+        );
+        let descs: HashMap<String, usize> = descriptors(true)
+            .into_iter()
+            .map(|d| (d.name, d.label_keys.len()))
+            .collect();
+        let sample = |cg| ContainerSample {
+            attributes: ContainerAttributes {
+                id: "c1".into(),
+                ..Default::default()
+            },
+            cgroup: Some(cg),
+            ..Default::default()
+        };
+        let v2 = CgroupStats {
+            cpu_pressure: Some(pressure(4_000_000, true)),
+            memory_pressure: Some(pressure(0, true)),
+            io_pressure: Some(pressure(6_000_000, false)),
+            ..Default::default()
+        };
+        let got: HashMap<String, u64> = container_metrics(&sample(v2), "/d")
+            .metrics
+            .into_iter()
+            .filter(|m| m.name.starts_with("container_pressure_"))
+            .map(|m| {
+                assert_eq!(descs.get(&m.name), Some(&m.label_values.len()));
+                (m.name, m.value.unwrap().value)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            HashMap::from([
+                ("container_pressure_cpu_stalled_seconds_total".into(), 2),
+                ("container_pressure_cpu_waiting_seconds_total".into(), 4),
+                ("container_pressure_memory_stalled_seconds_total".into(), 0),
+                ("container_pressure_memory_waiting_seconds_total".into(), 0),
+                ("container_pressure_io_waiting_seconds_total".into(), 6),
+            ])
+        );
+        let v1 = container_metrics(&sample(CgroupStats::default()), "/d");
+        assert!(
+            !v1.metrics
+                .iter()
+                .any(|m| m.name.starts_with("container_pressure_"))
+        );
     }
 
     #[test]

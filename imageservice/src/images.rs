@@ -110,13 +110,6 @@ struct Recorded<'a> {
 #[path = "import.rs"]
 mod import;
 
-/// How a name given by the CRI matched an image.
-enum Match {
-    Id,
-    Tag(String),
-    Digest,
-}
-
 struct Progress {
     bytes: AtomicU64,
     layers_done: AtomicUsize,
@@ -569,15 +562,15 @@ impl Images {
     /// The image that `name_or_id` names (an ID, `sha256:`ID, a tag or a digest reference), if
     /// any. Only a name that does not parse is an error.
     pub fn status(&self, name_or_id: &str) -> Result<Option<Image>, Error> {
-        Ok(self.resolve(name_or_id)?.map(|(img, _)| img))
+        self.resolve(name_or_id)
     }
 
-    fn resolve(&self, s: &str) -> Result<Option<(Image, Match)>, Error> {
+    fn resolve(&self, s: &str) -> Result<Option<Image>, Error> {
         let meta = self.inner.meta.lock().unwrap_or_else(|p| p.into_inner());
         let hex = s.strip_prefix("sha256:").unwrap_or(s);
         if is_hex64(hex) {
             let id = Digest::from_hex(hex)?;
-            return Ok(meta.images.get(&id).cloned().map(|i| (i, Match::Id)));
+            return Ok(meta.images.get(&id).cloned());
         }
         let r = Reference::parse(s)?;
         if let Some(d) = r.digest() {
@@ -586,8 +579,7 @@ impl Images {
                 .images
                 .values()
                 .find(|i| i.repo_digests.contains(&want))
-                .cloned()
-                .map(|i| (i, Match::Digest)));
+                .cloned());
         }
         let Some(tag) = r.repo_tag() else {
             return Ok(None);
@@ -596,8 +588,7 @@ impl Images {
             .images
             .values()
             .find(|i| i.repo_tags.contains(&tag))
-            .cloned()
-            .map(|i| (i, Match::Tag(tag))))
+            .cloned())
     }
 
     /// The image's config as JSON, for verbose status and for creating containers.
@@ -606,24 +597,16 @@ impl Images {
         serde_json::from_slice(&b).map_err(|e| Error::Internal(format!("config {}: {e}", image.id)))
     }
 
-    /// Removes what `name_or_id` names: a tag of an image with other tags only untags it; the
-    /// last tag, a digest or the ID removes the image. Returns whether anything matched; then
-    /// collects the content nothing uses any more.
+    /// Removes the image `name_or_id` names (its ID, a digest or any one of its tags) with all
+    /// its tags and digests, as the CRI's RemoveImage says: the next ListImages does not show it
+    /// under any name. Returns whether anything matched; then collects the content nothing uses
+    /// any more.
     pub async fn remove(&self, name_or_id: &str) -> Result<bool, Error> {
-        let Some((img, how)) = self.resolve(name_or_id)? else {
+        let Some(img) = self.resolve(name_or_id)? else {
             return Ok(false);
         };
         self.update(|meta| {
-            match how {
-                Match::Tag(tag) if img.repo_tags.len() > 1 => {
-                    if let Some(i) = meta.images.get_mut(&img.id) {
-                        i.repo_tags.retain(|t| t != &tag);
-                    }
-                }
-                _ => {
-                    meta.images.remove(&img.id);
-                }
-            }
+            meta.images.remove(&img.id);
             Ok(())
         })?;
         tracing::info!(image = name_or_id, image_id = %img.id, "removed image");

@@ -941,17 +941,28 @@ impl ContainerApi {
                 "sandbox {sb_id} is not ready: containers can only be created in a ready sandbox"
             )));
         }
-        let name = req
-            .config
-            .as_ref()
-            .and_then(|c| c.image.as_ref())
-            .map(|i| i.image.clone())
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| invalid("the container config names no image"))?;
+        let spec = req.config.as_ref().and_then(|c| c.image.as_ref());
+        let name = spec.map(|i| i.image.clone()).unwrap_or_default();
+        let image_ref = spec.map(|i| i.image_ref.clone()).unwrap_or_default();
+        if name.is_empty() && image_ref.is_empty() {
+            return Err(invalid("the container config names no image"));
+        }
         tracing::Span::current().record("image", name.as_str());
-        let img = images
-            .status(&name)?
-            .ok_or_else(|| Error::NotFound(format!("image {name:?}")))?;
+        // `image_ref` is the id PullImage answered: it names the image the kubelet pulled even
+        // where `image` is a tag since moved to another image (or a name no longer held).
+        let by_ref = if image_ref.is_empty() {
+            None
+        } else {
+            images.status(&image_ref)?
+        };
+        let img = match by_ref {
+            Some(img) => img,
+            None if !name.is_empty() => images
+                .status(&name)?
+                .ok_or_else(|| Error::NotFound(format!("image {name:?}")))?,
+            None => return Err(Error::NotFound(format!("image {image_ref:?}"))),
+        };
+        let name = if name.is_empty() { image_ref } else { name };
         let config = {
             let (images, img) = (images.clone(), img.clone());
             tokio::task::spawn_blocking(move || images.config(&img))
