@@ -140,12 +140,12 @@ impl RuntimeService for RuntimeApi {
             runtime_handlers: vec![RuntimeHandler {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    recursive_read_only_mounts: carapace_runtime::mount_setattr_supported(),
                     user_namespaces: false,
                 }),
             }],
             features: Some(RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
                 // No user namespaces yet, so none with the host's network either.
                 user_namespaces_host_network: false,
             }),

@@ -23,7 +23,8 @@ pub const APPLETS: &[&str] = &[
 
 /// Builds an OCI image layout at `layout`, tag `v1`, with gzip layers: busybox with `sh` and the
 /// [`APPLETS`] linked to it, the usual empty mount points and a file; then one layer per
-/// directory in `extra` (host paths, stored at the same path).
+/// directory in `extra` (host paths, stored at the same path; one written `=<dir>` is stored at
+/// the image's root instead, e.g. an `etc/passwd` of its own).
 pub fn build_layout(layout: &Path, work: &Path, extra: &[&str]) {
     let script = r#"
 set -eu
@@ -47,7 +48,12 @@ layer() {
   layers="$layers${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$1\",\"size\":$2}"
 }
 layer -C "$W/rootfs" .
-for dir in "$@"; do layer -C / "${dir#/}"; done
+for dir in "$@"; do
+  case $dir in
+    =*) layer -C "${dir#=}" . ;;
+    *) layer -C / "${dir#/}" ;;
+  esac
+done
 arch=$(dpkg --print-architecture)
 printf '{"architecture":"%s","os":"linux","config":{"Cmd":["/bin/sh"],"User":"0"},"rootfs":{"type":"layers","diff_ids":[%s]}}' "$arch" "$diffs" > "$W/config.json"
 set -- $(blob "$W/config.json"); ch=$1; csz=$2
@@ -333,6 +339,24 @@ impl Registry {
         self.push_layout(&layout, repo, true).await;
     }
 
+    /// [`Registry::push`] of the busybox image with a top layer of text `files` (path in the
+    /// image, content), e.g. its own `/etc/passwd` and `/etc/group`.
+    pub async fn push_with_files(&mut self, repo: &str, files: &[(&str, &str)]) {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        for (path, data) in files {
+            let f = top.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, data).unwrap();
+        }
+        // The layer's `./` and directories land on the image's: world-traversable, as an image's.
+        for d in walk_dirs(top.path()) {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let extra = format!("={}", top.path().display());
+        self.push(repo, &[&extra]).await;
+    }
+
     /// Pushes a crafted image ([`build_crafted_layout`]) as `<repo>:v1` (OCI, every platform)
     /// and, for one platform, as `<repo>:docker` (Docker schema2) too.
     pub async fn push_crafted(&self, repo: &str, platforms: &[Platform]) {
@@ -403,4 +427,20 @@ impl Registry {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// `dir` and every directory below it.
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let d = out[i].clone();
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    out
 }

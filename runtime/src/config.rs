@@ -91,6 +91,10 @@ pub struct Mount {
     pub container_path: String,
     pub readonly: bool,
     pub propagation: Propagation,
+    /// Every mount below the source read-only too (`readonly` alone reaches only the top one);
+    /// only with `readonly` and private propagation, whose later submounts cannot arrive.
+    #[serde(default)]
+    pub recursive_readonly: bool,
 }
 
 /// A host device node made in the container (CRI `Device`), and allowed by its device cgroup.
@@ -467,6 +471,12 @@ impl ContainerConfig {
                 )));
             }
             check_destination(&m.container_path, self.security.privileged)?;
+            if m.recursive_readonly && (!m.readonly || m.propagation != Propagation::Private) {
+                return Err(Error::InvalidArgument(format!(
+                    "recursive read-only mount {} must be read-only with private propagation",
+                    m.container_path
+                )));
+            }
         }
         for d in &self.devices {
             if !d.container_path.starts_with('/') || d.container_path.contains('\0') {
@@ -522,7 +532,16 @@ mod tests {
             container_path: "data".into(),
             readonly: false,
             propagation: Propagation::Private,
+            recursive_readonly: false,
         });
+        assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
+        c.mounts[0].container_path = "/data".into();
+        c.validate().unwrap();
+        c.mounts[0].recursive_readonly = true;
+        assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
+        c.mounts[0].readonly = true;
+        c.validate().unwrap();
+        c.mounts[0].propagation = Propagation::HostToContainer;
         assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
     }
 

@@ -82,6 +82,32 @@ pub struct Status {
     pub message: String,
 }
 
+/// The identity a process has, as `/proc/<pid>/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIds {
+    /// The real uid and gid.
+    pub uid: u32,
+    pub gid: u32,
+    /// The supplementary groups, sorted (the kernel keeps them so).
+    pub groups: Vec<u32>,
+}
+
+/// The parent pid and ids of a `/proc/<pid>/status`; `None` when a line is missing or garbled.
+fn parse_proc_status(text: &str) -> Option<(i32, ProcessIds)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::split_whitespace)
+    };
+    let ppid = field("PPid")?.next()?.parse().ok()?;
+    let uid = field("Uid")?.next()?.parse().ok()?;
+    let gid = field("Gid")?.next()?.parse().ok()?;
+    let groups = field("Groups")?
+        .map(|g| g.parse().ok())
+        .collect::<Option<Vec<u32>>>()?;
+    Some((ppid, ProcessIds { uid, gid, groups }))
+}
+
 /// ExecSync's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -559,6 +585,19 @@ impl Container {
         self.started().map(|s| s.monitor_pid)
     }
 
+    /// The uid, gid and groups the running container's init has now, read from the kernel rather
+    /// than taken from the config; `None` when it is not running or cannot be read.
+    pub fn init_ids(&self) -> Option<ProcessIds> {
+        let started = self.started()?;
+        if self.bundle.join("exit.json").exists() {
+            return None;
+        }
+        let text = std::fs::read_to_string(format!("/proc/{}/status", started.pid)).ok()?;
+        let (ppid, ids) = parse_proc_status(&text)?;
+        // The init is its monitor's child: under a reused pid is another process's status.
+        (ppid == started.monitor_pid).then_some(ids)
+    }
+
     /// A descriptor that becomes readable when the running container's monitor exits, which it
     /// does right after recording the container's exit: a way to notice exits without polling.
     /// `None` when the container is not running (never started, or its exit already recorded).
@@ -814,6 +853,37 @@ fn process_alive(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_status_ids_are_the_real_ones() {
+        let status = "Name:\tsh\nTgid:\t42\nPid:\t42\nPPid:\t7\nTracerPid:\t0\n\
+                      Uid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\nFDSize:\t64\n\
+                      Groups:\t1000 1234 \nNStgid:\t42\t1\n";
+        let (ppid, ids) = parse_proc_status(status).unwrap();
+        assert_eq!(ppid, 7);
+        assert_eq!(
+            ids,
+            ProcessIds {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 1234]
+            }
+        );
+        let none = status.replace("Groups:\t1000 1234 ", "Groups:\t");
+        assert!(parse_proc_status(&none).unwrap().1.groups.is_empty());
+        assert!(parse_proc_status("Uid:\t0\t0\t0\t0\n").is_none());
+        assert!(parse_proc_status(&status.replace("Groups:\t1000", "Groups:\tx")).is_none());
+    }
+
+    /// The running test's own status parses, and says what the kernel says of it.
+    #[test]
+    fn own_proc_status_parses() {
+        let text = std::fs::read_to_string("/proc/self/status").unwrap();
+        let (ppid, ids) = parse_proc_status(&text).unwrap();
+        assert_eq!(ppid, nix::unistd::getppid().as_raw());
+        assert_eq!(ids.uid, nix::unistd::getuid().as_raw());
+        assert_eq!(ids.gid, nix::unistd::getgid().as_raw());
+    }
 
     /// Two commands' worth of 20 MiB, one on each stream: what is read stops at the cap over
     /// both together (the kubelet takes no more in one reply), and the writers' further writes

@@ -407,7 +407,8 @@ fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
             "rslave" => prop = MsFlags::MS_SLAVE | MsFlags::MS_REC,
             "shared" => prop = MsFlags::MS_SHARED,
             "rshared" => prop = MsFlags::MS_SHARED | MsFlags::MS_REC,
-            "suid" | "dev" | "exec" | "atime" => {}
+            // Not a mount(2) flag: see `mount_one`.
+            "suid" | "dev" | "exec" | "atime" | "rro" => {}
             other => data.push(other.to_string()),
         }
     }
@@ -429,6 +430,12 @@ fn mount_one(
         return mount_cgroup(root, &dest, cgroup, flags);
     }
     let is_bind = flags.contains(MsFlags::MS_BIND) || typ == "bind";
+    let recursive_ro = m.options().iter().flatten().any(|o| o == "rro");
+    if recursive_ro && !is_bind {
+        return Err(Error::InvalidArgument(format!(
+            "mount {dest}: rro applies to bind mounts only"
+        )));
+    }
     let source = m.source().clone().unwrap_or_default();
     let kind = if is_bind && !source.is_dir() {
         Kind::File
@@ -472,6 +479,9 @@ fn mount_one(
         let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
             remount_bind(&tree, extra).ctx("remount bind")?;
+        }
+        if recursive_ro {
+            sys::make_tree_readonly(tree.as_fd())?;
         }
         if !prop.is_empty() {
             mount(

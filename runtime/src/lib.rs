@@ -24,4 +24,4 @@ mod sys;
 pub mod terminal;
 
 pub use error::{Error, Result};
-pub use sys::{release_idle_memory, release_program_code};
+pub use sys::{mount_setattr_supported, release_idle_memory, release_program_code};

@@ -300,11 +300,16 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
         };
         // A bind over an existing standard mount (e.g. the pod's /dev/shm) replaces it.
         mounts.retain(|x| x["destination"] != json!(m.container_path));
+        let mut options = vec!["rbind", prop, if m.readonly { "ro" } else { "rw" }];
+        // The OCI spec's (1.1) name for it: read-only down to every submount.
+        if m.recursive_readonly {
+            options.push("rro");
+        }
         mounts.push(json!({
             "destination": m.container_path,
             "type": "bind",
             "source": m.host_path,
-            "options": ["rbind", prop, if m.readonly { "ro" } else { "rw" }],
+            "options": options,
         }));
     }
     if !config.mounts.iter().any(|m| m.container_path == "/dev/shm") {
@@ -501,12 +506,14 @@ mod tests {
                 container_path: "/a/b".into(),
                 readonly: true,
                 propagation: Propagation::HostToContainer,
+                recursive_readonly: false,
             },
             Mount {
                 host_path: dir.path().into(),
                 container_path: "/a".into(),
-                readonly: false,
+                readonly: true,
                 propagation: Propagation::Private,
+                recursive_readonly: true,
             },
         ];
         let spec = build(&c, Path::new("/b/rootfs")).unwrap();
@@ -520,6 +527,9 @@ mod tests {
         assert_eq!(binds[0].destination(), Path::new("/a"));
         let opts = binds[1].options().as_ref().unwrap();
         assert!(opts.contains(&"ro".to_string()) && opts.contains(&"rslave".to_string()));
+        assert!(!opts.contains(&"rro".to_string()));
+        let opts = binds[0].options().as_ref().unwrap();
+        assert!(opts.contains(&"rro".to_string()) && opts.contains(&"rprivate".to_string()));
         assert_eq!(
             spec.linux()
                 .as_ref()
@@ -554,6 +564,7 @@ mod tests {
             container_path: "/vol".into(),
             readonly: false,
             propagation: Propagation::Bidirectional,
+            recursive_readonly: false,
         }];
         assert_eq!(root_prop(&c).as_deref(), Some("rshared"));
         let spec = build(&c, Path::new("/r")).unwrap();

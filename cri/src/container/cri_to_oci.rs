@@ -512,9 +512,19 @@ fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<
                 m.container_path
             )));
         }
-        if m.recursive_read_only {
+        // As the CRI has it: only with readonly, and only private, since a submount propagated
+        // in later would not be read-only.
+        if m.recursive_read_only
+            && (!m.readonly || m.propagation != MountPropagation::PropagationPrivate as i32)
+        {
             return Err(invalid(format!(
-                "recursive read-only mounts are not supported ({})",
+                "recursive read-only mount {} needs readonly and private propagation",
+                m.container_path
+            )));
+        }
+        if m.recursive_read_only && !carapace_runtime::mount_setattr_supported() {
+            return Err(invalid(format!(
+                "recursive read-only mount {}: this kernel has no mount_setattr(2)",
                 m.container_path
             )));
         }
@@ -541,6 +551,7 @@ fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<
             container_path: m.container_path.clone(),
             readonly: m.readonly,
             propagation: propagation(m.propagation)?,
+            recursive_readonly: m.recursive_read_only,
         });
     }
     let files = [
@@ -560,6 +571,7 @@ fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<
                 container_path: dest.into(),
                 readonly,
                 propagation: rt::Propagation::Private,
+                recursive_readonly: false,
             });
         }
     }
@@ -1105,8 +1117,19 @@ mod tests {
             m[0].host_path,
             PathBuf::from("/var/lib/kubelet/pods/u/etc-hosts")
         );
-        assert!(m[1].readonly);
+        assert!(m[1].readonly && !m[1].recursive_readonly);
         assert_eq!(m[1].propagation, rt::Propagation::HostToContainer);
+        let rro = Mount {
+            container_path: "/d".into(),
+            host_path: "/srv".into(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        };
+        if carapace_runtime::mount_setattr_supported() {
+            let m = mounts(std::slice::from_ref(&rro), &sb, false).unwrap();
+            assert!(m[0].readonly && m[0].recursive_readonly);
+        }
         // The pod's files follow readonly_rootfs; /dev/shm stays writable.
         assert!(m[2].readonly && m[3].readonly && !m[4].readonly);
 
@@ -1136,6 +1159,22 @@ mod tests {
                 container_path: "/d".into(),
                 host_path: "/srv".into(),
                 recursive_read_only: true,
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/d".into(),
+                host_path: "/srv".into(),
+                readonly: true,
+                recursive_read_only: true,
+                propagation: MountPropagation::PropagationHostToContainer as i32,
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/d".into(),
+                host_path: "/srv".into(),
+                readonly: true,
+                recursive_read_only: true,
+                propagation: MountPropagation::PropagationBidirectional as i32,
                 ..Default::default()
             },
         ] {

@@ -171,6 +171,7 @@ impl Inner {
                     readonly: m.readonly,
                     selinux_relabel: m.selinux_relabel,
                     propagation: m.propagation,
+                    recursive_read_only: m.recursive_read_only,
                     ..Default::default()
                 })
                 .collect(),
@@ -184,16 +185,7 @@ impl Inner {
             }),
             image_id: meta.image_id.clone(),
             user: Some(ContainerUser {
-                linux: Some(LinuxContainerUser {
-                    uid: config.process.uid.into(),
-                    gid: config.process.gid.into(),
-                    supplemental_groups: config
-                        .process
-                        .additional_gids
-                        .iter()
-                        .map(|g| i64::from(*g))
-                        .collect(),
-                }),
+                linux: Some(container_user(&c, st.state, &config.process)),
             }),
             // The signal StopContainer sends first: the config's, else the image's, else SIGTERM.
             stop_signal: signal_to_cri(config.stop_signal.unwrap_or(SIGTERM)) as i32,
@@ -551,6 +543,7 @@ impl ContainerApi {
                     readonly: m.readonly,
                     selinux_relabel: m.selinux_relabel,
                     propagation: m.propagation,
+                    recursive_read_only: m.recursive_read_only,
                 })
                 .collect(),
             created_at: 0,
@@ -1047,6 +1040,25 @@ fn monitor_usage(pid: i32) -> Option<carapace_metrics::MonitorUsage> {
         open_fds,
         cpu_seconds: cpu_ns as f64 / 1e9,
     })
+}
+
+/// `ContainerStatus.user`: what the kernel says the init has while it runs (the config may not
+/// be what was applied), else what was resolved for it at create.
+fn container_user(
+    c: &runtime::container::Container,
+    state: State,
+    p: &rt::Process,
+) -> LinuxContainerUser {
+    let running = (state == State::Running).then(|| c.init_ids()).flatten();
+    let (uid, gid, groups) = match running {
+        Some(ids) => (ids.uid, ids.gid, ids.groups),
+        None => (p.uid, p.gid, p.additional_gids.clone()),
+    };
+    LinuxContainerUser {
+        uid: uid.into(),
+        gid: gid.into(),
+        supplemental_groups: groups.into_iter().map(i64::from).collect(),
+    }
 }
 
 pub(super) fn now_nanos() -> i64 {

@@ -287,8 +287,18 @@ pub(super) fn resolve_user(
             gids.push(g);
         }
     };
+    // Strict: the image's /etc/group adds nothing; the primary gid and the pod's groups only.
+    let policy = sc.map(|s| s.supplemental_groups_policy).unwrap_or_default();
+    let strict = match SupplementalGroupsPolicy::try_from(policy) {
+        Ok(p) => p == SupplementalGroupsPolicy::Strict,
+        Err(_) => {
+            return Err(invalid(format!(
+                "unknown supplemental_groups_policy {policy}"
+            )));
+        }
+    };
     let username = entry.map(|e| e.name.as_str()).unwrap_or(user_part.as_str());
-    if !username.is_empty() {
+    if !username.is_empty() && !strict {
         for g in groups
             .iter()
             .filter(|g| g.members.iter().any(|m| m == username))
@@ -409,6 +419,36 @@ mod tests {
         let mut c = sc();
         c.run_as_group = Some(Int64Value { value: 5 });
         assert!(resolve_user(&layers, Some(&c), "").is_err());
+    }
+
+    #[test]
+    fn strict_policy_leaves_out_the_images_groups() {
+        let t = tempfile::tempdir().unwrap();
+        let layers = vec![layer(
+            t.path(),
+            "l",
+            &[("etc/passwd", PASSWD), ("etc/group", GROUP)],
+        )];
+        let mut c = sc();
+        c.run_as_user = Some(Int64Value { value: 1000 });
+        c.supplemental_groups = vec![1234];
+        // Merge, the default: the groups listing `app` in the image come too.
+        let u = resolve_user(&layers, Some(&c), "").unwrap();
+        assert_eq!(u.additional_gids, vec![1000, 50, 29, 1234]);
+        c.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+        let u = resolve_user(&layers, Some(&c), "").unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 1000));
+        assert_eq!(u.additional_gids, vec![1000, 1234]);
+        // A group named by the image's USER is still looked up: it is the primary one.
+        let mut c = sc();
+        c.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+        let u = resolve_user(&layers, Some(&c), "app:staff").unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids), (1000, 50, vec![50]));
+        c.supplemental_groups_policy = 7;
+        assert!(matches!(
+            resolve_user(&layers, Some(&c), "app"),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(super) struct MountRecord {
     pub readonly: bool,
     pub selinux_relabel: bool,
     pub propagation: i32,
+    #[serde(default)]
+    pub recursive_read_only: bool,
 }
 
 /// What the CRI knows of a container and the runtime does not: `cri.json` in its bundle.
