@@ -634,3 +634,29 @@ impl Drop for Sweep {
         );
     }
 }
+
+/// Every page size the kernel has, named as the kubelet names them (`2MB`, `1GB`), sorted: the
+/// kubelet sends a hugepage limit for each with every container.
+pub fn hugepage_sizes() -> Vec<String> {
+    let mut sizes: Vec<String> = std::fs::read_dir("/sys/kernel/mm/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let kib: u64 = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            Some(if kib >= 1 << 20 {
+                format!("{}GB", kib >> 20)
+            } else {
+                format!("{}MB", kib >> 10)
+            })
+        })
+        .collect();
+    sizes.sort();
+    sizes
+}

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use carapace_e2e::node::{Node, container, dirs_below, log_until, resources, security, stdout_of};
+use carapace_e2e::node::{
+    Node, container, dirs_below, hugepage_sizes, log_until, resources, security, stdout_of,
+};
 use carapace_e2e::{cri, eventually, mounts_under};
 use tonic::Code;
 
@@ -114,27 +116,7 @@ async fn memory_and_pids_limits_hold_and_an_update_changes_the_memory_limit() {
 async fn the_kubelets_hugepage_limits_do_not_stop_a_container() {
     let (mut n, pod, pod_id) =
         Node::with_running_pod(57, "hugepages", "0d1e2f30-0000-4000-8000-000000000057").await;
-    let sizes: Vec<String> = std::fs::read_dir("/sys/kernel/mm/hugepages")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let kb: u64 = e
-                        .file_name()
-                        .to_str()?
-                        .strip_prefix("hugepages-")?
-                        .strip_suffix("kB")?
-                        .parse()
-                        .ok()?;
-                    // The kubelet's names: 2048kB is 2MB, 1048576kB is 1GB.
-                    Some(if kb >= 1 << 20 {
-                        format!("{}GB", kb >> 20)
-                    } else {
-                        format!("{}MB", kb >> 10)
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let sizes = hugepage_sizes();
     let mut c = container("huge", &["echo", "ran"]);
     resources(&mut c).hugepage_limits = sizes
         .iter()

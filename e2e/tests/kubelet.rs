@@ -153,23 +153,14 @@ impl Drop for Proc {
     }
 }
 
-/// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
-async fn until<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+/// Polls `f` every 250 ms (most polls run kubectl or read the kubelet's API) until it returns
+/// `Some`, or panics after `timeout` naming `what`.
+async fn until<T, F, Fut>(timeout: Duration, what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    carapace_e2e::eventually_every(Duration::from_millis(250), timeout, what, f).await
 }
 
 /// Runs `cmd` to its end; its stdout, or the failure with both streams.

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use carapace_cri_api::v1::runtime_service_client::RuntimeServiceClient;
-use carapace_e2e::node::{LogLine, Node, container, cri_log, log_until, resources, stdout_of};
+use carapace_e2e::node::{
+    LogLine, Node, container, cri_log, hugepage_sizes, log_until, resources, stdout_of,
+};
 use carapace_e2e::{cri, eventually, proc_status_field};
 use tonic::Code;
 
@@ -55,25 +57,7 @@ fn kubelet_container(
         ("io.kubernetes.pod.namespace".into(), meta.namespace.clone()),
         ("io.kubernetes.pod.uid".into(), meta.uid.clone()),
     ]);
-    c.annotations = HashMap::from([
-        ("io.kubernetes.container.hash".into(), "5d1b9e3f".into()),
-        (
-            "io.kubernetes.container.restartCount".into(),
-            attempt.to_string(),
-        ),
-        (
-            "io.kubernetes.container.terminationMessagePath".into(),
-            "/dev/termination-log".into(),
-        ),
-        (
-            "io.kubernetes.container.terminationMessagePolicy".into(),
-            "File".into(),
-        ),
-        (
-            "io.kubernetes.pod.terminationGracePeriod".into(),
-            "30".into(),
-        ),
-    ]);
+    c.annotations = crate::kubelet_container_annotations(attempt);
     c
 }
 
@@ -811,27 +795,11 @@ fn cgroup_file(pid: i64, controller: &str, file: &str) -> String {
 
 /// The hugepage sizes the node has, as the kubelet names them (`2MB`, `1GB`), each limit 0.
 fn hugepage_limits() -> Vec<cri::HugepageLimit> {
-    std::fs::read_dir("/sys/kernel/mm/hugepages")
+    hugepage_sizes()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let kib: u64 = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("hugepages-")?
-                .strip_suffix("kB")?
-                .parse()
-                .ok()?;
-            let size = if kib >= 1 << 20 {
-                format!("{}GB", kib >> 20)
-            } else {
-                format!("{}MB", kib >> 10)
-            };
-            Some(cri::HugepageLimit {
-                page_size: size,
-                limit: 0,
-            })
+        .map(|page_size| cri::HugepageLimit {
+            page_size,
+            limit: 0,
         })
         .collect()
 }

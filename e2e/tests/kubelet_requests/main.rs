@@ -6,3 +6,28 @@
 mod devices;
 mod lifecycle;
 mod shapes;
+
+/// The annotations the kubelet puts on every container it creates (`newContainerAnnotations`):
+/// the restart count is the attempt; the rest is what a pod without a termination message path
+/// of its own gets.
+fn kubelet_container_annotations(attempt: u32) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        ("io.kubernetes.container.hash".into(), "5d1b9e3f".into()),
+        (
+            "io.kubernetes.container.restartCount".into(),
+            attempt.to_string(),
+        ),
+        (
+            "io.kubernetes.container.terminationMessagePath".into(),
+            "/dev/termination-log".into(),
+        ),
+        (
+            "io.kubernetes.container.terminationMessagePolicy".into(),
+            "File".into(),
+        ),
+        (
+            "io.kubernetes.pod.terminationGracePeriod".into(),
+            "30".into(),
+        ),
+    ])
+}

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use carapace_e2e::node::{Node, cri_log, stdout_of};
+use carapace_e2e::node::{Node, cri_log, hugepage_sizes, stdout_of};
 use carapace_e2e::registry::Registry;
 use carapace_e2e::{DaemonConfig, cri};
 use tonic::Code;
@@ -139,31 +139,6 @@ fn oom_score_adj(qos: Qos, a: Asked) -> i64 {
             }
         }
     }
-}
-
-/// Every page size the kernel has, named as the kubelet names them (`2MB`, `1GB`).
-fn hugepage_sizes() -> Vec<String> {
-    let mut sizes: Vec<String> = std::fs::read_dir("/sys/kernel/mm/hugepages")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let kb: u64 = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("hugepages-")?
-                .strip_suffix("kB")?
-                .parse()
-                .ok()?;
-            Some(if kb >= 1 << 20 {
-                format!("{}GB", kb >> 20)
-            } else {
-                format!("{}MB", kb >> 10)
-            })
-        })
-        .collect();
-    sizes.sort();
-    sizes
 }
 
 /// The kubelet's default masked and read-only paths (`pkg/securitycontext`), sent with every
@@ -431,25 +406,7 @@ impl Pod {
                 ("io.kubernetes.pod.namespace".into(), self.namespace.clone()),
                 ("io.kubernetes.pod.uid".into(), self.uid.clone()),
             ]),
-            annotations: HashMap::from([
-                ("io.kubernetes.container.hash".into(), "8a3f9c1e".into()),
-                (
-                    "io.kubernetes.container.restartCount".into(),
-                    attempt.to_string(),
-                ),
-                (
-                    "io.kubernetes.container.terminationMessagePath".into(),
-                    "/dev/termination-log".into(),
-                ),
-                (
-                    "io.kubernetes.container.terminationMessagePolicy".into(),
-                    "File".into(),
-                ),
-                (
-                    "io.kubernetes.pod.terminationGracePeriod".into(),
-                    "30".into(),
-                ),
-            ]),
+            annotations: crate::kubelet_container_annotations(attempt),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(resources),
                 security_context: Some(cri::LinuxContainerSecurityContext {
