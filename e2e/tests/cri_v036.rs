@@ -2,7 +2,7 @@
 //! six list streams giving their unary List's items with the same filters, a container's
 //! `stop_signal` overriding the image's and reported in its status, env values as bytes, the
 //! default runtime handler in `Status`, and `UpdatePodSandboxResources` resizing the pod cgroup.
-//! Each test has its own daemon and `PodNetwork` index (200..205), and removes what it made.
+//! Each test has its own daemon and `PodNetwork` index (200..205, 240), and removes what it made.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -421,7 +421,7 @@ async fn a_stop_signal_in_the_config_is_the_one_stop_container_sends() {
 }
 
 #[tokio::test]
-async fn env_values_are_bytes_and_those_that_are_not_utf8_are_refused_naming_the_key() {
+async fn env_values_are_bytes_utf8_or_not_and_a_nul_is_refused_naming_the_key() {
     let uid = uid(0, 202);
     let (mut n, pod, pod_id) = Node::with_running_pod(202, "envbytes", &uid).await;
     let with_env = |name: &str, value: &[u8]| {
@@ -439,18 +439,106 @@ async fn env_values_are_bytes_and_those_that_are_not_utf8_are_refused_naming_the
     assert_eq!(st.exit_code, 0);
     assert_eq!(stdout_of(&lines).trim(), "c3 a9 e2 82 ac");
 
-    // Bytes that are not UTF-8 cannot go through the runtime's string environment: refused,
-    // naming the variable, rather than changed on the way. A NUL cannot be in an environment.
-    for (name, value) in [("latin1", &b"caf\xe9"[..]), ("nul", b"a\0b")] {
-        let e = n
-            .create(&pod_id, &pod, &with_env(name, value))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e}");
-        assert!(e.message().contains("\"V\""), "{name}: {}", e.message());
-    }
+    // So do bytes that are not UTF-8, unchanged.
+    let (_, st, lines) = n
+        .run_to_exit(&pod_id, &pod, &with_env("latin1", b"caf\xe9"))
+        .await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(stdout_of(&lines).trim(), "63 61 66 e9");
+
+    // A NUL cannot be in an environment: refused, naming the variable but not its value.
+    let e = n
+        .create(&pod_id, &pod, &with_env("nul", b"a\0secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("\"V\""), "{}", e.message());
+    assert!(!e.message().contains("secret"), "{}", e.message());
     let left = n.list(cri::ContainerFilter::default()).await;
-    assert_eq!(left.len(), 1, "a refused create left a container: {left:?}");
+    assert_eq!(left.len(), 2, "a refused create left a container: {left:?}");
+    n.remove_all(&pod_id).await;
+}
+
+/// The `NAME=value` entries of an environ (`/proc/<pid>/environ`'s format).
+fn environ_entries(environ: &[u8]) -> Vec<&[u8]> {
+    environ
+        .split(|&b| b == 0)
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// The container's process's environment as the host sees it, by the pid in its verbose status.
+async fn host_environ(n: &mut Node, id: &str) -> Vec<u8> {
+    let (_, info) = n.status(id).await;
+    let pid = info["pid"]
+        .as_i64()
+        .expect("the verbose status names no pid");
+    std::fs::read(format!("/proc/{pid}/environ")).expect("reading the container's environ")
+}
+
+#[tokio::test]
+async fn env_bytes_that_are_not_utf8_reach_the_process_and_survive_a_daemon_restart() {
+    const RAW: &[u8] = b"X=\xff\xfe";
+    let uid = uid(0, 240);
+    let (mut n, pod, pod_id) = Node::with_running_pod(240, "envraw", &uid).await;
+    let mut c = container("raw", &["sleep", "3600"]);
+    c.envs = vec![
+        cri::KeyValue {
+            key: "X".into(),
+            value: RAW[2..].to_vec(),
+        },
+        cri::KeyValue {
+            key: "Y".into(),
+            value: "é".into(),
+        },
+    ];
+    // The process's own view (its PID namespace's init) and an exec'd command's, which gets the
+    // container's environment too: every view must hold the bytes as they were given.
+    async fn check(n: &mut Node, id: &str, when: &str) {
+        for (what, environ) in [
+            ("the host's /proc/<pid>/environ", host_environ(n, id).await),
+            (
+                "cat /proc/1/environ",
+                n.exec_sync(id, &["cat", "/proc/1/environ"], 10)
+                    .await
+                    .unwrap()
+                    .stdout,
+            ),
+            (
+                "cat /proc/self/environ",
+                n.exec_sync(id, &["cat", "/proc/self/environ"], 10)
+                    .await
+                    .unwrap()
+                    .stdout,
+            ),
+        ] {
+            let entries = environ_entries(&environ);
+            assert!(
+                entries.contains(&RAW) && entries.contains(&"Y=é".as_bytes()),
+                "{when}: {what} lacks the entries: {:?}",
+                String::from_utf8_lossy(&environ)
+            );
+        }
+    }
+    let running = n.create_started(&pod_id, &pod, &c).await;
+    check(&mut n, &running, "started").await;
+    let later = cri::ContainerConfig {
+        envs: c.envs.clone(),
+        ..container("later", &["sleep", "3600"])
+    };
+    let created = n.create(&pod_id, &pod, &later).await.unwrap();
+
+    n.d = n.d.restart().await;
+    n.rt = n.d.runtime().await;
+    // Exec reads the container's saved spec; a start after the restart does too.
+    check(&mut n, &running, "after the restart").await;
+    n.start_container(&created).await;
+    check(
+        &mut n,
+        &created,
+        "created before the restart, started after",
+    )
+    .await;
     n.remove_all(&pod_id).await;
 }
 

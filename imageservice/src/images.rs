@@ -647,13 +647,19 @@ impl Images {
         }
     }
 
-    /// Marks the snapshots of `image` as used by `holder` (a container ID) until [`Self::release`]:
-    /// they outlive the image's removal, and a restart of the daemon (holds are persisted, without
-    /// fsync: a reboot ends the containers that hold them).
-    pub fn hold(&self, holder: &str, image: &Image) -> Result<(), Error> {
+    /// Marks the snapshots of `images` as used by `holder` (a container ID: its own image and
+    /// those its image volumes mount) until [`Self::release`]: they outlive the images' removal,
+    /// and a restart of the daemon (holds are persisted, without fsync: a reboot ends the
+    /// containers that hold them).
+    pub fn hold(&self, holder: &str, images: &[&Image]) -> Result<(), Error> {
+        let mut chains: Vec<ChainId> = Vec::new();
+        for c in images.iter().flat_map(|i| &i.chain_ids) {
+            if !chains.contains(c) {
+                chains.push(c.clone());
+            }
+        }
         self.update_with(false, |meta| {
-            meta.holds
-                .insert(holder.to_owned(), image.chain_ids.clone());
+            meta.holds.insert(holder.to_owned(), chains);
             Ok(())
         })
     }

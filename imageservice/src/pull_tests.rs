@@ -353,7 +353,7 @@ async fn pull_with_bearer_token_through_an_index_then_reuse_and_remove() {
     assert_eq!(images.list(), std::slice::from_ref(&pulled));
 
     // A container holds the snapshots past the image's removal; then everything goes.
-    images.hold("ctr-1", &pulled).unwrap();
+    images.hold("ctr-1", &[&pulled]).unwrap();
     assert!(images.remove(&name).await.unwrap());
     assert!(!images.remove(&name).await.unwrap());
     assert!(images.list().is_empty());

@@ -3,6 +3,8 @@
 //! must never name gRPC or CRI types: `runtime` is tested and used without them.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -37,8 +39,10 @@ pub struct ContainerConfig {
 pub struct Process {
     /// argv; `args[0]` is looked up in the container's `PATH` when it has no `/`.
     pub args: Vec<String>,
-    /// `KEY=VALUE` entries, image first then config (the caller merges).
-    pub env: Vec<String>,
+    /// `KEY=VALUE` entries, image first then config (the caller merges). Bytes, not text: CRI
+    /// values are bytes since cri-api v0.36.3 and reach the process as they are.
+    #[serde(with = "env_json")]
+    pub env: Vec<OsString>,
     /// Absolute working directory inside the container; `/` when empty.
     pub cwd: String,
     pub uid: u32,
@@ -84,9 +88,11 @@ pub enum Propagation {
     Bidirectional,
 }
 
-/// A bind mount from the host (a CRI mount, or the sandbox's hosts/resolv.conf/hostname/shm).
+/// A bind mount from the host (a CRI mount, or the sandbox's hosts/resolv.conf/hostname/shm), or
+/// an image volume.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Mount {
+    /// Empty for an image volume.
     pub host_path: PathBuf,
     pub container_path: String,
     pub readonly: bool,
@@ -95,6 +101,58 @@ pub struct Mount {
     /// only with `readonly` and private propagation, whose later submounts cannot arrive.
     #[serde(default)]
     pub recursive_readonly: bool,
+    /// The source is this image rather than `host_path` (CRI `Mount.image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageVolume>,
+}
+
+/// An image mounted as a volume, always read-only: its layers stacked by overlayfs with no upper
+/// layer, whole or only `sub_path` of it (see [`crate::image_volume`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageVolume {
+    /// The image's layer dirs, topmost first (overlayfs `lowerdir` order).
+    pub layers: Vec<PathBuf>,
+    /// A path inside the image, relative and without `..`; empty for the whole image.
+    #[serde(default)]
+    pub sub_path: String,
+}
+
+impl Mount {
+    /// An image volume at `container_path`: read-only and private, as nothing in an image can
+    /// change or propagate.
+    pub fn image_volume(container_path: impl Into<String>, image: ImageVolume) -> Self {
+        Self {
+            host_path: PathBuf::new(),
+            container_path: container_path.into(),
+            readonly: true,
+            propagation: Propagation::Private,
+            recursive_readonly: false,
+            image: Some(image),
+        }
+    }
+}
+
+impl ImageVolume {
+    /// The sub path's own text: relative, no `..` component, no NUL. Where it leads (a symlink
+    /// out of the image, nothing at all) is checked against the image at create.
+    pub fn check_sub_path(&self) -> Result<()> {
+        let p = &self.sub_path;
+        let bad = if p.starts_with('/') {
+            Some("is absolute")
+        } else if p.contains('\0') {
+            Some("contains a NUL byte")
+        } else if p.split('/').any(|c| c == "..") {
+            Some("contains `..`")
+        } else {
+            None
+        };
+        match bad {
+            Some(why) => Err(Error::InvalidArgument(format!(
+                "image_sub_path {p:?} {why}: it must be a path inside the image"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A host device node made in the container (CRI `Device`), and allowed by its device cgroup.
@@ -364,6 +422,95 @@ pub fn pid_namespace_identity(
         })
 }
 
+/// The environment as JSON, where the container's record and spec keep it: an array whose
+/// entries that are UTF-8 are strings, as every entry was before values became bytes (so state
+/// written then still loads), and any other entry is `{"hex": "<its bytes in hex>"}`. Lossless,
+/// and the common case reads as it always did.
+pub mod env_json {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Hex {
+        hex: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Text(String),
+        Bytes(Hex),
+    }
+
+    pub fn serialize<S: Serializer>(env: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(env.len()))?;
+        for e in env {
+            match e.to_str() {
+                Some(text) => seq.serialize_element(text)?,
+                None => seq.serialize_element(&Hex {
+                    hex: to_hex(e.as_bytes()),
+                })?,
+            }
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
+        Vec::<Entry>::deserialize(d)?
+            .into_iter()
+            .map(|e| match e {
+                Entry::Text(t) => Ok(OsString::from(t)),
+                Entry::Bytes(Hex { hex }) => from_hex(&hex)
+                    .map(OsString::from_vec)
+                    .ok_or_else(|| serde::de::Error::custom("env entry: \"hex\" is not hex bytes")),
+            })
+            .collect()
+    }
+
+    /// `env` as a JSON array in this encoding.
+    pub fn to_string(env: &[OsString]) -> serde_json::Result<String> {
+        let mut out = Vec::new();
+        serialize(env, &mut serde_json::Serializer::new(&mut out))?;
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).map_err(serde::ser::Error::custom)
+    }
+
+    /// A JSON array in this encoding.
+    pub fn from_str(s: &str) -> serde_json::Result<Vec<OsString>> {
+        let mut d = serde_json::Deserializer::from_str(s);
+        let env = deserialize(&mut d)?;
+        d.end()?;
+        Ok(env)
+    }
+
+    fn to_hex(b: &[u8]) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        b.iter()
+            .flat_map(|&x| [DIGITS[usize::from(x >> 4)], DIGITS[usize::from(x & 0xf)]])
+            .map(char::from)
+            .collect()
+    }
+
+    fn from_hex(s: &str) -> Option<Vec<u8>> {
+        let digit = |c: u8| {
+            char::from(c)
+                .to_digit(16)
+                .and_then(|d| u8::try_from(d).ok())
+        };
+        let s = s.as_bytes();
+        if s.len() % 2 != 0 {
+            return None;
+        }
+        s.chunks_exact(2)
+            .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+            .collect()
+    }
+}
+
 /// Files under `/proc` a volume may cover: the ones lxcfs emulates, runc's list (anything else
 /// there is the kernel's interface to the container's own processes and the host's sysctls).
 pub(crate) const PROC_MOUNTABLE: &[&str] = &[
@@ -464,11 +611,23 @@ impl ContainerConfig {
                     m.container_path
                 )));
             }
-            if !m.host_path.is_absolute() {
-                return Err(Error::InvalidArgument(format!(
-                    "mount source {} is not absolute",
-                    m.host_path.display()
-                )));
+            match &m.image {
+                Some(v) => {
+                    if v.layers.is_empty() || v.layers.iter().any(|l| !l.is_absolute()) {
+                        return Err(Error::InvalidArgument(format!(
+                            "image volume {} has no layers or a relative one",
+                            m.container_path
+                        )));
+                    }
+                    v.check_sub_path()?;
+                }
+                None if !m.host_path.is_absolute() => {
+                    return Err(Error::InvalidArgument(format!(
+                        "mount source {} is not absolute",
+                        m.host_path.display()
+                    )));
+                }
+                None => {}
             }
             check_destination(&m.container_path, self.security.privileged)?;
             if m.recursive_readonly && (!m.readonly || m.propagation != Propagation::Private) {
@@ -493,8 +652,14 @@ impl ContainerConfig {
             }
         }
         for e in &self.process.env {
-            if !e.contains('=') || e.contains('\0') {
-                return Err(Error::InvalidArgument(format!("bad env entry {e:?}")));
+            let e = e.as_bytes();
+            if !e.contains(&b'=') || e.contains(&0) {
+                // The key only: the value may be a secret, and errors reach logs and clients.
+                let key = e.split(|&b| b == b'=').next().unwrap_or_default();
+                return Err(Error::InvalidArgument(format!(
+                    "bad env entry {:?}",
+                    String::from_utf8_lossy(key)
+                )));
             }
         }
         if self.cgroup.parent.split('/').any(|c| c == "..") {
@@ -518,14 +683,20 @@ mod tests {
         validate_id("abc-123_x.y").unwrap();
     }
 
-    #[test]
-    fn relative_mount_destinations_are_refused() {
+    /// The least config that validates: an id, a command, a layer.
+    fn runnable() -> ContainerConfig {
         let mut c = ContainerConfig {
             id: "c1".into(),
             ..Default::default()
         };
         c.process.args = vec!["sh".into()];
         c.rootfs.lower_dirs = vec!["/l".into()];
+        c
+    }
+
+    #[test]
+    fn relative_mount_destinations_are_refused() {
+        let mut c = runnable();
         c.validate().unwrap();
         c.mounts.push(Mount {
             host_path: "/tmp".into(),
@@ -533,6 +704,7 @@ mod tests {
             readonly: false,
             propagation: Propagation::Private,
             recursive_readonly: false,
+            image: None,
         });
         assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
         c.mounts[0].container_path = "/data".into();
@@ -543,6 +715,42 @@ mod tests {
         c.validate().unwrap();
         c.mounts[0].propagation = Propagation::HostToContainer;
         assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn image_sub_paths_must_stay_inside_the_image() {
+        let mut c = runnable();
+        let volume = |sub_path: &str| {
+            Mount::image_volume(
+                "/vol",
+                ImageVolume {
+                    layers: vec!["/snapshots/a/fs".into()],
+                    sub_path: sub_path.into(),
+                },
+            )
+        };
+        for ok in ["", ".", "data", "data/", "./data/x", "a/.../b", "..a/b.."] {
+            c.mounts = vec![volume(ok)];
+            c.validate().unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in ["/data", "/", "..", "../x", "data/..", "a/../../b", "a\0b"] {
+            c.mounts = vec![volume(bad)];
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains("image_sub_path")),
+                "{bad:?}: {e}"
+            );
+        }
+        // Its layers are absolute paths, and there is at least one.
+        for layers in [vec![], vec![PathBuf::from("snapshots/a/fs")]] {
+            let mut m = volume("");
+            m.image = Some(ImageVolume {
+                layers,
+                sub_path: String::new(),
+            });
+            c.mounts = vec![m];
+            assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
+        }
     }
 
     #[test]
@@ -706,6 +914,91 @@ mod tests {
         std::fs::write(sys.path().join("node/online"), "0-1\n").unwrap();
         mems("0-1").check_node_in(sys.path()).unwrap();
         assert!(mems("2").check_node_in(sys.path()).is_err());
+    }
+
+    #[test]
+    fn env_is_saved_as_strings_where_utf8_and_as_hex_bytes_otherwise() {
+        use std::os::unix::ffi::OsStringExt;
+        let p = Process {
+            env: vec![
+                "PATH=/bin".into(),
+                OsString::from_vec(b"X=\xff\xfe".to_vec()),
+                "E=caf\u{e9}".into(),
+                OsString::from_vec(b"\x80K=v".to_vec()),
+            ],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            json["env"],
+            serde_json::json!([
+                "PATH=/bin",
+                {"hex": "583dfffe"},
+                "E=caf\u{e9}",
+                {"hex": "804b3d76"},
+            ])
+        );
+        let back: Process = serde_json::from_value(json).unwrap();
+        assert_eq!(back.env, p.env);
+        assert_eq!(
+            env_json::from_str(&env_json::to_string(&p.env).unwrap()).unwrap(),
+            p.env
+        );
+        // Every byte value survives.
+        let all = vec![OsString::from_vec((1..=255u8).collect())];
+        assert_eq!(
+            env_json::from_str(&env_json::to_string(&all).unwrap()).unwrap(),
+            all
+        );
+    }
+
+    #[test]
+    fn a_process_saved_before_env_became_bytes_still_loads() {
+        // As `container.json` held it when `env` was a `Vec<String>`.
+        let old = r#"{"args":["sh"],"env":["PATH=/usr/bin","A=\u00e9"],"cwd":"/","uid":0,
+            "gid":0,"additional_gids":[],"rlimits":[],"oom_score_adj":null,
+            "no_new_privileges":true,"terminal":false}"#;
+        let p: Process = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            p.env,
+            vec![OsString::from("PATH=/usr/bin"), OsString::from("A=\u{e9}")]
+        );
+    }
+
+    #[test]
+    fn malformed_hex_env_entries_are_refused() {
+        use std::os::unix::ffi::OsStringExt;
+        for bad in [
+            r#"[{"hex": "5"}]"#,
+            r#"[{"hex": "zz"}]"#,
+            r#"[{"hex": "41", "extra": 1}]"#,
+            r#"[{}]"#,
+            r#"[1]"#,
+        ] {
+            assert!(env_json::from_str(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            env_json::from_str(r#"[{"hex": "41Ff"}]"#).unwrap(),
+            vec![OsString::from_vec(vec![0x41, 0xff])]
+        );
+    }
+
+    #[test]
+    fn env_entries_without_equals_or_with_nul_are_refused_naming_only_the_key() {
+        use std::os::unix::ffi::OsStringExt;
+        let mut c = ContainerConfig {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        c.process.args = vec!["sh".into()];
+        c.rootfs.lower_dirs = vec!["/l".into()];
+        c.process.env = vec![OsString::from_vec(b"K=\xff".to_vec())];
+        c.validate().unwrap();
+        c.process.env = vec![OsString::from_vec(b"SECRETKEY=hunter2\0".to_vec())];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("SECRETKEY") && !e.contains("hunter2"), "{e}");
+        c.process.env = vec!["NOEQUALS".into()];
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -241,6 +241,7 @@ impl Container {
             }
         }
         check_propagation(&config)?;
+        crate::image_volume::check(&config, &self.bundle)?;
         mkdir(&overlay.upper_dir)?;
         mkdir(&overlay.work_dir)?;
         let spec = crate::spec::build(&config, &rootfs)?;

@@ -6,9 +6,10 @@
 //! single-threaded helper processes, never in the daemon.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -325,7 +326,7 @@ fn init_container(
     .ctx("open rootfs")?;
 
     for m in spec.mounts().iter().flatten() {
-        mount_one(&root_fd, m, cgroup, trees.remove(m.destination()))
+        mount_one(&root_fd, &root, m, cgroup, trees.remove(m.destination()))
             .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?;
     }
     for d in linux.devices().iter().flatten() {
@@ -381,7 +382,8 @@ fn init_container(
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("spec has no process".into()))?;
-    exec_process(process, linux.seccomp().as_ref())
+    let env = crate::spec::process_env(spec)?;
+    exec_process(process, &env, linux.seccomp().as_ref())
 }
 
 /// Mount flags and the data string from OCI mount options.
@@ -415,16 +417,23 @@ fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
     (flags, prop, data)
 }
 
-/// Mounts `m` inside `root`; a bind whose source was cloned in the daemon's namespace (`tree`)
-/// attaches that clone instead of binding the source anew.
+/// Mounts `m` inside `root` (open at `root_path`); a bind whose source was cloned in the daemon's
+/// namespace (`tree`) attaches that clone instead of binding the source anew.
 fn mount_one(
     root: &OwnedFd,
+    root_path: &Path,
     m: &OciMount,
     cgroup: &ContainerCgroup,
     tree: Option<OwnedFd>,
 ) -> Result<()> {
     let dest = m.destination().to_string_lossy().to_string();
     let typ = m.typ().clone().unwrap_or_default();
+    if typ == crate::image_volume::TYPE {
+        let (tree, kind) = crate::image_volume::tree(m, root_path)?;
+        let target = mkdir_all_in_root(root, &dest, kind)?;
+        refuse_proc(&target, &dest)?;
+        return sys::attach_mount_tree(&tree, &target);
+    }
     let (flags, prop, data) = parse_options(m.options().as_deref().unwrap_or_default());
     if typ == "cgroup" {
         return mount_cgroup(root, &dest, cgroup, flags);
@@ -449,16 +458,8 @@ fn mount_one(
         )));
     }
     let target = mkdir_all_in_root(root, &dest, kind)?;
-    // The destination's text was checked against /proc at create; an image's symlink (`/foo` ->
-    // `/proc`) can still lead there, so the resolved target is checked too, as runc does.
-    if typ != "proc"
-        && nix::sys::statfs::fstatfs(&target)
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
-        && !crate::config::PROC_MOUNTABLE.contains(&dest.as_str())
-    {
-        return Err(Error::InvalidArgument(format!(
-            "mount destination {dest} resolves into /proc"
-        )));
+    if typ != "proc" {
+        refuse_proc(&target, &dest)?;
     }
     let data = data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
@@ -512,6 +513,20 @@ fn mount_one(
         )
         .ctx("open /dev")?;
         make_devices(&dev)?;
+    }
+    Ok(())
+}
+
+/// The destination's text was checked against /proc at create; an image's symlink (`/foo` ->
+/// `/proc`) can still lead there, so the resolved target is checked too, as runc does.
+fn refuse_proc(target: &OwnedFd, dest: &str) -> Result<()> {
+    if nix::sys::statfs::fstatfs(target)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+        && !crate::config::PROC_MOUNTABLE.contains(&dest)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "mount destination {dest} resolves into /proc"
+        )));
     }
     Ok(())
 }
@@ -870,8 +885,11 @@ fn cap_set<'a>(
 
 /// The process half, shared by the container's init and ExecSync: OOM score, rlimits, user and
 /// groups, capabilities, cwd (checked inside the root), no_new_privs, seccomp last, exec.
+/// `env` is the process's environment ([`crate::spec::process_env`]), not `process.env`, which
+/// lacks the entries that are not UTF-8.
 pub(crate) fn exec_process(
     process: &Process,
+    env: &[OsString],
     seccomp_profile: Option<&oci_spec::runtime::LinuxSeccomp>,
 ) -> Result<std::convert::Infallible> {
     if let Some(adj) = process.oom_score_adj() {
@@ -947,10 +965,8 @@ pub(crate) fn exec_process(
             "working directory is outside the container".into(),
         ));
     }
-    let env: Vec<CString> = process
-        .env()
+    let envp: Vec<CString> = env
         .iter()
-        .flatten()
         .filter_map(|e| CString::new(e.as_bytes()).ok())
         .collect();
     let args: Vec<CString> = process
@@ -963,10 +979,7 @@ pub(crate) fn exec_process(
     let argv0 = args
         .first()
         .ok_or_else(|| Error::InvalidArgument("no args".into()))?;
-    let path = lookup(
-        argv0.to_str().unwrap_or_default(),
-        process.env().as_deref().unwrap_or_default(),
-    )?;
+    let path = lookup(argv0.to_str().unwrap_or_default(), env)?;
 
     sys::cloexec_from_3()?;
     sys::default_ignored_signals();
@@ -976,7 +989,7 @@ pub(crate) fn exec_process(
     if let (true, Some(f)) = (nnp, &filter) {
         sys::install_seccomp(f)?;
     }
-    let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
+    let err = nix::unistd::execve(&path, &args, &envp).unwrap_err();
     Err(Error::FailedPrecondition(format!(
         "exec {}: {}",
         path.to_string_lossy(),
@@ -985,21 +998,23 @@ pub(crate) fn exec_process(
 }
 
 /// `argv[0]` as execvp finds it, in the container's `PATH`.
-fn lookup(arg0: &str, env: &[String]) -> Result<CString> {
-    let cstr = |p: &str| CString::new(p).map_err(|_| Error::InvalidArgument("NUL in path".into()));
+fn lookup(arg0: &str, env: &[OsString]) -> Result<CString> {
+    let cstr = |p: &[u8]| CString::new(p).map_err(|_| Error::InvalidArgument("NUL in path".into()));
     if arg0.contains('/') {
-        return cstr(arg0);
+        return cstr(arg0.as_bytes());
     }
+    // Bytes: a PATH need not be UTF-8 any more than the directories it names.
     let path = env
         .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let candidate = format!("{dir}/{arg0}");
-        if nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
-            && !Path::new(&candidate).is_dir()
+        .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(|&b| b == b':').filter(|d| !d.is_empty()) {
+        let candidate = [dir, b"/", arg0.as_bytes()].concat();
+        let candidate = Path::new(OsStr::from_bytes(&candidate));
+        if nix::unistd::access(candidate, nix::unistd::AccessFlags::X_OK).is_ok()
+            && !candidate.is_dir()
         {
-            return cstr(&candidate);
+            return cstr(candidate.as_os_str().as_bytes());
         }
     }
     Err(Error::NotFound(format!("executable {arg0:?} in $PATH")))
@@ -1024,6 +1039,8 @@ pub(crate) fn spawn_in_container(
     // them (CVE-2016-9962; `monitor::helper_main` sets it already).
     nix::sys::prctl::set_dumpable(false).ctx("PR_SET_DUMPABLE")?;
     let linux = spec.linux().clone().unwrap_or_default();
+    // The container's environment, as its init got it.
+    let env = crate::spec::process_env(spec)?;
     let open_init = |name: &str| {
         nix::fcntl::openat(
             init,
@@ -1089,7 +1106,7 @@ pub(crate) fn spawn_in_container(
                 nix::unistd::fchdir(root.as_fd()).ctx("fchdir root")?;
                 nix::unistd::chroot(".").ctx("chroot")?;
                 drop(root);
-                exec_process(process, linux.seccomp().as_ref())
+                exec_process(process, &env, linux.seccomp().as_ref())
             })();
             let Err(e) = r;
             let _ = std::fs::File::from(err_w).write_all(e.to_string().as_bytes());
@@ -1125,8 +1142,7 @@ mod tests {
     /// shows the bottom layer's file under the top layer's.
     #[test]
     fn an_overlay_of_more_layers_than_a_page_of_options_mounts() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root");
+        if !crate::root_or_skip() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

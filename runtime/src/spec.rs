@@ -3,6 +3,8 @@
 //! cgroup path and resources, capabilities, seccomp, masked and read-only paths. Persisted as
 //! `config.json` in the bundle. This module computes and writes; it never mounts or execs.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
@@ -228,13 +230,26 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
     let caps_vec: Vec<&String> = caps.iter().collect();
 
     let mut env = config.process.env.clone();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, DEFAULT_PATH.to_string());
+    let has =
+        |env: &[OsString], prefix: &[u8]| env.iter().any(|e| e.as_bytes().starts_with(prefix));
+    if !has(&env, b"PATH=") {
+        env.insert(0, DEFAULT_PATH.into());
     }
     if let Some(h) = &config.hostname
-        && !env.iter().any(|e| e.starts_with("HOSTNAME="))
+        && !has(&env, b"HOSTNAME=")
     {
-        env.push(format!("HOSTNAME={h}"));
+        env.push(format!("HOSTNAME={h}").into());
+    }
+    // OCI's env is strings: it gets the entries that are UTF-8, and when any is not, the whole
+    // environment, byte for byte, goes in ENV_ANNOTATION, which the executor then uses.
+    let text: Vec<&str> = env.iter().filter_map(|e| e.to_str()).collect();
+    let mut annotations = config.annotations.clone();
+    // Only this function sets it: a client's would replace the environment.
+    annotations.remove(ENV_ANNOTATION);
+    if text.len() < env.len() {
+        let all =
+            crate::config::env_json::to_string(&env).map_err(|e| Error::internal("env", e))?;
+        annotations.insert(ENV_ANNOTATION.to_owned(), all);
     }
     let rlimits: Vec<Value> = config
         .process
@@ -255,7 +270,7 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
             "additionalGids": config.process.additional_gids,
         },
         "args": config.process.args,
-        "env": env,
+        "env": text,
         "cwd": cwd,
         // containerd leaves inheritable and ambient empty (CVE-2022-24769).
         "capabilities": {
@@ -284,6 +299,12 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
     // As runc's default: host mounts and unmounts still reach the container, nothing goes back.
     let mut rootfs_propagation = "rslave";
     for m in binds {
+        if let Some(v) = &m.image {
+            mounts.retain(|x| x["destination"] != json!(m.container_path));
+            let bundle = rootfs.parent().unwrap_or(rootfs);
+            mounts.push(crate::image_volume::oci_mount(m, v, bundle));
+            continue;
+        }
         if !m.host_path.exists() {
             return Err(Error::InvalidArgument(format!(
                 "mount source {} does not exist",
@@ -403,12 +424,38 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
         "root": {"path": rootfs, "readonly": config.rootfs.readonly},
         "mounts": mounts,
         "linux": linux,
-        "annotations": config.annotations,
+        "annotations": annotations,
     });
     if let Some(h) = &config.hostname {
         spec["hostname"] = json!(h);
     }
     serde_json::from_value(spec).map_err(|e| Error::InvalidArgument(format!("spec: {e}")))
+}
+
+/// The spec's annotation holding the process's whole environment, in
+/// [`crate::config::env_json`]'s encoding, when some entry is not UTF-8 (and so is missing from
+/// `process.env`). Set by [`build`] only.
+pub const ENV_ANNOTATION: &str = "io.carapace.env";
+
+/// The environment the spec's process gets, byte for byte: [`ENV_ANNOTATION`]'s when the spec
+/// has it, else `process.env` (every spec saved before values became bytes).
+pub fn process_env(spec: &Spec) -> Result<Vec<OsString>> {
+    if let Some(all) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ENV_ANNOTATION))
+    {
+        // Not the error's text: it may quote the value.
+        return crate::config::env_json::from_str(all).map_err(|_| {
+            Error::InvalidArgument(format!("annotation {ENV_ANNOTATION} is not an environment"))
+        });
+    }
+    Ok(spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().as_ref())
+        .map(|env| env.iter().map(OsString::from).collect())
+        .unwrap_or_default())
 }
 
 /// Writes `spec` as `<bundle>/config.json`, crash-safely.
@@ -507,6 +554,7 @@ mod tests {
                 readonly: true,
                 propagation: Propagation::HostToContainer,
                 recursive_readonly: false,
+                image: None,
             },
             Mount {
                 host_path: dir.path().into(),
@@ -514,6 +562,7 @@ mod tests {
                 readonly: true,
                 propagation: Propagation::Private,
                 recursive_readonly: true,
+                image: None,
             },
         ];
         let spec = build(&c, Path::new("/b/rootfs")).unwrap();
@@ -565,6 +614,7 @@ mod tests {
             readonly: false,
             propagation: Propagation::Bidirectional,
             recursive_readonly: false,
+            image: None,
         }];
         assert_eq!(root_prop(&c).as_deref(), Some("rshared"));
         let spec = build(&c, Path::new("/r")).unwrap();
@@ -703,6 +753,71 @@ mod tests {
         c.devices.clear();
         c.security.privileged = true;
         assert_eq!(rules(&c), vec!["allow a *:* rwm".to_string()]);
+    }
+
+    #[test]
+    fn env_that_is_not_utf8_reaches_the_process_through_the_saved_spec() {
+        use std::os::unix::ffi::OsStringExt;
+        let mut c = config();
+        c.process.env = vec![
+            "A=1".into(),
+            OsString::from_vec(b"X=\xff\xfe".to_vec()),
+            "B=2".into(),
+        ];
+        let spec = build(&c, Path::new("/r")).unwrap();
+        let want: Vec<OsString> = vec![
+            DEFAULT_PATH.into(),
+            "A=1".into(),
+            OsString::from_vec(b"X=\xff\xfe".to_vec()),
+            "B=2".into(),
+            "HOSTNAME=web".into(),
+        ];
+        assert_eq!(process_env(&spec).unwrap(), want);
+        // OCI readers see the UTF-8 entries.
+        let env = spec.process().as_ref().unwrap().env().clone().unwrap();
+        assert_eq!(env, vec![DEFAULT_PATH, "A=1", "B=2", "HOSTNAME=web"]);
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &spec).unwrap();
+        assert_eq!(process_env(&load(dir.path()).unwrap()).unwrap(), want);
+    }
+
+    #[test]
+    fn utf8_env_has_no_annotation_and_a_clients_is_dropped() {
+        let mut c = config();
+        c.annotations
+            .insert(ENV_ANNOTATION.to_owned(), r#"["EVIL=1"]"#.to_owned());
+        let spec = build(&c, Path::new("/r")).unwrap();
+        assert!(
+            !spec
+                .annotations()
+                .clone()
+                .unwrap()
+                .contains_key(ENV_ANNOTATION)
+        );
+        assert_eq!(
+            process_env(&spec).unwrap(),
+            vec![
+                OsString::from(DEFAULT_PATH),
+                "A=1".into(),
+                "HOSTNAME=web".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_spec_saved_before_env_became_bytes_gives_its_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"ociVersion":"1.2.0","process":{"cwd":"/","user":{"uid":0,"gid":0},
+               "args":["sh"],"env":["PATH=/bin","A=\u00e9"]},"root":{"path":"/r"}}"#,
+        )
+        .unwrap();
+        let spec = load(dir.path()).unwrap();
+        assert_eq!(
+            process_env(&spec).unwrap(),
+            vec![OsString::from("PATH=/bin"), OsString::from("A=\u{e9}")]
+        );
     }
 
     #[test]

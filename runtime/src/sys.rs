@@ -1,6 +1,6 @@
 //! The syscall edge that needs `unsafe`: fork, installing a seccomp filter, marking every fd
 //! close-on-exec, the two terminal ioctls (controlling tty, window size), the new mount API
-//! (open_tree, move_mount, mount_setattr) and bpf(2) for the cgroup v2 device program. Everything else goes through `nix`'s safe wrappers. Each block says
+//! (open_tree, move_mount, mount_setattr, and fsopen/fsconfig/fsmount for image volumes) and bpf(2) for the cgroup v2 device program. Everything else goes through `nix`'s safe wrappers. Each block says
 //! why it is sound; nothing outside this module may use `unsafe`.
 #![allow(unsafe_code)]
 
@@ -282,6 +282,91 @@ pub(crate) fn attach_mount_tree(
         )));
     }
     Ok(())
+}
+
+// From <linux/mount.h>, as above.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 4;
+
+/// A read-only, nosuid, nodev overlayfs of `layers` (topmost first) without an upper layer, as a
+/// detached mount (fsopen, fsconfig, fsmount): attached nowhere until `attach_mount_tree`, and
+/// gone with its fd if never attached. Each layer is its own `lowerdir+` (Linux 6.8+), so no
+/// list of paths has to fit a page of mount options. The error says which step failed.
+pub(crate) fn overlay_detached(layers: &[&std::path::Path]) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let failed = |what: String| {
+        Error::Internal(format!(
+            "overlayfs {what}: {}",
+            std::io::Error::last_os_error()
+        ))
+    };
+    // SAFETY: the type is a NUL-terminated static string the kernel only reads.
+    let rc = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+    if rc < 0 {
+        return Err(failed("fsopen".into()));
+    }
+    // SAFETY: a non-negative return of fsopen is a new fd that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) };
+    for layer in layers {
+        let c = std::ffi::CString::new(layer.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::InvalidArgument("NUL in a layer path".into()))?;
+        // SAFETY: key and value are NUL-terminated strings that outlive the call, only read;
+        // `fs` is open.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                c"lowerdir+".as_ptr(),
+                c.as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            // An older kernel does not know the key: the node cannot mount image volumes.
+            return Err(match err.raw_os_error() {
+                Some(libc::EINVAL) => Error::FailedPrecondition(format!(
+                    "overlayfs refused lowerdir+ {}: image volumes need Linux 6.8 or later",
+                    layer.display()
+                )),
+                Some(libc::ENOENT) => Error::NotFound(format!("layer {}", layer.display())),
+                _ => Error::Internal(format!("overlayfs lowerdir+ {}: {err}", layer.display())),
+            });
+        }
+    }
+    // SAFETY: the create command takes no key or value (null, as the man page says); `fs` is open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(failed("create".into()));
+    }
+    // SAFETY: plain integer arguments; `fs` is open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY as libc::c_uint | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    };
+    if rc < 0 {
+        return Err(failed("fsmount".into()));
+    }
+    // SAFETY: a non-negative return of fsmount is a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) })
 }
 
 /// `struct mount_attr` of mount_setattr(2), its first (and so far only) version.

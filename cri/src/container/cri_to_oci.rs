@@ -3,7 +3,7 @@
 //! [`rt::ContainerConfig`] by the Kubernetes rules. Pure but for reading the image's
 //! `/etc/passwd` and `/etc/group` ([`super::image_users`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 use carapace_runtime::config as rt;
@@ -175,33 +175,32 @@ fn argv(command: &[String], args: &[String], image: &ImageInfo) -> Result<Vec<St
     Ok(v)
 }
 
-/// The image's env, then the config's: a config key replaces the image's value in place.
-fn merge_env(image: &[String], config: &[KeyValue]) -> Result<Vec<String>, Error> {
-    let mut env: Vec<String> = image.iter().filter(|e| e.contains('=')).cloned().collect();
+/// The image's env, then the config's: a config key replaces the image's value in place. CRI
+/// values are bytes since cri-api v0.36.3 and go to the process as they are, UTF-8 or not.
+fn merge_env(image: &[String], config: &[KeyValue]) -> Result<Vec<std::ffi::OsString>, Error> {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut env: Vec<OsString> = image
+        .iter()
+        .filter(|e| e.contains('='))
+        .map(OsString::from)
+        .collect();
     for kv in config {
         if kv.key.is_empty()
             || kv.key.contains('=')
             || kv.key.contains('\0')
             || kv.value.contains(&0)
         {
+            // The key only: the value may be a secret.
             return Err(invalid(format!(
                 "invalid environment variable {:?}",
                 kv.key
             )));
         }
-        // CRI values are bytes since cri-api v0.36.3, but the runtime's spec (like OCI's JSON)
-        // holds the environment as strings: a value that is not UTF-8 is refused rather than
-        // mangled on the way to execve.
-        let value = std::str::from_utf8(&kv.value).map_err(|_| {
-            invalid(format!(
-                "environment variable {:?}: the value is not UTF-8, which carapace cannot pass on",
-                kv.key
-            ))
-        })?;
-        let entry = format!("{}={value}", kv.key);
-        let prefix = format!("{}=", kv.key);
-        match env.iter_mut().find(|e| e.starts_with(&prefix)) {
-            Some(e) => *e = entry,
+        let entry = OsString::from_vec([kv.key.as_bytes(), b"=", &kv.value].concat());
+        let prefix = &entry.as_bytes()[..=kv.key.len()];
+        match env.iter().position(|e| e.as_bytes().starts_with(prefix)) {
+            Some(i) => env[i] = entry,
             None => env.push(entry),
         }
     }
@@ -501,17 +500,30 @@ fn absolute_clean(p: &str) -> bool {
         && !Path::new(p).components().any(|c| c == Component::ParentDir)
 }
 
+/// The layer dirs (topmost first) of the image each image volume of a config mounts, by the
+/// volume's `container_path`: the caller looked each image up in the store (see
+/// `ContainerApi::create_from_stores`), so this mapping stays pure.
+pub(super) type VolumeLayers = HashMap<String, Vec<PathBuf>>;
+
+/// Whether the mount is an image volume: `Mount.image` names an image.
+pub(super) fn volume_image(m: &Mount) -> Option<&ImageSpec> {
+    m.image
+        .as_ref()
+        .filter(|i| !i.image.is_empty() || !i.image_ref.is_empty())
+}
+
 /// The CRI mounts, then the sandbox's files where the CRI did not mount the same path (the
 /// kubelet mounts its own `/etc/hosts` for most pods). `selinux_relabel` is ignored: no SELinux.
-fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<rt::Mount>, Error> {
+/// An image volume is read-only and private whatever the mount asks: nothing in an image can
+/// change or propagate.
+fn mounts(
+    cri: &[Mount],
+    sb: &SandboxInfo,
+    readonly_rootfs: bool,
+    volumes: &VolumeLayers,
+) -> Result<Vec<rt::Mount>, Error> {
     let mut out = Vec::with_capacity(cri.len() + 4);
     for m in cri {
-        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-            return Err(invalid(format!(
-                "image volumes are not supported ({})",
-                m.container_path
-            )));
-        }
         // As the CRI has it: only with readonly, and only private, since a submount propagated
         // in later would not be read-only.
         if m.recursive_read_only
@@ -540,6 +552,31 @@ fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<
                 m.container_path
             )));
         }
+        if volume_image(m).is_some() {
+            if !m.host_path.is_empty() {
+                return Err(invalid(format!(
+                    "mount {} names both a host_path and an image, which exclude each other",
+                    m.container_path
+                )));
+            }
+            let layers = volumes.get(&m.container_path).cloned().ok_or_else(|| {
+                Error::NotFound(format!("the image of volume {}", m.container_path))
+            })?;
+            out.push(rt::Mount::image_volume(
+                &m.container_path,
+                rt::ImageVolume {
+                    layers,
+                    sub_path: m.image_sub_path.clone(),
+                },
+            ));
+            continue;
+        }
+        if !m.image_sub_path.is_empty() {
+            return Err(invalid(format!(
+                "mount {} has an image_sub_path but no image",
+                m.container_path
+            )));
+        }
         if !absolute_clean(&m.host_path) {
             return Err(invalid(format!(
                 "mount host_path {:?} must be an absolute path without `..`",
@@ -552,6 +589,7 @@ fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<
             readonly: m.readonly,
             propagation: propagation(m.propagation)?,
             recursive_readonly: m.recursive_read_only,
+            image: None,
         });
     }
     let files = [
@@ -572,6 +610,7 @@ fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<
                 readonly,
                 propagation: rt::Propagation::Private,
                 recursive_readonly: false,
+                image: None,
             });
         }
     }
@@ -663,6 +702,7 @@ pub(super) struct MapInput<'a> {
     pub image: &'a ImageInfo,
     pub sandbox: &'a SandboxInfo,
     pub target_pid_ns: &'a dyn Fn(&str) -> Result<PathBuf, Error>,
+    pub volume_layers: &'a VolumeLayers,
 }
 
 /// The CRI container config → the runtime's, by the Kubernetes rules.
@@ -701,8 +741,11 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
     let args = argv(&c.command, &c.args, image)?;
     let mut env = merge_env(&image.env, &c.envs)?;
     let user = resolve_user(&image.lower_dirs, sc, &image.user)?;
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")));
+    if !env
+        .iter()
+        .any(|e| e.as_encoded_bytes().starts_with(b"HOME="))
+    {
+        env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")).into());
     }
     let (res, oom_score_adj) = match &linux.resources {
         Some(r) => {
@@ -768,7 +811,7 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
             lower_dirs: image.lower_dirs.clone(),
             readonly: readonly_rootfs,
         },
-        mounts: mounts(&c.mounts, sb, readonly_rootfs)?,
+        mounts: mounts(&c.mounts, sb, readonly_rootfs, input.volume_layers)?,
         devices: devices(&c.devices)?,
         namespaces: namespaces(
             sc.and_then(|s| s.namespace_options.as_ref()),
@@ -841,36 +884,54 @@ mod tests {
         assert!(argv(&s(&[""]), &[], &image(&[], &[])).is_err());
     }
 
+    /// `v` as the runtime's environment entries.
+    fn os(v: &[&str]) -> Vec<std::ffi::OsString> {
+        v.iter().map(std::ffi::OsString::from).collect()
+    }
+
     #[test]
     fn config_env_wins_over_image_env_in_place() {
         let env = merge_env(
-            &s(&["PATH=/bin", "A=image", "B=image"]),
+            &s(&["PATH=/bin", "A=image", "B=image", "AB=image"]),
             &[kv("A", "config"), kv("C", "new=with=equals")],
         )
         .unwrap();
         assert_eq!(
             env,
-            s(&["PATH=/bin", "A=config", "B=image", "C=new=with=equals"])
+            os(&[
+                "PATH=/bin",
+                "A=config",
+                "B=image",
+                "AB=image",
+                "C=new=with=equals"
+            ])
         );
         assert!(merge_env(&[], &[kv("", "x")]).is_err());
         assert!(merge_env(&[], &[kv("A=B", "x")]).is_err());
+        assert!(merge_env(&[], &[kv("A\0", "x")]).is_err());
     }
 
     #[test]
-    fn env_values_that_are_not_utf8_or_hold_nul_are_refused_naming_the_key() {
+    fn env_values_that_are_not_utf8_arrive_as_bytes_and_nul_is_refused_naming_the_key() {
+        use std::os::unix::ffi::OsStringExt;
         let bytes = |v: &[u8]| KeyValue {
             key: "RAW".into(),
             value: v.to_vec(),
         };
-        for v in [&b"caf\xe9"[..], b"a\0b"] {
-            let e = merge_env(&[], &[bytes(v)]).unwrap_err();
-            assert!(
-                matches!(e, Error::InvalidArgument(ref m) if m.contains("\"RAW\"")),
-                "{e}"
+        let e = merge_env(&[], &[bytes(b"a\0secret")]).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument(ref m) if m.contains("\"RAW\"") && !m.contains("secret")),
+            "{e}"
+        );
+        for v in [&b"caf\xe9"[..], b"\xff\xfe", "caf\u{e9}".as_bytes(), b""] {
+            let env = merge_env(&s(&["RAW=image", "Z=1"]), &[bytes(v)]).unwrap();
+            let want = [&b"RAW="[..], v].concat();
+            assert_eq!(
+                env,
+                vec![std::ffi::OsString::from_vec(want), "Z=1".into()],
+                "{v:?}"
             );
         }
-        let ok = merge_env(&[], &[bytes("caf\u{e9}".as_bytes())]).unwrap();
-        assert_eq!(ok, s(&["RAW=caf\u{e9}"]));
     }
 
     #[test]
@@ -1101,7 +1162,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let m = mounts(&cri, &sb, true).unwrap();
+        let m = mounts(&cri, &sb, true, &VolumeLayers::new()).unwrap();
         let dests: Vec<&str> = m.iter().map(|m| m.container_path.as_str()).collect();
         assert_eq!(
             dests,
@@ -1127,7 +1188,7 @@ mod tests {
             ..Default::default()
         };
         if carapace_runtime::mount_setattr_supported() {
-            let m = mounts(std::slice::from_ref(&rro), &sb, false).unwrap();
+            let m = mounts(std::slice::from_ref(&rro), &sb, false, &VolumeLayers::new()).unwrap();
             assert!(m[0].readonly && m[0].recursive_readonly);
         }
         // The pod's files follow readonly_rootfs; /dev/shm stays writable.
@@ -1180,7 +1241,62 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    mounts(std::slice::from_ref(&bad), &sb, false),
+                    mounts(std::slice::from_ref(&bad), &sb, false, &VolumeLayers::new()),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_volumes_map_read_only_with_their_layers_and_sub_path() {
+        let sb = sandbox();
+        let volume = |path: &str, sub: &str| Mount {
+            container_path: path.into(),
+            image: Some(ImageSpec {
+                image: "sha256:aa".into(),
+                ..Default::default()
+            }),
+            image_sub_path: sub.into(),
+            propagation: MountPropagation::PropagationHostToContainer as i32,
+            ..Default::default()
+        };
+        let layers: VolumeLayers = [(
+            "/models".to_owned(),
+            vec![PathBuf::from("/s/2/fs"), PathBuf::from("/s/1/fs")],
+        )]
+        .into();
+        let m = mounts(&[volume("/models", "v2/weights")], &sb, false, &layers).unwrap();
+        assert_eq!(m[0].container_path, "/models");
+        assert!(m[0].readonly && m[0].host_path.as_os_str().is_empty());
+        assert_eq!(m[0].propagation, rt::Propagation::Private);
+        assert_eq!(
+            m[0].image,
+            Some(rt::ImageVolume {
+                layers: layers["/models"].clone(),
+                sub_path: "v2/weights".into(),
+            })
+        );
+        // An image the caller could not find is NotFound, naming the volume.
+        let e = mounts(&[volume("/other", "")], &sb, false, &layers).unwrap_err();
+        assert!(
+            matches!(&e, Error::NotFound(m) if m.contains("/other")),
+            "{e}"
+        );
+        // A host path and an image exclude each other; a sub path needs an image.
+        let mut both = volume("/models", "");
+        both.host_path = "/srv".into();
+        let sub_only = Mount {
+            container_path: "/d".into(),
+            host_path: "/srv".into(),
+            image_sub_path: "x".into(),
+            ..Default::default()
+        };
+        for bad in [both, sub_only] {
+            assert!(
+                matches!(
+                    mounts(std::slice::from_ref(&bad), &sb, false, &layers),
                     Err(Error::InvalidArgument(_))
                 ),
                 "{bad:?}"
@@ -1208,13 +1324,14 @@ mod tests {
             image: &img,
             sandbox: &sb,
             target_pid_ns: &no_target,
+            volume_layers: &VolumeLayers::new(),
         })
         .unwrap();
         assert_eq!(rc.id, "abcd");
         assert_eq!(rc.process.args, s(&["/bin/sh", "-c", "sleep 1"]));
         assert_eq!(
             rc.process.env,
-            s(&["PATH=/usr/bin:/bin", "FOO=bar", "HOME=/home/app"])
+            os(&["PATH=/usr/bin:/bin", "FOO=bar", "HOME=/home/app"])
         );
         assert_eq!(rc.process.cwd, "/");
         assert_eq!((rc.process.uid, rc.process.gid), (1000, 1000));
@@ -1246,6 +1363,7 @@ mod tests {
             image: &img,
             sandbox: &sb,
             target_pid_ns: &no_target,
+            volume_layers: &VolumeLayers::new(),
         })
         .unwrap();
         assert_eq!(over.stop_signal, Some(10));
@@ -1270,6 +1388,7 @@ mod tests {
             image: &img,
             sandbox: &sb,
             target_pid_ns: &no_target,
+            volume_layers: &VolumeLayers::new(),
         })
         .unwrap();
         assert!(rc.security.privileged);
@@ -1289,6 +1408,7 @@ mod tests {
                 image: &img,
                 sandbox: &sb,
                 target_pid_ns: &no_target,
+                volume_layers: &VolumeLayers::new(),
             })
         };
         let mut c = cri_config();
@@ -1316,6 +1436,7 @@ mod tests {
             image: &img,
             sandbox: &sb,
             target_pid_ns: &no_target,
+            volume_layers: &VolumeLayers::new(),
         })
         .unwrap_err();
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);

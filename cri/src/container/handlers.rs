@@ -16,8 +16,8 @@ use prost::Message;
 use tokio::sync::watch;
 
 use super::cri_to_oci::{
-    ImageInfo, MapInput, SIGTERM, SandboxInfo, container_name, log_path, resources,
-    resources_to_cri, runtime_config, signal_to_cri,
+    ImageInfo, MapInput, SIGTERM, SandboxInfo, VolumeLayers, container_name, log_path, resources,
+    resources_to_cri, runtime_config, signal_to_cri, volume_image,
 };
 use super::invalid;
 use super::table::{
@@ -78,6 +78,7 @@ impl Inner {
         config: &ContainerConfig,
         image: &ImageInfo,
         sb: &SandboxInfo,
+        volume_layers: &VolumeLayers,
     ) -> Result<(), Error> {
         let joined = std::cell::Cell::new(None);
         let target = |t: &str| {
@@ -91,6 +92,7 @@ impl Inner {
             image,
             sandbox: sb,
             target_pid_ns: &target,
+            volume_layers,
         })?;
         // Only the daemon records which namespace a TARGET join was checked against.
         rc.annotations.remove(rt::PID_NAMESPACE_ANNOTATION);
@@ -172,6 +174,12 @@ impl Inner {
                     selinux_relabel: m.selinux_relabel,
                     propagation: m.propagation,
                     recursive_read_only: m.recursive_read_only,
+                    image: (!m.image.is_empty() || !m.image_ref.is_empty()).then(|| ImageSpec {
+                        image: m.image.clone(),
+                        image_ref: m.image_ref.clone(),
+                        ..Default::default()
+                    }),
+                    image_sub_path: m.image_sub_path.clone(),
                     ..Default::default()
                 })
                 .collect(),
@@ -434,12 +442,14 @@ impl ContainerApi {
         Ok(ids)
     }
 
-    /// CreateContainer. The caller resolved the sandbox (and checked it is ready) and the image.
+    /// CreateContainer. The caller resolved the sandbox (and checked it is ready), the image and
+    /// the images of the image volumes.
     async fn create(
         &self,
         req: CreateContainerRequest,
         sandbox: SandboxInfo,
         image: ImageInfo,
+        volume_layers: VolumeLayers,
     ) -> Result<CreateContainerResponse, Error> {
         let span = tracing::Span::current();
         span.record("pod_id", sandbox.id.as_str());
@@ -544,6 +554,11 @@ impl ContainerApi {
                     selinux_relabel: m.selinux_relabel,
                     propagation: m.propagation,
                     recursive_read_only: m.recursive_read_only,
+                    image: volume_image(m).map(|i| i.image.clone()).unwrap_or_default(),
+                    image_ref: volume_image(m)
+                        .map(|i| i.image_ref.clone())
+                        .unwrap_or_default(),
+                    image_sub_path: m.image_sub_path.clone(),
                 })
                 .collect(),
             created_at: 0,
@@ -556,7 +571,9 @@ impl ContainerApi {
             let mut meta = meta;
             meta.created_at = now_nanos();
             let (id, sandbox_id) = (meta.id.clone(), meta.sandbox_id.clone());
-            let r = guard.inner.create(meta, &config, &image, &sandbox);
+            let r = guard
+                .inner
+                .create(meta, &config, &image, &sandbox, &volume_layers);
             if r.is_ok() {
                 guard
                     .inner
@@ -941,21 +958,35 @@ impl ContainerApi {
             return Err(invalid("the container config names no image"));
         }
         tracing::Span::current().record("image", name.as_str());
-        // `image_ref` is the id PullImage answered: it names the image the kubelet pulled even
-        // where `image` is a tag since moved to another image (or a name no longer held).
-        let by_ref = if image_ref.is_empty() {
-            None
+        let name = if name.is_empty() {
+            image_ref.clone()
         } else {
-            images.status(&image_ref)?
+            name
         };
-        let img = match by_ref {
-            Some(img) => img,
-            None if !name.is_empty() => images
-                .status(&name)?
-                .ok_or_else(|| Error::NotFound(format!("image {name:?}")))?,
-            None => return Err(Error::NotFound(format!("image {image_ref:?}"))),
-        };
-        let name = if name.is_empty() { image_ref } else { name };
+        let img = find_image(images, &name, &image_ref)?
+            .ok_or_else(|| Error::NotFound(format!("image {name:?}")))?;
+        // The kubelet pulls an image volume's image before it creates the container and names
+        // it by the ref PullImage answered; one not pulled is refused here, naming it.
+        let mut volume_images = Vec::new();
+        let mut volume_layers = VolumeLayers::new();
+        for m in req.config.iter().flat_map(|c| &c.mounts) {
+            let Some(spec) = volume_image(m) else {
+                continue;
+            };
+            let named = if spec.image.is_empty() {
+                &spec.image_ref
+            } else {
+                &spec.image
+            };
+            let vimg = find_image(images, named, &spec.image_ref)?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "image {named:?} of image volume {} (it must be pulled first)",
+                    m.container_path
+                ))
+            })?;
+            volume_layers.insert(m.container_path.clone(), images.lower_dirs(&vimg));
+            volume_images.push(vimg);
+        }
         let config = {
             let (images, img) = (images.clone(), img.clone());
             tokio::task::spawn_blocking(move || images.config(&img))
@@ -964,11 +995,14 @@ impl ContainerApi {
         };
         let info = ImageInfo::from_image(&img, &config, images.lower_dirs(&img), &name);
         let resp = self
-            .create(req, SandboxInfo::from_sandbox(&sb), info)
+            .create(req, SandboxInfo::from_sandbox(&sb), info, volume_layers)
             .await?;
         // After the create: a hold needs the id. A failed hold leaves a working container whose
-        // layers a later image removal could collect, so it is loud but not fatal.
-        if let Err(e) = images.hold(&resp.container_id, &img) {
+        // layers a later image removal could collect, so it is loud but not fatal. Its image
+        // volumes' images are held with its own: in use as long as the container exists.
+        let held: Vec<&carapace_imageservice::Image> =
+            std::iter::once(&img).chain(&volume_images).collect();
+        if let Err(e) = images.hold(&resp.container_id, &held) {
             tracing::error!(container_id = %resp.container_id, error = %e, "holding the image's snapshots");
         }
         Ok(resp)
@@ -1005,6 +1039,25 @@ impl ContainerApi {
         }
         Ok(())
     }
+}
+
+/// The image `image_ref` names, else the one `name` names. `image_ref` is the id PullImage
+/// answered: it names the image the kubelet pulled even where `name` is a tag since moved to
+/// another image (or a name no longer held).
+fn find_image(
+    images: &carapace_imageservice::Images,
+    name: &str,
+    image_ref: &str,
+) -> Result<Option<carapace_imageservice::Image>, Error> {
+    if !image_ref.is_empty()
+        && let Some(img) = images.status(image_ref)?
+    {
+        return Ok(Some(img));
+    }
+    if name.is_empty() {
+        return Ok(None);
+    }
+    Ok(images.status(name)?)
 }
 
 /// Puts the container's and its pod's ids on the call's span.
@@ -1095,7 +1148,12 @@ mod tests {
         );
         insert(&api, meta("first", &sb.id, &name, &[]));
         let r = api
-            .create(create_request(&sb.id), sb.clone(), image(&["sh"], &[]))
+            .create(
+                create_request(&sb.id),
+                sb.clone(),
+                image(&["sh"], &[]),
+                VolumeLayers::new(),
+            )
             .await
             .unwrap();
         assert_eq!(r.container_id, "first");
@@ -1104,7 +1162,12 @@ mod tests {
         let mut other = sb.clone();
         other.id = "sb-other".into();
         let e = api
-            .create(create_request(&other.id), other, image(&["sh"], &[]))
+            .create(
+                create_request(&other.id),
+                other,
+                image(&["sh"], &[]),
+                VolumeLayers::new(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
@@ -1126,8 +1189,13 @@ mod tests {
             let api = api.clone();
             let sb = sb.clone();
             tokio::spawn(async move {
-                api.create(create_request(&sb.id), sb, image(&["sh"], &[]))
-                    .await
+                api.create(
+                    create_request(&sb.id),
+                    sb,
+                    image(&["sh"], &[]),
+                    VolumeLayers::new(),
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1146,7 +1214,12 @@ mod tests {
         let sb = sandbox();
         // No lower dirs and no command: the mapping refuses it.
         let e = api
-            .create(create_request(&sb.id), sb.clone(), image(&[], &[]))
+            .create(
+                create_request(&sb.id),
+                sb.clone(),
+                image(&[], &[]),
+                VolumeLayers::new(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");

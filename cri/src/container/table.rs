@@ -27,6 +27,14 @@ pub(super) struct MountRecord {
     pub propagation: i32,
     #[serde(default)]
     pub recursive_read_only: bool,
+    /// An image volume's image as the mount named it (`ImageSpec.image`, `.image_ref`), and
+    /// its sub path; empty for a bind.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_ref: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_sub_path: String,
 }
 
 /// What the CRI knows of a container and the runtime does not: `cri.json` in its bundle.
