@@ -361,6 +361,18 @@ fn sandbox_config(
         .as_ref()
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
+    // Merge or Strict: both are the containers' business (the kubelet copies the pod's policy into
+    // each container's security context); the pod's infra process carries no group of its own.
+    let policy = linux
+        .security_context
+        .as_ref()
+        .map(|s| s.supplemental_groups_policy)
+        .unwrap_or_default();
+    if SupplementalGroupsPolicy::try_from(policy).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "unknown supplemental_groups_policy {policy}"
+        )));
+    }
     let port_mappings = c
         .port_mappings
         .iter()
@@ -510,6 +522,27 @@ mod tests {
         let mut bad = request("x");
         bad.port_mappings[0].host_port = 70000;
         assert!(sandbox_config(bad, String::new()).is_err());
+        let mut strict = request("x");
+        let sc = strict
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap();
+        sc.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+        assert!(sandbox_config(strict, String::new()).is_ok());
+        let mut bad = request("x");
+        let sc = bad
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap();
+        sc.supplemental_groups_policy = 7;
+        let e = sandbox_config(bad, String::new()).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
         for dir in ["logs/pod", "/var/log/pods/../../etc"] {
             let mut bad = request("x");
             bad.log_directory = dir.into();

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use carapace_e2e::node::{Node, container, log_until, security, stdout_of};
+use carapace_e2e::node::{
+    Node, container, log_until, security, share_pid_namespace, shared_pid_container, stdout_of,
+};
 use carapace_e2e::{cri, mounts_under};
 use tonic::Code;
 
@@ -200,4 +202,70 @@ async fn strict_supplemental_groups_leave_out_the_images_groups() {
         assert_eq!(user(st), (1000, 1000, want.clone()), "{name} exited");
     }
     n.remove_all(&pod_id).await;
+}
+
+/// The pod-level policy, as the kubelet sends it for `supplementalGroupsPolicy` (it copies it
+/// into each container's security context too, where it takes effect): Merge and Strict are
+/// taken, any other value is refused with nothing left behind, as the container-level field is.
+/// With no pause container the pod's only process of its own is the infra process of a shared
+/// PID namespace, which runs no pod user: it holds no supplementary group, not the daemon's
+/// (root's) either, so a container sees none on `/proc/1`.
+#[tokio::test]
+async fn a_pods_supplemental_groups_policy_is_checked_and_its_infra_holds_no_group() {
+    let mut n = Node::start(7).await;
+    let uid = "0d1e2f30-0000-4000-8000-000000000007";
+    let with_policy = |pod: &mut cri::PodSandboxConfig, policy: i32| {
+        let sc = pod
+            .linux
+            .get_or_insert_default()
+            .security_context
+            .get_or_insert_default();
+        sc.run_as_user = Some(cri::Int64Value { value: 1000 });
+        sc.supplemental_groups = vec![1234];
+        sc.supplemental_groups_policy = policy;
+    };
+
+    let mut bad = n.pod("badpolicy", uid);
+    with_policy(&mut bad, 7);
+    let e =
+        n.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("supplemental_groups_policy"), "{e}");
+    assert!(n.d.pods().await.is_empty());
+
+    for (name, policy) in [
+        ("mergepod", cri::SupplementalGroupsPolicy::Merge),
+        ("strictpod", cri::SupplementalGroupsPolicy::Strict),
+    ] {
+        let mut pod = n.pod(name, uid);
+        share_pid_namespace(&mut pod);
+        with_policy(&mut pod, policy as i32);
+        let pod_id = n.run_pod(&pod).await;
+        let id = n
+            .create_started(
+                &pod_id,
+                &pod,
+                &shared_pid_container("c", &["sleep", "1000"]),
+            )
+            .await;
+        let r = n
+            .exec_sync(&id, &["cat", "/proc/1/status"], 5)
+            .await
+            .unwrap();
+        let status = String::from_utf8_lossy(&r.stdout);
+        let groups = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .unwrap_or_else(|| panic!("{name}: no Groups in /proc/1/status: {r:?}"));
+        assert_eq!(groups.trim(), "", "{name}: the infra process's groups");
+        n.stop_container(&id, 0).await;
+        n.remove_container(&id).await;
+        n.remove_pod(&pod_id).await;
+    }
+    n.finish().await;
 }

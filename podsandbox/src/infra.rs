@@ -153,8 +153,9 @@ fn pid1(armed: std::os::fd::OwnedFd) -> i32 {
 /// `/proc/1`, so with CAP_SYS_PTRACE its root, mounts and fds are the container's to open, and
 /// it is the process a container would ptrace. PID 1 only reaps and waits for signals (the
 /// daemon, host root, kills it from outside), so it gets an empty read-only root in a mount
-/// namespace of its own, no capability, no_new_privs, no dumpability and a seccomp allow-list of
-/// the calls its loop makes. The order matters: each step needs what the next one removes.
+/// namespace of its own, no supplementary group, no capability, no_new_privs, no dumpability
+/// and a seccomp allow-list of the calls its loop makes. The order matters: each step needs
+/// what the next one removes.
 fn confine(armed: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // No parent-death signal: the outer process exits right away, and the daemon kills PID 1
@@ -183,6 +184,11 @@ fn confine(armed: &std::fs::File) -> std::io::Result<()> {
         let _ = nix::unistd::close(fd);
     }
     empty_root()?;
+    // The daemon's supplementary groups (root's, as often as not) are none of the pod's: a
+    // container sharing the PID namespace sees PID 1's, and a pod's Strict supplemental groups
+    // policy promises only the groups of its spec. Needs CAP_SETGID, dropped below.
+    crate::sys::drop_supplementary_groups()
+        .map_err(|e| std::io::Error::other(format!("dropping the supplementary groups: {e}")))?;
     // The bounding set needs CAP_SETPCAP, the mounts above CAP_SYS_ADMIN: this comes after both.
     crate::sys::drop_all_capabilities()
         .map_err(|e| std::io::Error::other(format!("dropping capabilities: {e}")))?;

@@ -57,6 +57,15 @@ pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
     Ok(unsafe { nix::unistd::fork() }?)
 }
 
+/// Leaves the calling process no supplementary group. Needs CAP_SETGID.
+pub fn drop_supplementary_groups() -> io::Result<()> {
+    // SAFETY: with a count of 0 setgroups reads no list, so the null pointer is never read.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Empties every capability set of the calling process, the bounding set included, so neither it
 /// nor anything it could exec holds a capability. Needs CAP_SETPCAP when called (the bounding set
 /// goes first, while the process still has it).
