@@ -959,7 +959,11 @@ pub(crate) fn exec_process(
     chdir(process.cwd()).ctx(format_args!("chdir {}", process.cwd().display()))?;
     // CVE-2024-21626: a cwd reached through a leaked fd is outside the root; getcwd then does not
     // return an absolute path.
-    let cwd = nix::unistd::getcwd().ctx("getcwd")?;
+    // ENOENT is what getcwd says for a directory not reachable from the root.
+    let cwd = match nix::unistd::getcwd() {
+        Err(Errno::ENOENT) => PathBuf::from("(unreachable)"),
+        r => r.ctx("getcwd")?,
+    };
     if !cwd.is_absolute() || cwd.to_string_lossy().starts_with("(unreachable)") {
         return Err(Error::FailedPrecondition(
             "working directory is outside the container".into(),
@@ -1106,6 +1110,12 @@ pub(crate) fn spawn_in_container(
                 nix::unistd::fchdir(root.as_fd()).ctx("fchdir root")?;
                 nix::unistd::chroot(".").ctx("chroot")?;
                 drop(root);
+                // The init's host /proc/<pid> directory is no business of the command: closed
+                // before its chdir, a working directory through /proc/self/fd cannot reach it
+                // (CVE-2024-21626; the getcwd check below stays as the second guard). This
+                // child's copy only: the parent's fd is untouched, and the child ends in exec
+                // or _exit without dropping `init`.
+                let _ = nix::unistd::close(init.as_raw_fd());
                 exec_process(process, &env, linux.seccomp().as_ref())
             })();
             let Err(e) = r;
