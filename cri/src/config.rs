@@ -33,6 +33,9 @@ pub struct Config {
     pub root: PathBuf,
     /// Runtime state that a reboot may lose: sockets, pinned namespaces, sandbox and container state.
     pub state: PathBuf,
+    /// Where CDI spec files are read from, lowest priority first: a device defined in a later
+    /// directory replaces an earlier one's (containerd's `cdi_spec_dirs`).
+    pub cdi_spec_dirs: Vec<PathBuf>,
     pub grpc: Grpc,
     pub metrics: Metrics,
     pub stream: Stream,
@@ -137,6 +140,10 @@ impl Default for Config {
         Self {
             root: "/var/lib/carapace".into(),
             state: "/run/carapace".into(),
+            cdi_spec_dirs: crate::container::DEFAULT_CDI_SPEC_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             grpc: Grpc::default(),
             metrics: Metrics::default(),
             stream: Stream::default(),
@@ -268,6 +275,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(p) = self.cdi_spec_dirs.iter().find(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "cdi_spec_dirs",
+                format!("must hold absolute paths, not {:?}", p.display()),
+            ));
+        }
         if let Some(p) = self.cni.bin_dirs.iter().find(|p| !p.is_absolute()) {
             return Err(invalid(
                 "cni.bin_dirs",
@@ -315,6 +328,9 @@ const DEFAULT_TOML: &str = r#"# carapace configuration. Every key is optional; t
 root = "/var/lib/carapace"
 # Runtime state that a reboot may lose: pinned namespaces, sandbox and container state.
 state = "/run/carapace"
+# CDI spec files (.json and .yaml) for the devices a container asks for by name (vendor.com/class=name),
+# read at each create that asks for one; a device in a later directory replaces an earlier one's.
+cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
 
 [grpc]
 # The unix socket the CRI is served on (kubelet: --container-runtime-endpoint=unix://<address>).
@@ -412,6 +428,10 @@ mod tests {
         assert!(e.contains("max_concurrent_downloads"), "{e}");
         let e = parse("root = \"relative\"\n").unwrap_err().to_string();
         assert!(e.contains("`root`") && e.contains("absolute"), "{e}");
+        let e = parse("cdi_spec_dirs = [\"cdi\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cdi_spec_dirs") && e.contains("absolute"), "{e}");
     }
 
     #[test]

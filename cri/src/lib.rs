@@ -78,6 +78,7 @@ impl Cri {
         ic.limits.max_entries = config.image.max_layer_entries;
         ic.limits.max_bytes = config.image.max_layer_bytes;
         let images = carapace_imageservice::Images::open(ic, metrics)?;
+        container::set_cdi_spec_dirs(config.cdi_spec_dirs.clone());
         Ok(Self {
             node: Arc::new(Node {
                 config,

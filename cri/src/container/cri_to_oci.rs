@@ -720,9 +720,8 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
         .map(|m| m.name.as_str())
         .filter(|n| !n.is_empty())
         .ok_or_else(|| invalid("container metadata.name is required"))?;
-    if !c.cdi_devices.is_empty() {
-        return Err(invalid("CDI devices are not supported yet"));
-    }
+    let cdi_names = super::cdi::requested(&c.cdi_devices, &c.annotations)?;
+    let cdi = super::cdi::CdiRegistry::configured().resolve(&cdi_names)?;
     let linux = c.linux.clone().unwrap_or_default();
     let sc = linux.security_context.as_ref();
     if let Some(aa) = sc.and_then(|s| s.apparmor.as_ref())
@@ -791,7 +790,7 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
         annotations.insert(k.into(), v.into());
     }
 
-    let config = rt::ContainerConfig {
+    let mut config = rt::ContainerConfig {
         id: id.to_owned(),
         process: rt::Process {
             args,
@@ -839,6 +838,9 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
         stop_signal,
         annotations,
     };
+    // Last, so a device's env, nodes and mounts replace the container's own at the same key or
+    // path, as the CDI library edits an OCI spec.
+    cdi.apply(&mut config);
     config.validate()?;
     Ok(config)
 }

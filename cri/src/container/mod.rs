@@ -17,6 +17,7 @@
 //!   made by the first call (waiting for it if still in flight), never "name is reserved".
 //! - Ids may be given as a unique prefix, as crictl users do.
 
+mod cdi;
 mod cri_to_oci;
 #[cfg(test)]
 mod fixtures;
@@ -25,6 +26,9 @@ mod image_users;
 mod stats;
 mod table;
 
+pub(crate) use cdi::{
+    DEFAULT_SPEC_DIRS as DEFAULT_CDI_SPEC_DIRS, set_spec_dirs as set_cdi_spec_dirs,
+};
 pub(crate) use handlers::ContainerApi;
 pub(crate) use table::Links;
 
