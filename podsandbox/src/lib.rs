@@ -21,7 +21,7 @@ mod sysctl;
 
 pub use cgroup::{CgroupDriver, PodCgroup, expand as cgroup_path};
 pub use error::Error;
-pub use infra::{InfraCommand, InfraProcess, infra_main};
+pub use infra::{InfraCommand, InfraProcess, infra_main, with_user_namespace};
 pub use kernel::Kernel;
 pub use netstats::{InterfaceStats, parse_net_dev};
 pub use sandbox::{
@@ -29,5 +29,6 @@ pub use sandbox::{
     SandboxState, Sandboxes,
 };
 pub use spec::{
-    DnsConfig, Metadata, NamespaceMode, NamespaceOptions, PodResources, PortMapping, SandboxConfig,
+    DnsConfig, IdMapping, Metadata, NamespaceMode, NamespaceOptions, PodResources, PortMapping,
+    SandboxConfig, UserNamespace,
 };

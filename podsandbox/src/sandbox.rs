@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CgroupDriver, CgroupLayout, PodCgroup};
 use crate::infra::{InfraCommand, InfraProcess};
-use crate::kernel::{Kernel, NamespaceRequest};
+use crate::kernel::{Kernel, NamespaceRequest, UserRequest};
 use crate::{Error, NamespaceMode, PodResources, SandboxConfig, files, sysctl};
 
 /// The size of a pod's `/dev/shm`, as Docker and containerd default it.
@@ -100,6 +100,9 @@ pub struct NamespacePaths {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// The pod's own user namespace, which owns its net, IPC and UTS namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<PathBuf>,
 }
 
 /// A sandbox, as persisted and as the CRI layer reads it.
@@ -379,6 +382,12 @@ impl Sandboxes {
         if ns.pid == NamespaceMode::Pod && self.opts.infra.is_none() {
             return Err(Error::NoInfraProgram);
         }
+        if let Some(u) = &config.userns {
+            validate_userns(u, ns)?;
+            if self.opts.infra.is_none() {
+                return Err(Error::NoInfraProgram);
+            }
+        }
         let sysctls = sysctl::validate(&config.sysctls, ns.host_network(), ns.host_ipc())?;
         let cgroup = if config.cgroup_parent.is_empty() {
             None
@@ -434,6 +443,7 @@ impl Sandboxes {
             uts: own_net.then(|| ns_dir.join("uts")),
             ipc: (!ns.host_ipc()).then(|| ns_dir.join("ipc")),
             pid: (ns.pid == NamespaceMode::Pod).then(|| ns_dir.join("pid")),
+            user: sb.config.userns.is_some().then(|| ns_dir.join("user")),
         };
         self.persist(sb)?;
         let req = NamespaceRequest {
@@ -442,10 +452,28 @@ impl Sandboxes {
             uts: sb.namespaces.uts.clone(),
             hostname: own_net.then(|| sb.hostname.clone()),
             sysctls: plan.sysctls.clone(),
+            user: match (&sb.namespaces.user, &sb.config.userns, &self.opts.infra) {
+                (Some(pin), Some(userns), Some(helper)) => Some(UserRequest {
+                    pin: pin.clone(),
+                    userns: userns.clone(),
+                    helper: helper.clone(),
+                }),
+                _ => None,
+            },
         };
-        self.kernel
-            .create_namespaces(&req)
-            .map_err(kernel_err("creating namespaces in", &ns_dir))?;
+        self.kernel.create_namespaces(&req).map_err(|e| {
+            // A sysctl the pod's user namespace may not set: the request's fault, said as such.
+            if req.user.is_some() && e.kind() == io::ErrorKind::InvalidInput {
+                let text = e.to_string();
+                let (key, reason) = text.split_once(": ").unwrap_or((text.as_str(), ""));
+                Error::InvalidSysctl {
+                    key: key.to_owned(),
+                    reason: format!("cannot be set in the pod's user namespace: {reason}"),
+                }
+            } else {
+                kernel_err("creating namespaces in", &ns_dir)(e)
+            }
+        })?;
         if let (Some(pin), Some(cmd)) = (&sb.namespaces.pid, &self.opts.infra) {
             let infra = self
                 .kernel
@@ -611,6 +639,7 @@ impl Sandboxes {
             &mut ns.ipc,
             &mut ns.uts,
             &mut ns.pid,
+            &mut ns.user,
             &mut sb.shm,
         ] {
             unpin(p, errors);
@@ -940,6 +969,43 @@ fn new_id() -> String {
 
 /// The bandwidth plugin's limits from the pod annotations Kubernetes defines
 /// (`kubernetes.io/ingress-bandwidth`, `kubernetes.io/egress-bandwidth`, e.g. `10M`).
+/// A pod user namespace as Kubernetes asks for one: one range each for uids and gids, starting at
+/// the container's root, never the host's root, and the pod's own network, IPC and PID (a host
+/// namespace is not the user namespace's to own; the kubelet refuses `hostUsers: false` with them).
+fn validate_userns(u: &crate::UserNamespace, ns: crate::NamespaceOptions) -> Result<(), Error> {
+    for (what, maps) in [("uid", &u.uids), ("gid", &u.gids)] {
+        let [m] = maps.as_slice() else {
+            return Err(Error::InvalidConfig(format!(
+                "a pod user namespace needs exactly one {what} mapping, not {}",
+                maps.len()
+            )));
+        };
+        if m.container_id != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the {what} mapping must start at container id 0, not {}",
+                m.container_id
+            )));
+        }
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "the {what} mapping {}+{} is empty or past the largest id",
+                m.host_id, m.length
+            )));
+        }
+        if m.host_id == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the {what} mapping maps the host's root into the pod"
+            )));
+        }
+    }
+    if ns.host_network() || ns.host_ipc() || ns.pid == NamespaceMode::Node {
+        return Err(Error::InvalidConfig(
+            "a pod user namespace cannot go with the host's network, IPC or PID namespace".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn bandwidth(
     annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<Option<Bandwidth>, Error> {

@@ -320,7 +320,13 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
     }
 
     let ns = &config.namespaces;
-    let mut namespaces: Vec<Value> = vec![json!({"type": "mount"})];
+    // The user namespace first, as the OCI spec lists it for runc.
+    let mut namespaces: Vec<Value> = ns
+        .user
+        .iter()
+        .map(|u| json!({"type": "user", "path": u.path}))
+        .collect();
+    namespaces.push(json!({"type": "mount"}));
     namespaces.extend(namespace_json("network", &ns.network));
     namespaces.extend(namespace_json("ipc", &ns.ipc));
     namespaces.extend(namespace_json("uts", &ns.uts));
@@ -373,6 +379,11 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
             d
         })
         .collect();
+    let id_maps = |m: &[crate::config::IdMap]| -> Vec<Value> {
+        m.iter()
+            .map(|m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.length}))
+            .collect()
+    };
     let mut linux = json!({
         "namespaces": namespaces,
         "cgroupsPath": cgroup_path(config),
@@ -382,6 +393,10 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
         "readonlyPaths": readonly,
         "rootfsPropagation": rootfs_propagation,
     });
+    if let Some(u) = &ns.user {
+        linux["uidMappings"] = json!(id_maps(&u.uids));
+        linux["gidMappings"] = json!(id_maps(&u.gids));
+    }
     let seccomp = if sec.privileged {
         None
     } else {

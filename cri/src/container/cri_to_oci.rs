@@ -103,6 +103,8 @@ pub(super) struct SandboxInfo {
     pub resolv_conf_path: Option<PathBuf>,
     /// The pod's `/dev/shm`; `None` with host IPC.
     pub shm_path: Option<PathBuf>,
+    /// The pod's own user namespace and its maps; `None`: the host's.
+    pub user: Option<rt::UserNs>,
 }
 
 impl SandboxInfo {
@@ -141,6 +143,25 @@ impl SandboxInfo {
             hosts_path: file(&sb.hosts_path),
             resolv_conf_path: file(&sb.resolv_conf_path),
             shm_path: sb.shm.clone(),
+            user: match (&sb.namespaces.user, &sb.config.userns) {
+                (Some(path), Some(u)) => {
+                    let maps = |m: &[carapace_podsandbox::IdMapping]| {
+                        m.iter()
+                            .map(|m| rt::IdMap {
+                                container_id: m.container_id,
+                                host_id: m.host_id,
+                                length: m.length,
+                            })
+                            .collect()
+                    };
+                    Some(rt::UserNs {
+                        path: path.clone(),
+                        uids: maps(&u.uids),
+                        gids: maps(&u.gids),
+                    })
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -528,9 +549,15 @@ fn mounts(cri: &[Mount], sb: &SandboxInfo, readonly_rootfs: bool) -> Result<Vec<
                 m.container_path
             )));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        // Every bind of a user-namespaced pod is id-mapped through the pod's namespace: mappings
+        // given per mount can only be those, and need that namespace.
+        if (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
+            && !sb.user.as_ref().is_some_and(|u| {
+                same_maps(&m.uid_mappings, &u.uids) && same_maps(&m.gid_mappings, &u.gids)
+            })
+        {
             return Err(invalid(format!(
-                "id-mapped mounts are not supported ({})",
+                "mount {}: id mappings other than the pod user namespace's are not supported",
                 m.container_path
             )));
         }
@@ -621,11 +648,21 @@ fn namespaces(
 ) -> Result<rt::Namespaces, Error> {
     let default = NamespaceOption::default();
     let opts = opts.unwrap_or(&default);
-    if let Some(u) = &opts.userns_options
-        && NamespaceMode::try_from(u.mode) == Ok(NamespaceMode::Pod)
-        && (!u.uids.is_empty() || !u.gids.is_empty())
-    {
-        return Err(invalid("user namespaces are not supported"));
+    // The user namespace is the pod's: a container may restate it (the kubelet sends the pod's
+    // options), not ask for another.
+    if let Some(u) = &opts.userns_options {
+        let restated = match (NamespaceMode::try_from(u.mode), &sb.user) {
+            (Ok(NamespaceMode::Node), None) => u.uids.is_empty() && u.gids.is_empty(),
+            (Ok(NamespaceMode::Pod), Some(pod)) => {
+                same_maps(&u.uids, &pod.uids) && same_maps(&u.gids, &pod.gids)
+            }
+            _ => false,
+        };
+        if !restated {
+            return Err(invalid(
+                "the container's user namespace options differ from its pod's",
+            ));
+        }
     }
     let pid = match NamespaceMode::try_from(opts.pid) {
         Ok(NamespaceMode::Container) => rt::NsMode::New,
@@ -653,7 +690,15 @@ fn namespaces(
         ipc: sb.ipc.clone(),
         uts: sb.uts.clone(),
         pid,
+        user: sb.user.clone(),
     })
+}
+
+fn same_maps(cri: &[IdMapping], rt: &[rt::IdMap]) -> bool {
+    cri.len() == rt.len()
+        && cri.iter().zip(rt).all(|(c, r)| {
+            c.container_id == r.container_id && c.host_id == r.host_id && c.length == r.length
+        })
 }
 
 /// Everything the mapping needs besides the request.

@@ -172,6 +172,9 @@ impl Inner {
                     selinux_relabel: m.selinux_relabel,
                     propagation: m.propagation,
                     recursive_read_only: m.recursive_read_only,
+                    // In a pod with a user namespace every bind is id-mapped through it.
+                    uid_mappings: id_mappings(config.namespaces.user.as_ref().map(|u| &u.uids)),
+                    gid_mappings: id_mappings(config.namespaces.user.as_ref().map(|u| &u.gids)),
                     ..Default::default()
                 })
                 .collect(),
@@ -1251,4 +1254,15 @@ mod tests {
         assert_eq!(list(state(ContainerState::ContainerUnknown)).await.len(), 3);
         assert_eq!(api.ids_in_sandbox("sb1").len(), 2);
     }
+}
+
+fn id_mappings(m: Option<&Vec<carapace_runtime::config::IdMap>>) -> Vec<IdMapping> {
+    m.into_iter()
+        .flatten()
+        .map(|m| IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
 }
