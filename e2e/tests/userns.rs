@@ -198,6 +198,15 @@ async fn a_userns_pods_root_is_root_inside_and_its_mapped_id_on_the_host() {
         ],
     )
     .await;
+    // `/dev` is root's as without a user namespace: it can make a file there.
+    let dev = exec_out(
+        &mut n,
+        &id,
+        &["sh", "-c", "mkdir /dev/made && ls -lnd /dev"],
+    )
+    .await;
+    let f: Vec<&str> = dev.split_whitespace().collect();
+    assert_eq!((f[2], f[3]), ("0", "0"), "{dev}");
 
     let (cst, _) = n.status(&id).await;
     let m = cst
@@ -381,6 +390,67 @@ async fn exec_and_attach_into_a_userns_pod_keep_its_mapping() {
     );
     s.hang_up().await;
 
+    n.stop_container(&id, 0).await;
+    n.remove_container(&id).await;
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
+
+/// Sysctls are set inside the pod's user namespace, by its root: one that namespace may not set
+/// (a ping group range reaching ids it does not map) is refused as an invalid request that names
+/// it, leaving nothing behind; within the range, and other namespaced ones, are set.
+#[tokio::test]
+async fn a_sysctl_the_pods_user_namespace_cannot_set_is_refused_as_invalid() {
+    let mut n = Node::start(253).await;
+    let u = userns(kubelet_range(4300));
+    let with_sysctls = |n: &Node, name: &str, sysctls: &[(&str, &str)]| {
+        let mut pod = in_userns(n.pod(name, "0d1e2f30-0000-4000-8000-000000000253"), &u);
+        pod.linux.as_mut().unwrap().sysctls = sysctls
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        pod
+    };
+    let pod = with_sysctls(&n, "bad", &[("net.ipv4.ping_group_range", "0 2147483647")]);
+    let e =
+        n.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("ping_group_range"), "{e}");
+    assert!(n.d.pods().await.is_empty());
+
+    let pod = with_sysctls(
+        &n,
+        "good",
+        &[
+            ("net.ipv4.ping_group_range", "0 65535"),
+            ("net.ipv4.ip_unprivileged_port_start", "80"),
+            ("kernel.shm_rmid_forced", "1"),
+        ],
+    );
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, &container_in(&pod, "c", &["sleep", "1000"]))
+        .await;
+    let got = exec_out(
+        &mut n,
+        &id,
+        &[
+            "cat",
+            "/proc/sys/net/ipv4/ping_group_range",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            "/proc/sys/kernel/shm_rmid_forced",
+        ],
+    )
+    .await;
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        ["0", "65535", "80", "1"]
+    );
     n.stop_container(&id, 0).await;
     n.remove_container(&id).await;
     n.remove_pod(&pod_id).await;

@@ -413,7 +413,17 @@ fn init_container(
     )
     .ctx("open rootfs")?;
 
-    for m in spec.mounts().iter().flatten() {
+    // In a user namespace the kernel filesystems made for the container are its root's, as they
+    // would be had it mounted them: `/dev` is root's to write in, `/dev/pts`'s tty group its own.
+    let remapped;
+    let mounts: &[OciMount] = match &userns {
+        Some(_) => {
+            remapped = owned_by_namespace(spec.mounts().as_deref().unwrap_or_default(), &linux)?;
+            &remapped
+        }
+        None => spec.mounts().as_deref().unwrap_or_default(),
+    };
+    for m in mounts {
         mount_one(
             &root_fd,
             m,
@@ -492,6 +502,67 @@ fn namespace_root(linux: &oci_spec::runtime::Linux) -> Result<(u32, u32)> {
         .ok_or_else(|| {
             Error::InvalidArgument("a user namespace without a mapping for its root".into())
         })
+}
+
+/// `id` inside the namespace, as the host numbers it.
+fn host_id(maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>, id: u32) -> Option<u32> {
+    maps.iter().flatten().find_map(|m| {
+        let off = id.checked_sub(m.container_id())?;
+        (off < m.size())
+            .then(|| m.host_id().checked_add(off))
+            .flatten()
+    })
+}
+
+/// `mounts` with the tmpfs and devpts ones owned by the user namespace's root: their `uid=`
+/// and `gid=` options translated to host ids, and a tmpfs without them given the root's.
+fn owned_by_namespace(
+    mounts: &[OciMount],
+    linux: &oci_spec::runtime::Linux,
+) -> Result<Vec<OciMount>> {
+    let (uid, gid) = namespace_root(linux)?;
+    mounts
+        .iter()
+        .map(|m| {
+            let typ = m.typ().as_deref().unwrap_or_default();
+            if typ != "tmpfs" && typ != "devpts" {
+                return Ok(m.clone());
+            }
+            let mut options = Vec::new();
+            for o in m.options().iter().flatten() {
+                let translated = match o.split_once('=') {
+                    Some(("uid", n)) => Some(("uid", host_id(linux.uid_mappings(), parse_id(n)?))),
+                    Some(("gid", n)) => Some(("gid", host_id(linux.gid_mappings(), parse_id(n)?))),
+                    _ => None,
+                };
+                match translated {
+                    Some((k, Some(id))) => options.push(format!("{k}={id}")),
+                    Some((k, None)) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "mount {}: {o} is not mapped in the user namespace ({k})",
+                            m.destination().display()
+                        )));
+                    }
+                    None => options.push(o.clone()),
+                }
+            }
+            if typ == "tmpfs" {
+                for (k, id) in [("uid", uid), ("gid", gid)] {
+                    if !options.iter().any(|o| o.starts_with(&format!("{k}="))) {
+                        options.push(format!("{k}={id}"));
+                    }
+                }
+            }
+            let mut m = m.clone();
+            m.set_options(Some(options));
+            Ok(m)
+        })
+        .collect()
+}
+
+fn parse_id(n: &str) -> Result<u32> {
+    n.parse()
+        .map_err(|_| Error::InvalidArgument(format!("mount option id {n:?}")))
 }
 
 /// Id-maps the detached tree `tree` through `userns`, saying which mount could not be.
