@@ -536,6 +536,44 @@ mod tests {
     }
 
     #[test]
+    fn userns_options_become_the_pods_user_namespace_and_are_reported_back() {
+        let m = IdMapping {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        };
+        let pod = UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: vec![m],
+            gids: vec![m],
+        };
+        let u = userns_from_cri(Some(&pod)).unwrap().unwrap();
+        assert_eq!(userns_to_cri(Some(&u)), pod);
+        assert_eq!(userns_from_cri(None).unwrap(), None);
+        let node = UserNamespace {
+            mode: NamespaceMode::Node as i32,
+            ..Default::default()
+        };
+        assert_eq!(userns_from_cri(Some(&node)).unwrap(), None);
+        assert_eq!(userns_to_cri(None), node);
+        for mode in [NamespaceMode::Container, NamespaceMode::Target] {
+            let bad = UserNamespace {
+                mode: mode as i32,
+                ..Default::default()
+            };
+            assert!(matches!(
+                userns_from_cri(Some(&bad)),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        let node_with_maps = UserNamespace {
+            mode: NamespaceMode::Node as i32,
+            ..pod
+        };
+        assert!(userns_from_cri(Some(&node_with_maps)).is_err());
+    }
+
+    #[test]
     fn config_is_translated_with_overhead_added() {
         let c = sandbox_config(request("web"), "runc".into()).unwrap();
         assert_eq!(c.metadata.sandbox_name(), "web_default_uid-web_0");

@@ -1404,6 +1404,112 @@ mod tests {
         ));
     }
 
+    fn kubelet_userns(host_id: u32) -> crate::UserNamespace {
+        let m = crate::IdMapping {
+            container_id: 0,
+            host_id,
+            length: 65536,
+        };
+        crate::UserNamespace {
+            uids: vec![m],
+            gids: vec![m],
+        }
+    }
+
+    #[test]
+    fn a_pod_user_namespace_is_made_with_its_maps_pinned_and_unpinned() {
+        let f = fixture();
+        let mut cfg = config("userns");
+        cfg.userns = Some(kubelet_userns(65536 * 10));
+        let id = f.sandboxes.run(cfg.clone()).unwrap();
+        let sb = f.sandboxes.get(&id).unwrap();
+        let pin = sb.namespaces.user.clone().expect("a user namespace pin");
+        assert!(pin.exists());
+        let req = f.kernel.requests.lock().unwrap().last().cloned().unwrap();
+        let user = req.user.expect("the user namespace asked for");
+        assert_eq!(
+            (user.pin, user.userns),
+            (pin.clone(), kubelet_userns(65536 * 10))
+        );
+        // Made inside it: the pod's other namespaces, in the same request.
+        assert!(req.net.is_some() && req.ipc.is_some() && req.uts.is_some());
+        f.sandboxes.remove(&id).unwrap();
+        assert!(!pin.exists());
+        assert!(
+            f.kernel
+                .calls()
+                .contains(&format!("unpin {}", pin.display()))
+        );
+    }
+
+    #[test]
+    fn pod_user_namespaces_the_kubelet_never_asks_for_are_refused_before_anything_is_made() {
+        let f = fixture();
+        let m = |container_id, host_id, length| crate::IdMapping {
+            container_id,
+            host_id,
+            length,
+        };
+        let two = crate::UserNamespace {
+            uids: vec![m(0, 65536, 65536), m(65536, 2 * 65536, 65536)],
+            gids: vec![m(0, 65536, 65536)],
+        };
+        let cases = [
+            ("two ranges", two, NamespaceOptions::default()),
+            (
+                "root unmapped",
+                crate::UserNamespace {
+                    uids: vec![m(1, 65536, 65536)],
+                    gids: vec![m(0, 65536, 65536)],
+                },
+                NamespaceOptions::default(),
+            ),
+            (
+                "past the last id",
+                crate::UserNamespace {
+                    uids: vec![m(0, u32::MAX - 10, 65536)],
+                    gids: vec![m(0, 65536, 65536)],
+                },
+                NamespaceOptions::default(),
+            ),
+            (
+                "the host's root",
+                crate::UserNamespace {
+                    uids: vec![m(0, 0, 65536)],
+                    gids: vec![m(0, 0, 65536)],
+                },
+                NamespaceOptions::default(),
+            ),
+            (
+                "host network",
+                kubelet_userns(65536),
+                NamespaceOptions {
+                    network: NamespaceMode::Node,
+                    ..Default::default()
+                },
+            ),
+            (
+                "host PID",
+                kubelet_userns(65536),
+                NamespaceOptions {
+                    pid: NamespaceMode::Node,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, u, ns) in cases {
+            let mut cfg = config("bad");
+            cfg.userns = Some(u);
+            cfg.namespaces = ns;
+            cfg.sysctls.clear();
+            assert!(
+                matches!(f.sandboxes.run(cfg), Err(Error::InvalidConfig(_))),
+                "{what}"
+            );
+        }
+        assert!(f.kernel.calls().is_empty(), "{:?}", f.kernel.calls());
+    }
+
     #[test]
     fn no_network_configured_fails_with_network_not_ready() {
         let f = fixture();

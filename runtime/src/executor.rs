@@ -1389,6 +1389,38 @@ pub fn capability_names(set: &caps::CapsHashSet) -> BTreeSet<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_kernel_filesystems_of_a_userns_container_are_its_roots() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0",
+            "root": {"path": "/r"},
+            "mounts": [
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "mode=755"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["newinstance", "gid=5"]},
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/x", "type": "bind", "source": "/y", "options": ["rbind"]},
+            ],
+            "linux": {
+                "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+                "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 65536}],
+            },
+        }))
+        .unwrap();
+        let linux = spec.linux().clone().unwrap();
+        let m = owned_by_namespace(spec.mounts().as_deref().unwrap(), &linux).unwrap();
+        let opts = |i: usize| m[i].options().clone().unwrap_or_default();
+        assert_eq!(opts(0), ["nosuid", "mode=755", "uid=100000", "gid=200000"]);
+        assert_eq!(opts(1), ["newinstance", "gid=200005"]);
+        assert_eq!(m[2], spec.mounts().as_ref().unwrap()[2]);
+        assert_eq!(m[3], spec.mounts().as_ref().unwrap()[3]);
+        // An id the namespace does not map cannot be given.
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts[1].set_options(Some(vec!["gid=70000".into()]));
+        assert!(owned_by_namespace(&mounts, &linux).is_err());
+    }
+
     /// Root only (the runtime's tests run as root): an image of 60 layers whose paths are as long
     /// as the snapshotter's makes overlay options of more than a page; the mount still works and
     /// shows the bottom layer's file under the top layer's.

@@ -512,6 +512,41 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_user_namespace_comes_first_with_its_maps() {
+        let mut c = config();
+        let map = crate::config::IdMap {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        };
+        c.namespaces.user = Some(crate::config::UserNs {
+            path: "/run/pod/ns/user".into(),
+            uids: vec![map],
+            gids: vec![map],
+        });
+        let spec = build(&c, Path::new("/b/rootfs")).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert_eq!(ns[0].typ(), LinuxNamespaceType::User);
+        assert_eq!(ns[0].path().as_deref(), Some(Path::new("/run/pod/ns/user")));
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let m = &maps.as_ref().unwrap()[0];
+            assert_eq!((m.container_id(), m.host_id(), m.size()), (0, 65536, 65536));
+        }
+        // Without one, none.
+        let spec = build(&config(), Path::new("/b/rootfs")).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(
+            linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .all(|n| n.typ() != LinuxNamespaceType::User)
+        );
+        assert!(linux.uid_mappings().is_none());
+    }
+
+    #[test]
     fn binds_are_checked_sorted_and_carry_propagation() {
         let mut c = config();
         let dir = tempfile::tempdir().unwrap();

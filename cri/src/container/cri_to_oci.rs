@@ -1021,6 +1021,73 @@ mod tests {
     }
 
     #[test]
+    fn a_container_joins_its_pods_user_namespace_and_may_only_restate_it() {
+        let map = |host_id| IdMapping {
+            container_id: 0,
+            host_id,
+            length: 65536,
+        };
+        let rt_map = rt::IdMap {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        };
+        let mut sb = sandbox();
+        sb.pid = rt::NsMode::Join("/p".into());
+        let userns = |mode: NamespaceMode, m: Vec<IdMapping>| NamespaceOption {
+            userns_options: Some(UserNamespace {
+                mode: mode as i32,
+                uids: m.clone(),
+                gids: m,
+            }),
+            ..Default::default()
+        };
+        // A pod without one: NODE (or nothing) only.
+        assert_eq!(namespaces(None, &sb, &no_target).unwrap().user, None);
+        namespaces(Some(&userns(NamespaceMode::Node, vec![])), &sb, &no_target).unwrap();
+        assert!(matches!(
+            namespaces(
+                Some(&userns(NamespaceMode::Pod, vec![map(65536)])),
+                &sb,
+                &no_target
+            ),
+            Err(Error::InvalidArgument(_))
+        ));
+        sb.user = Some(rt::UserNs {
+            path: "/pod/ns/user".into(),
+            uids: vec![rt_map],
+            gids: vec![rt_map],
+        });
+        // A pod with one: joined whether restated or not; another mapping or mode is refused.
+        for opts in [None, Some(userns(NamespaceMode::Pod, vec![map(65536)]))] {
+            let ns = namespaces(opts.as_ref(), &sb, &no_target).unwrap();
+            assert_eq!(ns.user, sb.user);
+        }
+        for bad in [
+            userns(NamespaceMode::Pod, vec![map(131072)]),
+            userns(NamespaceMode::Node, vec![]),
+            userns(NamespaceMode::Container, vec![]),
+        ] {
+            assert!(matches!(
+                namespaces(Some(&bad), &sb, &no_target),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        // Per-mount mappings: the pod's only.
+        let vol = |m: Vec<IdMapping>| Mount {
+            container_path: "/v".into(),
+            host_path: "/tmp".into(),
+            uid_mappings: m.clone(),
+            gid_mappings: m,
+            ..Default::default()
+        };
+        mounts(&[vol(vec![map(65536)])], &sb, false).unwrap();
+        assert!(mounts(&[vol(vec![map(131072)])], &sb, false).is_err());
+        sb.user = None;
+        assert!(mounts(&[vol(vec![map(65536)])], &sb, false).is_err());
+    }
+
+    #[test]
     #[allow(deprecated)]
     fn seccomp_profile_selection() {
         use security_profile::ProfileType;

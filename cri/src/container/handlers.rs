@@ -1071,6 +1071,17 @@ pub(super) fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+fn id_mappings(m: Option<&Vec<carapace_runtime::config::IdMap>>) -> Vec<IdMapping> {
+    m.into_iter()
+        .flatten()
+        .map(|m| IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1254,15 +1265,4 @@ mod tests {
         assert_eq!(list(state(ContainerState::ContainerUnknown)).await.len(), 3);
         assert_eq!(api.ids_in_sandbox("sb1").len(), 2);
     }
-}
-
-fn id_mappings(m: Option<&Vec<carapace_runtime::config::IdMap>>) -> Vec<IdMapping> {
-    m.into_iter()
-        .flatten()
-        .map(|m| IdMapping {
-            host_id: m.host_id,
-            container_id: m.container_id,
-            length: m.length,
-        })
-        .collect()
 }
