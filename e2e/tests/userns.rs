@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use carapace_e2e::cri;
-use carapace_e2e::node::{Node, container};
+use carapace_e2e::node::{Node, container, share_pid_namespace};
 use carapace_e2e::stream::RemoteCommand;
 use tonic::Code;
 
@@ -236,17 +236,29 @@ async fn two_userns_pods_get_the_disjoint_ranges_they_are_given() {
     let mut made = Vec::new();
     for (i, block) in [(1u32, 4100u32), (2, 4101)] {
         let range = kubelet_range(block);
-        let pod = in_userns(
-            n.pod(
-                &format!("userns{i}"),
-                &format!("0d1e2f30-0000-4000-800{i}-000000000251"),
-            ),
-            &userns(range),
+        let mut pod = n.pod(
+            &format!("userns{i}"),
+            &format!("0d1e2f30-0000-4000-800{i}-000000000251"),
         );
+        // The second shares its PID namespace (`shareProcessNamespace: true`) too.
+        if i == 2 {
+            share_pid_namespace(&mut pod);
+        }
+        let pod = in_userns(pod, &userns(range));
         let pod_id = n.run_pod(&pod).await;
         let id = n
             .create_started(&pod_id, &pod, &container_in(&pod, "c", &["sleep", "1000"]))
             .await;
+        if i == 2 {
+            // PID 1 is the pod's infra process, the container's sleep beside it.
+            let ps = exec_out(
+                &mut n,
+                &id,
+                &["sh", "-c", "cat /proc/1/cmdline; echo; id -u"],
+            )
+            .await;
+            assert!(!ps.contains("sleep") && ps.ends_with("0\n"), "{ps:?}");
+        }
         let pid = host_pid(&mut n, &id).await;
         let uid = host_uids(pid)[0];
         assert!(
