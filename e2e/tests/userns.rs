@@ -120,6 +120,9 @@ async fn a_userns_pods_root_is_root_inside_and_its_mapped_id_on_the_host() {
         .and_then(|ns| ns.options)
         .and_then(|o| o.userns_options);
     assert_eq!(reported.as_ref(), Some(&u), "PodSandboxStatus");
+    // The CNI plugins, run from the host's user namespace, attached the pod's network.
+    let ip = pst.network.map(|n| n.ip).unwrap_or_default();
+    assert!(!ip.is_empty(), "no pod IP");
 
     let vol = n.d.config.dir().join("vols/userns");
     std::fs::create_dir_all(&vol).unwrap();
@@ -194,11 +197,13 @@ async fn a_userns_pods_root_is_root_inside_and_its_mapped_id_on_the_host() {
         &[
             "sh",
             "-c",
-            "echo x > /dev/shm/f && ls /proc/1 /sys/class/net/lo",
+            "echo x > /dev/shm/f && ls /proc/1 /sys/class/net/eth0",
         ],
     )
     .await;
     // `/dev` is root's as without a user namespace: it can make a file there.
+    let addr = exec_out(&mut n, &id, &["cat", "/proc/net/fib_trie"]).await;
+    assert!(addr.contains(&ip), "{addr}");
     let dev = exec_out(
         &mut n,
         &id,

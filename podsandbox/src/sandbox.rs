@@ -463,15 +463,21 @@ impl Sandboxes {
         };
         self.kernel.create_namespaces(&req).map_err(|e| {
             // A sysctl the pod's user namespace may not set: the request's fault, said as such.
-            if req.user.is_some() && e.kind() == io::ErrorKind::InvalidInput {
-                let text = e.to_string();
-                let (key, reason) = text.split_once(": ").unwrap_or((text.as_str(), ""));
-                Error::InvalidSysctl {
+            let text = e.to_string();
+            let refused = text.split_once(": ").filter(|(key, _)| {
+                req.user.is_some()
+                    && e.kind() == io::ErrorKind::InvalidInput
+                    && req
+                        .sysctls
+                        .iter()
+                        .any(|s| s.path.to_string_lossy().replace('/', ".") == *key)
+            });
+            match refused {
+                Some((key, reason)) => Error::InvalidSysctl {
                     key: key.to_owned(),
                     reason: format!("cannot be set in the pod's user namespace: {reason}"),
-                }
-            } else {
-                kernel_err("creating namespaces in", &ns_dir)(e)
+                },
+                None => kernel_err("creating namespaces in", &ns_dir)(e),
             }
         })?;
         if let (Some(pin), Some(cmd)) = (&sb.namespaces.pid, &self.opts.infra) {

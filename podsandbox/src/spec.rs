@@ -71,18 +71,6 @@ pub struct UserNamespace {
     pub gids: Vec<IdMapping>,
 }
 
-impl UserNamespace {
-    /// The host uid and gid of the namespace's root (container id 0).
-    pub fn host_root(&self) -> Option<(u32, u32)> {
-        let root = |m: &[IdMapping]| {
-            m.iter()
-                .find(|m| m.container_id == 0 && m.length > 0)
-                .map(|m| m.host_id)
-        };
-        Some((root(&self.uids)?, root(&self.gids)?))
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DnsConfig {
     pub servers: Vec<String>,
