@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use carapace_e2e::cri;
-use carapace_e2e::node::{Node, container, share_pid_namespace};
+use carapace_e2e::node::{Node, container, security, share_pid_namespace};
 use carapace_e2e::stream::RemoteCommand;
 use tonic::Code;
 
@@ -406,6 +406,38 @@ async fn exec_and_attach_into_a_userns_pod_keep_its_mapping() {
         "attach: {attached}"
     );
     s.hang_up().await;
+
+    // With CAP_SYS_ADMIN its root may mount in its own mount namespace, as without a user
+    // namespace, but cannot take off what the runtime mounted (a masked path's bind) to look
+    // beneath: those mounts are locked to the user namespace.
+    let mut admin = container_in(&pod, "admin", &["sleep", "1000"]);
+    security(&mut admin).capabilities = Some(cri::Capability {
+        add_capabilities: vec!["SYS_ADMIN".into()],
+        ..Default::default()
+    });
+    let admin_id = n.create_started(&pod_id, &pod, &admin).await;
+    exec_out(
+        &mut n,
+        &admin_id,
+        &[
+            "sh",
+            "-c",
+            "mkdir /m && mount -t tmpfs t /m && touch /m/f && umount /m",
+        ],
+    )
+    .await;
+    let out = exec_out(
+        &mut n,
+        &admin_id,
+        &["sh", "-c", "umount /proc/keys 2>&1; echo rc=$?"],
+    )
+    .await;
+    assert!(
+        !out.contains("rc=0") && out.contains("Invalid argument"),
+        "a masked path was unmounted: {out}"
+    );
+    n.stop_container(&admin_id, 0).await;
+    n.remove_container(&admin_id).await;
 
     n.stop_container(&id, 0).await;
     n.remove_container(&id).await;

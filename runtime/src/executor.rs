@@ -486,7 +486,11 @@ fn init_container(
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("spec has no process".into()))?;
-    exec_process(process, linux.seccomp().as_ref(), userns)
+    let join = userns.map(|ns| JoinUserns {
+        ns,
+        own_mount_ns: true,
+    });
+    exec_process(process, linux.seccomp().as_ref(), join)
 }
 
 /// The host uid and gid of the user namespace's root, from the spec's maps.
@@ -1065,6 +1069,13 @@ fn cap_set<'a>(
         .collect()
 }
 
+/// The pod's user namespace for [`exec_process`] to join; `own_mount_ns` (the init's, not an
+/// exec's) then moves to a copy of the mount namespace owned by it.
+pub(crate) struct JoinUserns {
+    pub ns: OwnedFd,
+    pub own_mount_ns: bool,
+}
+
 /// The process half, shared by the container's init and ExecSync: OOM score, rlimits, user and
 /// groups, capabilities, cwd (checked inside the root), no_new_privs, seccomp last, exec.
 /// `userns`, the pod's user namespace, is joined after the OOM score and rlimits (which the
@@ -1073,7 +1084,7 @@ fn cap_set<'a>(
 pub(crate) fn exec_process(
     process: &Process,
     seccomp_profile: Option<&oci_spec::runtime::LinuxSeccomp>,
-    userns: Option<OwnedFd>,
+    userns: Option<JoinUserns>,
 ) -> Result<std::convert::Infallible> {
     if let Some(adj) = process.oom_score_adj() {
         set_oom_score_adj(adj)?;
@@ -1088,8 +1099,14 @@ pub(crate) fn exec_process(
         nix::sys::resource::setrlimit(res, r.soft(), r.hard())
             .ctx(format_args!("setrlimit {kind}"))?;
     }
-    if let Some(ns) = userns {
-        setns(ns, CloneFlags::CLONE_NEWUSER).ctx("join the pod's user namespace")?;
+    if let Some(join) = userns {
+        setns(join.ns, CloneFlags::CLONE_NEWUSER).ctx("join the pod's user namespace")?;
+        if join.own_mount_ns {
+            // A copy of the mounts made above in a mount namespace the user namespace owns, as
+            // runc's would be: its root may mount there (as without one it may in its own), and
+            // every mount made above is locked to it, none can be taken off to look beneath.
+            unshare(CloneFlags::CLONE_NEWNS).ctx("a mount namespace of the user namespace")?;
+        }
     }
     let filter = seccomp_profile.map(seccomp::compile).transpose()?;
     let nnp = process.no_new_privileges().unwrap_or(false);
@@ -1259,8 +1276,8 @@ pub(crate) fn spawn_in_container(
             fds.push((theirs, flag));
         }
     }
-    // The user namespace is joined last (in `exec_process`), as the init did: the others are
-    // owned by it or the host's, and joining it first would leave no right to join the host's.
+    // The user namespace is joined last (in `exec_process`), as the init did: the PID namespace
+    // is the host's, and once in the pod's user namespace we would have no right to join it.
     // Looked at only when the spec has one, so an exec into any other container costs nothing.
     let in_userns = linux
         .namespaces()
@@ -1268,7 +1285,10 @@ pub(crate) fn spawn_in_container(
         .flatten()
         .any(|n| n.typ() == LinuxNamespaceType::User);
     let userns = if in_userns {
-        Some(open_init("ns/user")?)
+        Some(JoinUserns {
+            ns: open_init("ns/user")?,
+            own_mount_ns: false,
+        })
     } else {
         None
     };
