@@ -2,7 +2,8 @@
 //! container's init into the pod's namespaces and a new mount (and PID) namespace, mounts the
 //! overlay root and everything the spec lists (targets resolved inside the root), pivots, masks
 //! paths, then sets user, rlimits, capabilities (all five sets), no_new_privs and seccomp last, and
-//! execs. The exec helper ([`exec_process`]) reuses the process half for ExecSync. It runs only in
+//! execs. In a pod with a user namespace the mounts are id-mapped through it and it is joined
+//! last, after the mounts and rlimits, with the host's privileges used up to there. The exec helper ([`exec_process`]) reuses the process half for ExecSync. It runs only in
 //! single-threaded helper processes, never in the daemon.
 
 use std::collections::BTreeSet;
