@@ -746,6 +746,25 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
     let args = argv(&c.command, &c.args, image)?;
     let mut env = merge_env(&image.env, &c.envs)?;
     let user = resolve_user(&image.lower_dirs, sc, &image.user)?;
+    if let Some(u) = &sb.user {
+        // Refused here rather than by setresuid(2) at start, with the id named.
+        let mapped = |maps: &[rt::IdMap], id: u32| {
+            maps.iter()
+                .any(|m| id >= m.container_id && id - m.container_id < m.length)
+        };
+        let gids = std::iter::once(user.gid).chain(user.additional_gids.iter().copied());
+        if !mapped(&u.uids, user.uid) {
+            return Err(invalid(format!(
+                "uid {} is not mapped in the pod's user namespace",
+                user.uid
+            )));
+        }
+        if let Some(g) = gids.into_iter().find(|g| !mapped(&u.gids, *g)) {
+            return Err(invalid(format!(
+                "gid {g} is not mapped in the pod's user namespace"
+            )));
+        }
+    }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")));
     }
@@ -1386,6 +1405,50 @@ mod tests {
         .unwrap();
         assert!(rc.security.privileged);
         assert_eq!(rc.security.seccomp, rt::SeccompProfile::Unconfined);
+    }
+
+    #[test]
+    fn a_user_the_pods_user_namespace_does_not_map_is_refused_at_create() {
+        let t = tempfile::tempdir().unwrap();
+        let mut img = image(&["/bin/sh"], &[]);
+        img.lower_dirs = vec![layer(
+            t.path(),
+            "l",
+            &[("etc/passwd", PASSWD), ("etc/group", GROUP)],
+        )];
+        let c = cri_config();
+        let mut sb = sandbox();
+        let with_length = |sb: &mut SandboxInfo, length| {
+            let m = rt::IdMap {
+                container_id: 0,
+                host_id: 65536,
+                length,
+            };
+            sb.user = Some(rt::UserNs {
+                path: "/pod/ns/user".into(),
+                uids: vec![m],
+                gids: vec![m],
+            });
+        };
+        let map = |sb: &SandboxInfo| {
+            runtime_config(&MapInput {
+                id: "abcd",
+                config: &c,
+                image: &img,
+                sandbox: sb,
+                target_pid_ns: &no_target,
+            })
+        };
+        // The config runs as `app`, uid 1000 (and its groups).
+        with_length(&mut sb, 65536);
+        let rc = map(&sb).unwrap();
+        assert_eq!(rc.namespaces.user, sb.user);
+        with_length(&mut sb, 1000);
+        let e = map(&sb).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("uid 1000")),
+            "{e:?}"
+        );
     }
 
     #[test]
