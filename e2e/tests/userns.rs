@@ -505,3 +505,43 @@ async fn a_sysctl_the_pods_user_namespace_cannot_set_is_refused_as_invalid() {
     n.remove_pod(&pod_id).await;
     n.finish().await;
 }
+
+/// A userns pod outlives a daemon restart: its container keeps running in the pod's namespace,
+/// an exec after the restart still lands in it, the statuses still report the mapping, and the
+/// pod (its user namespace pin included) is removed without leaving anything.
+#[tokio::test]
+async fn a_userns_pod_survives_a_daemon_restart() {
+    let mut n = Node::start(254).await;
+    let range = kubelet_range(4400);
+    let u = userns(range);
+    let pod = in_userns(
+        n.pod("userns-restart", "0d1e2f30-0000-4000-8000-000000000254"),
+        &u,
+    );
+    let pod_id = n.run_pod(&pod).await;
+    let id = n
+        .create_started(&pod_id, &pod, &container_in(&pod, "c", &["sleep", "1000"]))
+        .await;
+    let pid = host_pid(&mut n, &id).await;
+
+    n.d = n.d.restart().await;
+    n.rt = n.d.runtime().await;
+    assert_eq!(host_pid(&mut n, &id).await, pid);
+    let want = vec![vec![0, range.host_id as u64, range.length as u64]];
+    assert_eq!(
+        map_of(&exec_out(&mut n, &id, &["cat", "/proc/self/uid_map"]).await),
+        want
+    );
+    let (pst, _) = n.d.pod_status(&pod_id).await;
+    let reported = pst
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|ns| ns.options)
+        .and_then(|o| o.userns_options);
+    assert_eq!(reported, Some(u));
+
+    n.stop_container(&id, 0).await;
+    n.remove_container(&id).await;
+    n.remove_pod(&pod_id).await;
+    n.finish().await;
+}
