@@ -251,9 +251,28 @@ async fn two_userns_pods_get_the_disjoint_ranges_they_are_given() {
         }
         let pod = in_userns(pod, &userns(range));
         let pod_id = n.run_pod(&pod).await;
-        let id = n
-            .create_started(&pod_id, &pod, &container_in(&pod, "c", &["sleep", "1000"]))
+        let mut c = container_in(&pod, "c", &["sleep", "1000"]);
+        // The first's root filesystem is read-only, as asked, its /dev/shm still writable.
+        if i == 1 {
+            security(&mut c).readonly_rootfs = true;
+        }
+        let id = n.create_started(&pod_id, &pod, &c).await;
+        if i == 1 {
+            let out = exec_out(
+                &mut n,
+                &id,
+                &[
+                    "sh",
+                    "-c",
+                    "touch /x 2>&1; echo > /dev/shm/y && echo shm-ok",
+                ],
+            )
             .await;
+            assert!(
+                out.contains("Read-only file system") && out.contains("shm-ok"),
+                "{out}"
+            );
+        }
         if i == 2 {
             // PID 1 is the pod's infra process, the container's sleep beside it.
             let ps = exec_out(
