@@ -127,9 +127,12 @@ async fn a_userns_pods_root_is_root_inside_and_its_mapped_id_on_the_host() {
     let vol = n.d.config.dir().join("vols/userns");
     std::fs::create_dir_all(&vol).unwrap();
     let mut c = container_in(&pod, "root", &["sleep", "1000"]);
+    // As the kubelet sends a volume of a userns pod: with the pod's mappings (KEP-127).
     c.mounts = vec![cri::Mount {
         container_path: "/mnt".into(),
         host_path: vol.display().to_string(),
+        uid_mappings: vec![range],
+        gid_mappings: vec![range],
         ..Default::default()
     }];
     let id = n.create_started(&pod_id, &pod, &c).await;
