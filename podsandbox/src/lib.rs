@@ -6,7 +6,8 @@
 //!
 //! The daemon never changes namespace itself: namespaces are created on a thread of their own that
 //! pins them and ends ([`kernel`]); a pod's user namespace, which a multi-threaded process cannot
-//! make, by a helper process that makes the pod's other namespaces inside it. Every kernel operation goes through the [`Kernel`] seam.
+//! make, by a helper process that makes the pod's other namespaces inside it. Every kernel
+//! operation goes through the [`Kernel`] seam.
 #![deny(unsafe_code)]
 
 mod cgroup;

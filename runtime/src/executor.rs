@@ -3,7 +3,8 @@
 //! overlay root and everything the spec lists (targets resolved inside the root), pivots, masks
 //! paths, then sets user, rlimits, capabilities (all five sets), no_new_privs and seccomp last, and
 //! execs. In a pod with a user namespace the mounts are id-mapped through it and it is joined
-//! last, after the mounts and rlimits, with the host's privileges used up to there. The exec helper ([`exec_process`]) reuses the process half for ExecSync. It runs only in
+//! last, after the mounts and rlimits, with the host's privileges used up to there. The exec
+//! helper ([`exec_process`]) reuses the process half for ExecSync. It runs only in
 //! single-threaded helper processes, never in the daemon.
 
 use std::collections::BTreeSet;
@@ -1352,8 +1353,8 @@ pub(crate) fn spawn_in_container(
 /// Whether pods with a user namespace can run here: a bind of each of `bind_dirs` (the root
 /// dir, where volumes and the rootfs live, and the state dir, where the pod's files do) can be
 /// id-mapped through the user namespace at `userns`, and an overlay of id-mapped layers made in
-/// `scratch` (on the root dir's filesystem, as container roots are) mounts. Mounts only detached copies, and one
-/// overlay it removes again.
+/// `scratch` (on the root dir's filesystem, as container roots are) mounts writable. Mounts only
+/// detached copies, and one overlay it removes again.
 pub fn probe_idmap(
     userns: &Path,
     owner: (u32, u32),
