@@ -15,7 +15,7 @@ use carapace_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 
 const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
 [--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--poll-secs N] [--only w1,w2] [--no-restart]
-workloads: pod-start pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory poll-cpu
+workloads: pod-start pod-start-userns pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory poll-cpu
 (one --endpoint is enough for a single runtime's numbers; poll-cpu needs its --pid; the populated
 workloads restart each daemon with its pods running, from its --pid's command line, unless --no-restart)";
 
@@ -259,7 +259,37 @@ fn namespaces() -> cri::NamespaceOption {
 
 impl Runtime {
     async fn run_pod(&mut self) -> Result<(String, cri::PodSandboxConfig)> {
-        let cfg = pod_config(&unique("pod"));
+        self.run_pod_with(pod_config(&unique("pod"))).await
+    }
+
+    /// A pod with a user namespace of its own (`hostUsers: false`), mapped as the kubelet maps
+    /// one: 65536 ids from a multiple of 65536 (the same range each time: one pod at a time).
+    async fn run_pod_in_userns(&mut self) -> Result<(String, cri::PodSandboxConfig)> {
+        let mut cfg = pod_config(&unique("pod"));
+        let range = cri::IdMapping {
+            container_id: 0,
+            host_id: 3000 * 65536,
+            length: 65536,
+        };
+        if let Some(ns) = cfg
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.userns_options = Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids: vec![range],
+                gids: vec![range],
+            });
+        }
+        self.run_pod_with(cfg).await
+    }
+
+    async fn run_pod_with(
+        &mut self,
+        cfg: cri::PodSandboxConfig,
+    ) -> Result<(String, cri::PodSandboxConfig)> {
         let id = self
             .rt
             .run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -402,6 +432,13 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
         "pod-start" => {
             for _ in 0..rounds {
                 let ((id, _), ms) = timed(r.run_pod()).await?;
+                s.push(ms);
+                r.remove_pod(&id).await?;
+            }
+        }
+        "pod-start-userns" => {
+            for _ in 0..rounds {
+                let ((id, _), ms) = timed(r.run_pod_in_userns()).await?;
                 s.push(ms);
                 r.remove_pod(&id).await?;
             }
@@ -1125,6 +1162,7 @@ async fn main() -> Result<()> {
     wait_quiet("node quiet").await?;
     let all = [
         "pod-start",
+        "pod-start-userns",
         "pod-stop-remove",
         "container-start",
         "container-stop-remove",

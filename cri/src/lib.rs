@@ -41,6 +41,8 @@ struct Node {
     version: String,
     /// Pod CIDR from `UpdateRuntimeConfig`; kept for CNI plugins that ask for it.
     pod_cidr: tokio::sync::RwLock<String>,
+    /// Whether pods may have user namespaces: found at start by [`probe_user_namespaces`].
+    user_namespaces: std::sync::atomic::AtomicBool,
 }
 
 /// The CRI services of one daemon, ready to be added to a tonic server.
@@ -60,6 +62,45 @@ pub struct Cri {
     stream: Option<Arc<stream::StreamServer>>,
     /// The daemon's metrics; `None` until [`Cri::with_metrics`].
     metrics: Option<carapace_metrics::Metrics>,
+}
+
+/// Whether this node can run pods in user namespaces: a user namespace can be made (by the infra
+/// program in its helper role), and binds of the root and state dirs and an overlay on the root
+/// dir's filesystem can be id-mapped through it. Said once in the log either way.
+fn probe_user_namespaces(
+    helper: &InfraCommand,
+    root: &std::path::Path,
+    state: &std::path::Path,
+) -> bool {
+    let map = vec![carapace_podsandbox::IdMapping {
+        container_id: 0,
+        host_id: 1 << 30,
+        length: 65536,
+    }];
+    let userns = carapace_podsandbox::UserNamespace {
+        uids: map.clone(),
+        gids: map,
+    };
+    let scratch = root.join("userns-probe");
+    let found = carapace_podsandbox::with_user_namespace(helper, &userns, |ns| {
+        carapace_runtime::executor::probe_idmap(
+            &ns.join("user"),
+            (1 << 30, 1 << 30),
+            &[root, state],
+            &scratch,
+        )
+        .map_err(std::io::Error::other)
+    });
+    match found {
+        Ok(()) => {
+            tracing::info!("user namespaces: supported (id-mapped binds and overlays work)");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "user namespaces: not supported here; pods asking for one are refused");
+            false
+        }
+    }
 }
 
 impl Cri {
@@ -84,6 +125,7 @@ impl Cri {
                 config,
                 version: version.into(),
                 pod_cidr: tokio::sync::RwLock::new(String::new()),
+                user_namespaces: Default::default(),
             }),
             images: Some(images),
             sandboxes: None,
@@ -113,6 +155,12 @@ impl Cri {
             config::CgroupDriver::Cgroupfs => carapace_podsandbox::CgroupDriver::Cgroupfs,
             config::CgroupDriver::Systemd => carapace_podsandbox::CgroupDriver::Systemd,
         };
+        if let Some(helper) = &infra {
+            let ok = probe_user_namespaces(helper, &c.root, &c.state);
+            self.node
+                .user_namespaces
+                .store(ok, std::sync::atomic::Ordering::Relaxed);
+        }
         opts.infra = infra;
         if let Some(m) = &self.metrics {
             let node = m.node().clone();

@@ -141,12 +141,15 @@ impl RuntimeService for RuntimeApi {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
                     recursive_read_only_mounts: carapace_runtime::mount_setattr_supported(),
-                    user_namespaces: false,
+                    user_namespaces: self
+                        .node
+                        .user_namespaces
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 }),
             }],
             features: Some(RuntimeFeatures {
                 supplemental_groups_policy: true,
-                // No user namespaces yet, so none with the host's network either.
+                // A pod's user namespace owns its network namespace: never the host's.
                 user_namespaces_host_network: false,
             }),
         }))
@@ -189,7 +192,34 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<RunPodSandboxRequest>,
     ) -> Rpc<RunPodSandboxResponse> {
-        Ok(Response::new(self.sandboxes.run(req.into_inner()).await?))
+        let req = req.into_inner();
+        let wants_userns = req
+            .config
+            .as_ref()
+            .and_then(|c| {
+                c.linux
+                    .as_ref()?
+                    .security_context
+                    .as_ref()?
+                    .namespace_options
+                    .as_ref()
+            })
+            .and_then(|n| n.userns_options.as_ref())
+            .is_some_and(|u| NamespaceMode::try_from(u.mode) == Ok(NamespaceMode::Pod));
+        if wants_userns
+            && !self
+                .node
+                .user_namespaces
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(Error::FailedPrecondition(
+                "this node cannot run pods in user namespaces (no id-mapped mounts here; see the \
+                 daemon's start log)"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(Response::new(self.sandboxes.run(req).await?))
     }
     async fn stop_pod_sandbox(
         &self,
@@ -540,6 +570,7 @@ mod tests {
                 config,
                 version: "9.9.9".into(),
                 pod_cidr: Default::default(),
+                user_namespaces: Default::default(),
             }),
             SandboxApi::new(None),
             Stores::default(),

@@ -276,6 +276,7 @@ pub(crate) fn status(sb: &pods::Sandbox) -> PodSandboxStatus {
                     network: mode_to_cri(ns.network),
                     pid: mode_to_cri(ns.pid),
                     ipc: mode_to_cri(ns.ipc),
+                    userns_options: Some(userns_to_cri(sb.config.userns.as_ref())),
                     ..Default::default()
                 }),
             }),
@@ -283,6 +284,63 @@ pub(crate) fn status(sb: &pods::Sandbox) -> PodSandboxStatus {
         labels: to_map(&sb.config.labels),
         annotations: to_map(&sb.config.annotations),
         runtime_handler: sb.config.runtime_handler.clone(),
+    }
+}
+
+fn mappings_to_cri(m: &[pods::IdMapping]) -> Vec<IdMapping> {
+    m.iter()
+        .map(|m| IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
+}
+
+fn mappings_from_cri(m: &[IdMapping]) -> Vec<pods::IdMapping> {
+    m.iter()
+        .map(|m| pods::IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
+}
+
+/// The pod's user namespace as the CRI reports it: its mappings in mode POD, or mode NODE.
+pub(crate) fn userns_to_cri(u: Option<&pods::UserNamespace>) -> UserNamespace {
+    match u {
+        Some(u) => UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: mappings_to_cri(&u.uids),
+            gids: mappings_to_cri(&u.gids),
+        },
+        None => UserNamespace {
+            mode: NamespaceMode::Node as i32,
+            ..Default::default()
+        },
+    }
+}
+
+/// `userns_options`: none or NODE is the host's user namespace; POD is one of the pod's own with
+/// the kubelet's mappings (checked by the store); CONTAINER and TARGET do not exist for it.
+pub(crate) fn userns_from_cri(
+    u: Option<&UserNamespace>,
+) -> Result<Option<pods::UserNamespace>, Error> {
+    let Some(u) = u else { return Ok(None) };
+    match NamespaceMode::try_from(u.mode) {
+        Ok(NamespaceMode::Node) if u.uids.is_empty() && u.gids.is_empty() => Ok(None),
+        Ok(NamespaceMode::Node) => Err(Error::InvalidArgument(
+            "user namespace mode NODE takes no mappings".into(),
+        )),
+        Ok(NamespaceMode::Pod) => Ok(Some(pods::UserNamespace {
+            uids: mappings_from_cri(&u.uids),
+            gids: mappings_from_cri(&u.gids),
+        })),
+        _ => Err(Error::InvalidArgument(format!(
+            "user namespace mode {} is not supported (only POD and NODE are)",
+            u.mode
+        ))),
     }
 }
 
@@ -299,6 +357,7 @@ fn verbose_info(sb: &pods::Sandbox) -> serde_json::Value {
             "ipc": path(&sb.namespaces.ipc),
             "uts": path(&sb.namespaces.uts),
             "pid": path(&sb.namespaces.pid),
+            "user": path(&sb.namespaces.user),
         },
         "infraPid": sb.infra.map(|i| i.pid),
         "cgroupParent": sb.config.cgroup_parent,
@@ -439,6 +498,7 @@ fn sandbox_config(
         resources: resources(&linux),
         cgroup_parent: linux.cgroup_parent,
         sysctls: linux.sysctls.into_iter().collect(),
+        userns: userns_from_cri(ns.userns_options.as_ref())?,
         runtime_handler,
     })
 }
@@ -485,6 +545,44 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn userns_options_become_the_pods_user_namespace_and_are_reported_back() {
+        let m = IdMapping {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        };
+        let pod = UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: vec![m],
+            gids: vec![m],
+        };
+        let u = userns_from_cri(Some(&pod)).unwrap().unwrap();
+        assert_eq!(userns_to_cri(Some(&u)), pod);
+        assert_eq!(userns_from_cri(None).unwrap(), None);
+        let node = UserNamespace {
+            mode: NamespaceMode::Node as i32,
+            ..Default::default()
+        };
+        assert_eq!(userns_from_cri(Some(&node)).unwrap(), None);
+        assert_eq!(userns_to_cri(None), node);
+        for mode in [NamespaceMode::Container, NamespaceMode::Target] {
+            let bad = UserNamespace {
+                mode: mode as i32,
+                ..Default::default()
+            };
+            assert!(matches!(
+                userns_from_cri(Some(&bad)),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        let node_with_maps = UserNamespace {
+            mode: NamespaceMode::Node as i32,
+            ..pod
+        };
+        assert!(userns_from_cri(Some(&node_with_maps)).is_err());
     }
 
     #[test]

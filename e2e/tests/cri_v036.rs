@@ -558,9 +558,9 @@ async fn status_lists_the_default_handler_with_its_features() {
         .find(|h| h.name.is_empty())
         .unwrap_or_else(|| panic!("no default handler in {:?}", r.runtime_handlers));
     let f = default.features.as_ref().expect("the handler's features");
-    // Recursive read-only mounts where the kernel has mount_setattr (this one has); no user
-    // namespaces yet.
-    assert!(f.recursive_read_only_mounts && !f.user_namespaces, "{f:?}");
+    // Recursive read-only mounts where the kernel has mount_setattr, user namespaces where the
+    // start-up probe found id-mapped binds and overlays work: this node has both.
+    assert!(f.recursive_read_only_mounts && f.user_namespaces, "{f:?}");
     let features = r.features.expect("the runtime's features");
     assert!(features.supplemental_groups_policy && !features.user_namespaces_host_network);
     d.stop().await;

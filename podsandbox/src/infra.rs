@@ -51,6 +51,15 @@ pub struct InfraProcess {
 /// The entry point of the infra role; returns the exit code. Call it first thing in `main`
 /// when the binary is started in that role, before any thread (tokio) exists.
 pub fn infra_main() -> i32 {
+    if std::env::args_os().nth(2).is_some_and(|a| a == USERNS_ARG) {
+        return match userns_helper() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("carapace userns helper: {e}");
+                1
+            }
+        };
+    }
     match outer() {
         Ok(code) => code,
         Err(e) => {
@@ -353,4 +362,216 @@ pub(crate) fn stop(infra: &InfraProcess) -> std::io::Result<()> {
         "infra process {} did not exit",
         infra.pid
     )))
+}
+
+/// The argument (after the infra role's own) that makes the infra program the user namespace
+/// helper of a pod instead: see [`create_in_userns`].
+const USERNS_ARG: &str = "userns";
+/// The helper's lines to the daemon: its user namespace exists (the daemon writes the id maps),
+/// and the rest of the pod's namespaces exist inside it (the daemon pins them).
+const USERNS_READY: &str = "carapace-userns-ready";
+const USERNS_DONE: &str = "carapace-userns-done";
+/// Starts the line of a sysctl the namespace refused: `<marker><key>: <error>`.
+const USERNS_SYSCTL_REFUSED: &str = "carapace-userns-sysctl-refused ";
+
+/// What the helper makes inside the new user namespace, sent once the id maps are written.
+#[derive(Debug, Serialize, Deserialize)]
+struct UsernsPlan {
+    net: bool,
+    ipc: bool,
+    uts: bool,
+    hostname: Option<String>,
+    /// `/proc/sys`-relative path and value.
+    sysctls: Vec<(PathBuf, String)>,
+}
+
+/// The helper: a new user namespace, then (once the daemon has mapped it) new net, IPC and UTS
+/// namespaces owned by it, configured by its root; it holds them until the daemon, done pinning,
+/// closes its stdin.
+fn userns_helper() -> std::io::Result<()> {
+    use std::io::Read;
+    unshare(CloneFlags::CLONE_NEWUSER)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{USERNS_READY}")?;
+    out.flush()?;
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let plan: UsernsPlan = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+    // The namespace's root, so that what it makes is its root's (the creator holds every
+    // capability in it until exec, whatever its ids).
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into())?;
+    nix::unistd::setresuid(0.into(), 0.into(), 0.into())?;
+    match make_in_userns(&plan) {
+        Ok(()) => writeln!(out, "{USERNS_DONE}")?,
+        Err(Refused::Sysctl(key, e)) => writeln!(out, "{USERNS_SYSCTL_REFUSED}{key}: {e}")?,
+        Err(Refused::Other(e)) => return Err(e),
+    }
+    out.flush()?;
+    // Until the daemon closes our stdin: what it pins must still exist when it does.
+    let _ = input.read_to_end(&mut Vec::new());
+    Ok(())
+}
+
+enum Refused {
+    Sysctl(String, std::io::Error),
+    Other(std::io::Error),
+}
+
+fn make_in_userns(plan: &UsernsPlan) -> Result<(), Refused> {
+    let mut flags = CloneFlags::empty();
+    for (asked, flag) in [
+        (plan.net, CloneFlags::CLONE_NEWNET),
+        (plan.ipc, CloneFlags::CLONE_NEWIPC),
+        (plan.uts, CloneFlags::CLONE_NEWUTS),
+    ] {
+        if asked {
+            flags |= flag;
+        }
+    }
+    let other = |e: std::io::Error| Refused::Other(e);
+    unshare(flags).map_err(|e| other(e.into()))?;
+    if let (true, Some(h)) = (plan.uts, &plan.hostname) {
+        nix::unistd::sethostname(h).map_err(|e| other(e.into()))?;
+    }
+    if plan.net {
+        crate::sys::loopback_up().map_err(other)?;
+    }
+    for (path, value) in &plan.sysctls {
+        if let Err(e) = std::fs::write(Path::new("/proc/sys").join(path), value) {
+            let key = path.to_string_lossy().replace('/', ".");
+            return Err(Refused::Sysctl(key, e));
+        }
+    }
+    Ok(())
+}
+
+/// Makes the pod's user namespace with its id maps, and its other new namespaces inside it, and
+/// pins them all: a helper process does the making (see [`userns_helper`]), the daemon writes
+/// the maps (only a process outside the namespace with the capabilities may map host ids
+/// other than its own) and pins what the helper made.
+pub(crate) fn create_in_userns(
+    req: &crate::kernel::NamespaceRequest,
+    user: &crate::kernel::UserRequest,
+) -> std::io::Result<()> {
+    let plan = UsernsPlan {
+        net: req.net.is_some(),
+        ipc: req.ipc.is_some(),
+        uts: req.uts.is_some(),
+        hostname: req.hostname.clone(),
+        sysctls: req
+            .sysctls
+            .iter()
+            .map(|s| (s.path.clone(), s.value.clone()))
+            .collect(),
+    };
+    in_user_namespace(&user.helper, &user.userns, &plan, |ns| {
+        crate::kernel::bind_pin(&ns.join("user"), &user.pin)?;
+        for (kind, pin) in [("net", &req.net), ("ipc", &req.ipc), ("uts", &req.uts)] {
+            if let Some(pin) = pin {
+                crate::kernel::bind_pin(&ns.join(kind), pin)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs `f` with the `/proc/<pid>/ns` directory of a helper in a new user namespace mapped as
+/// `userns` (nothing else made in it): for probing what such a namespace can do.
+pub fn with_user_namespace<T>(
+    helper: &InfraCommand,
+    userns: &crate::UserNamespace,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let plan = UsernsPlan {
+        net: false,
+        ipc: false,
+        uts: false,
+        hostname: None,
+        sysctls: Vec::new(),
+    };
+    in_user_namespace(helper, userns, &plan, f)
+}
+
+fn in_user_namespace<T>(
+    helper: &InfraCommand,
+    userns: &crate::UserNamespace,
+    plan: &UsernsPlan,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(&helper.program)
+        .args(&helper.args)
+        .arg(USERNS_ARG)
+        .current_dir("/")
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let result = talk_to_userns_helper(&mut child, userns, plan).and_then(|()| {
+        let ns = PathBuf::from(format!("/proc/{}/ns", child.id()));
+        f(&ns)
+    });
+    // EOF on its stdin ends the helper; on an error it may be waiting for anything.
+    drop(child.stdin.take());
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    result
+}
+
+fn talk_to_userns_helper(
+    child: &mut std::process::Child,
+    userns: &crate::UserNamespace,
+    plan: &UsernsPlan,
+) -> std::io::Result<()> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut next = || -> std::io::Result<String> {
+        lines.next().unwrap_or_else(|| {
+            Err(std::io::Error::other(
+                "the user namespace helper exited early",
+            ))
+        })
+    };
+    if next()? != USERNS_READY {
+        return Err(std::io::Error::other(
+            "the user namespace helper said something unexpected",
+        ));
+    }
+    let pid = child.id();
+    let map = |m: &[crate::IdMapping]| {
+        m.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.length))
+            .collect::<String>()
+    };
+    std::fs::write(format!("/proc/{pid}/uid_map"), map(&userns.uids))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), map(&userns.gids))?;
+    let mut text = serde_json::to_string(plan).map_err(std::io::Error::other)?;
+    text.push('\n');
+    stdin.write_all(text.as_bytes())?;
+    stdin.flush()?;
+    let said = next()?;
+    // Held until the caller drops it: the helper must not exit before the pins exist.
+    child.stdin = Some(stdin);
+    if let Some(refused) = said.strip_prefix(USERNS_SYSCTL_REFUSED) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            refused.to_owned(),
+        ));
+    }
+    if said != USERNS_DONE {
+        return Err(std::io::Error::other(format!(
+            "the user namespace helper: {said}"
+        )));
+    }
+    Ok(())
 }

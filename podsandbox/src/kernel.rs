@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 
+use crate::UserNamespace;
 use crate::infra::{self, InfraCommand, InfraProcess};
 use crate::sysctl::Sysctl;
 
@@ -22,6 +23,18 @@ pub struct NamespaceRequest {
     pub hostname: Option<String>,
     /// Written inside the new namespaces.
     pub sysctls: Vec<Sysctl>,
+    /// A user namespace of the pod's own: made first, and the other new namespaces made inside
+    /// it, so that they are its (its root may then set their sysctls, and mount sysfs).
+    pub user: Option<UserRequest>,
+}
+
+/// A pod's user namespace: its id maps and the pin; the daemon is multi-threaded and so cannot
+/// unshare one itself, a helper process (this binary's infra role) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRequest {
+    pub pin: PathBuf,
+    pub userns: UserNamespace,
+    pub helper: InfraCommand,
 }
 
 pub trait Kernel: Send + Sync + std::fmt::Debug {
@@ -71,6 +84,9 @@ pub(crate) fn bind_pin(source: &Path, pin: &Path) -> io::Result<()> {
 
 impl Kernel for Linux {
     fn create_namespaces(&self, req: &NamespaceRequest) -> io::Result<()> {
+        if let Some(user) = &req.user {
+            return infra::create_in_userns(req, user);
+        }
         let req = req.clone();
         // unshare() changes only the calling thread's net/IPC/UTS namespaces: a thread of its
         // own does it, pins them, and ends, so the daemon's threads never change namespace.
@@ -242,7 +258,12 @@ impl Kernel for Recording {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(req.clone());
-        for p in [&req.net, &req.ipc, &req.uts].into_iter().flatten() {
+        let user = req.user.as_ref().map(|u| &u.pin);
+        for p in [&req.net, &req.ipc, &req.uts]
+            .into_iter()
+            .flatten()
+            .chain(user)
+        {
             std::fs::write(p, "")?;
         }
         self.record("create_namespaces", String::new())

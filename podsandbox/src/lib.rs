@@ -5,7 +5,9 @@
 //! never starts containers: it hands plain paths to whoever does.
 //!
 //! The daemon never changes namespace itself: namespaces are created on a thread of their own that
-//! pins them and ends ([`kernel`]). Every kernel operation goes through the [`Kernel`] seam.
+//! pins them and ends ([`kernel`]); a pod's user namespace, which a multi-threaded process cannot
+//! make, by a helper process that makes the pod's other namespaces inside it. Every kernel
+//! operation goes through the [`Kernel`] seam.
 #![deny(unsafe_code)]
 
 mod cgroup;
@@ -21,7 +23,7 @@ mod sysctl;
 
 pub use cgroup::{CgroupDriver, PodCgroup, expand as cgroup_path};
 pub use error::Error;
-pub use infra::{InfraCommand, InfraProcess, infra_main};
+pub use infra::{InfraCommand, InfraProcess, infra_main, with_user_namespace};
 pub use kernel::Kernel;
 pub use netstats::{InterfaceStats, parse_net_dev};
 pub use sandbox::{
@@ -29,5 +31,6 @@ pub use sandbox::{
     SandboxState, Sandboxes,
 };
 pub use spec::{
-    DnsConfig, Metadata, NamespaceMode, NamespaceOptions, PodResources, PortMapping, SandboxConfig,
+    DnsConfig, IdMapping, Metadata, NamespaceMode, NamespaceOptions, PodResources, PortMapping,
+    SandboxConfig, UserNamespace,
 };

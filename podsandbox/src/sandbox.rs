@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CgroupDriver, CgroupLayout, PodCgroup};
 use crate::infra::{InfraCommand, InfraProcess};
-use crate::kernel::{Kernel, NamespaceRequest};
+use crate::kernel::{Kernel, NamespaceRequest, UserRequest};
 use crate::{Error, NamespaceMode, PodResources, SandboxConfig, files, sysctl};
 
 /// The size of a pod's `/dev/shm`, as Docker and containerd default it.
@@ -100,6 +100,9 @@ pub struct NamespacePaths {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// The pod's own user namespace, which owns its net, IPC and UTS namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<PathBuf>,
 }
 
 /// A sandbox, as persisted and as the CRI layer reads it.
@@ -379,6 +382,12 @@ impl Sandboxes {
         if ns.pid == NamespaceMode::Pod && self.opts.infra.is_none() {
             return Err(Error::NoInfraProgram);
         }
+        if let Some(u) = &config.userns {
+            validate_userns(u, ns)?;
+            if self.opts.infra.is_none() {
+                return Err(Error::NoInfraProgram);
+            }
+        }
         let sysctls = sysctl::validate(&config.sysctls, ns.host_network(), ns.host_ipc())?;
         let cgroup = if config.cgroup_parent.is_empty() {
             None
@@ -434,6 +443,7 @@ impl Sandboxes {
             uts: own_net.then(|| ns_dir.join("uts")),
             ipc: (!ns.host_ipc()).then(|| ns_dir.join("ipc")),
             pid: (ns.pid == NamespaceMode::Pod).then(|| ns_dir.join("pid")),
+            user: sb.config.userns.is_some().then(|| ns_dir.join("user")),
         };
         self.persist(sb)?;
         let req = NamespaceRequest {
@@ -442,10 +452,34 @@ impl Sandboxes {
             uts: sb.namespaces.uts.clone(),
             hostname: own_net.then(|| sb.hostname.clone()),
             sysctls: plan.sysctls.clone(),
+            user: match (&sb.namespaces.user, &sb.config.userns, &self.opts.infra) {
+                (Some(pin), Some(userns), Some(helper)) => Some(UserRequest {
+                    pin: pin.clone(),
+                    userns: userns.clone(),
+                    helper: helper.clone(),
+                }),
+                _ => None,
+            },
         };
-        self.kernel
-            .create_namespaces(&req)
-            .map_err(kernel_err("creating namespaces in", &ns_dir))?;
+        self.kernel.create_namespaces(&req).map_err(|e| {
+            // A sysctl the pod's user namespace may not set: the request's fault, said as such.
+            let text = e.to_string();
+            let refused = text.split_once(": ").filter(|(key, _)| {
+                req.user.is_some()
+                    && e.kind() == io::ErrorKind::InvalidInput
+                    && req
+                        .sysctls
+                        .iter()
+                        .any(|s| s.path.to_string_lossy().replace('/', ".") == *key)
+            });
+            match refused {
+                Some((key, reason)) => Error::InvalidSysctl {
+                    key: key.to_owned(),
+                    reason: format!("cannot be set in the pod's user namespace: {reason}"),
+                },
+                None => kernel_err("creating namespaces in", &ns_dir)(e),
+            }
+        })?;
         if let (Some(pin), Some(cmd)) = (&sb.namespaces.pid, &self.opts.infra) {
             let infra = self
                 .kernel
@@ -611,6 +645,7 @@ impl Sandboxes {
             &mut ns.ipc,
             &mut ns.uts,
             &mut ns.pid,
+            &mut ns.user,
             &mut sb.shm,
         ] {
             unpin(p, errors);
@@ -940,6 +975,43 @@ fn new_id() -> String {
 
 /// The bandwidth plugin's limits from the pod annotations Kubernetes defines
 /// (`kubernetes.io/ingress-bandwidth`, `kubernetes.io/egress-bandwidth`, e.g. `10M`).
+/// A pod user namespace as Kubernetes asks for one: one range each for uids and gids, starting at
+/// the container's root, never the host's root, and the pod's own network, IPC and PID (a host
+/// namespace is not the user namespace's to own; the kubelet refuses `hostUsers: false` with them).
+fn validate_userns(u: &crate::UserNamespace, ns: crate::NamespaceOptions) -> Result<(), Error> {
+    for (what, maps) in [("uid", &u.uids), ("gid", &u.gids)] {
+        let [m] = maps.as_slice() else {
+            return Err(Error::InvalidConfig(format!(
+                "a pod user namespace needs exactly one {what} mapping, not {}",
+                maps.len()
+            )));
+        };
+        if m.container_id != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the {what} mapping must start at container id 0, not {}",
+                m.container_id
+            )));
+        }
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "the {what} mapping {}+{} is empty or past the largest id",
+                m.host_id, m.length
+            )));
+        }
+        if m.host_id == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the {what} mapping maps the host's root into the pod"
+            )));
+        }
+    }
+    if ns.host_network() || ns.host_ipc() || ns.pid == NamespaceMode::Node {
+        return Err(Error::InvalidConfig(
+            "a pod user namespace cannot go with the host's network, IPC or PID namespace".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn bandwidth(
     annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<Option<Bandwidth>, Error> {
@@ -1336,6 +1408,112 @@ mod tests {
             f.sandboxes.run(cfg),
             Err(Error::InvalidSysctl { .. })
         ));
+    }
+
+    fn kubelet_userns(host_id: u32) -> crate::UserNamespace {
+        let m = crate::IdMapping {
+            container_id: 0,
+            host_id,
+            length: 65536,
+        };
+        crate::UserNamespace {
+            uids: vec![m],
+            gids: vec![m],
+        }
+    }
+
+    #[test]
+    fn a_pod_user_namespace_is_made_with_its_maps_pinned_and_unpinned() {
+        let f = fixture();
+        let mut cfg = config("userns");
+        cfg.userns = Some(kubelet_userns(65536 * 10));
+        let id = f.sandboxes.run(cfg.clone()).unwrap();
+        let sb = f.sandboxes.get(&id).unwrap();
+        let pin = sb.namespaces.user.clone().expect("a user namespace pin");
+        assert!(pin.exists());
+        let req = f.kernel.requests.lock().unwrap().last().cloned().unwrap();
+        let user = req.user.expect("the user namespace asked for");
+        assert_eq!(
+            (user.pin, user.userns),
+            (pin.clone(), kubelet_userns(65536 * 10))
+        );
+        // Made inside it: the pod's other namespaces, in the same request.
+        assert!(req.net.is_some() && req.ipc.is_some() && req.uts.is_some());
+        f.sandboxes.remove(&id).unwrap();
+        assert!(!pin.exists());
+        assert!(
+            f.kernel
+                .calls()
+                .contains(&format!("unpin {}", pin.display()))
+        );
+    }
+
+    #[test]
+    fn pod_user_namespaces_the_kubelet_never_asks_for_are_refused_before_anything_is_made() {
+        let f = fixture();
+        let m = |container_id, host_id, length| crate::IdMapping {
+            container_id,
+            host_id,
+            length,
+        };
+        let two = crate::UserNamespace {
+            uids: vec![m(0, 65536, 65536), m(65536, 2 * 65536, 65536)],
+            gids: vec![m(0, 65536, 65536)],
+        };
+        let cases = [
+            ("two ranges", two, NamespaceOptions::default()),
+            (
+                "root unmapped",
+                crate::UserNamespace {
+                    uids: vec![m(1, 65536, 65536)],
+                    gids: vec![m(0, 65536, 65536)],
+                },
+                NamespaceOptions::default(),
+            ),
+            (
+                "past the last id",
+                crate::UserNamespace {
+                    uids: vec![m(0, u32::MAX - 10, 65536)],
+                    gids: vec![m(0, 65536, 65536)],
+                },
+                NamespaceOptions::default(),
+            ),
+            (
+                "the host's root",
+                crate::UserNamespace {
+                    uids: vec![m(0, 0, 65536)],
+                    gids: vec![m(0, 0, 65536)],
+                },
+                NamespaceOptions::default(),
+            ),
+            (
+                "host network",
+                kubelet_userns(65536),
+                NamespaceOptions {
+                    network: NamespaceMode::Node,
+                    ..Default::default()
+                },
+            ),
+            (
+                "host PID",
+                kubelet_userns(65536),
+                NamespaceOptions {
+                    pid: NamespaceMode::Node,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, u, ns) in cases {
+            let mut cfg = config("bad");
+            cfg.userns = Some(u);
+            cfg.namespaces = ns;
+            cfg.sysctls.clear();
+            assert!(
+                matches!(f.sandboxes.run(cfg), Err(Error::InvalidConfig(_))),
+                "{what}"
+            );
+        }
+        assert!(f.kernel.calls().is_empty(), "{:?}", f.kernel.calls());
     }
 
     #[test]

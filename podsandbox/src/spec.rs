@@ -55,6 +55,22 @@ impl NamespaceOptions {
     }
 }
 
+/// One range of a user namespace's id map: `length` ids from `container_id` inside are
+/// `host_id` onwards outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+/// A pod's own user namespace (the CRI's `userns_options` in mode POD), as the kubelet maps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespace {
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DnsConfig {
     pub servers: Vec<String>,
@@ -105,6 +121,9 @@ pub struct SandboxConfig {
     /// As the kubelet sends it for the configured cgroup driver; empty: no pod cgroup.
     pub cgroup_parent: String,
     pub sysctls: BTreeMap<String, String>,
+    /// `None`: the host's user namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UserNamespace>,
     pub resources: PodResources,
     pub runtime_handler: String,
 }

@@ -184,6 +184,26 @@ pub struct Namespaces {
     pub ipc: NsMode,
     pub uts: NsMode,
     pub pid: NsMode,
+    /// The pod's user namespace, joined last (just before the process half), with its maps: the
+    /// root and every bind are id-mapped through it. `None`: the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserNs>,
+}
+
+/// A user namespace to join and the maps it was made with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserNs {
+    pub path: PathBuf,
+    pub uids: Vec<IdMap>,
+    pub gids: Vec<IdMap>,
+}
+
+/// `length` ids from `container_id` inside are `host_id` onwards outside.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 //! container's init into the pod's namespaces and a new mount (and PID) namespace, mounts the
 //! overlay root and everything the spec lists (targets resolved inside the root), pivots, masks
 //! paths, then sets user, rlimits, capabilities (all five sets), no_new_privs and seccomp last, and
-//! execs. The exec helper ([`exec_process`]) reuses the process half for ExecSync. It runs only in
+//! execs. In a pod with a user namespace the mounts are id-mapped through it and it is joined
+//! last, after the mounts and rlimits, with the host's privileges used up to there. The exec
+//! helper ([`exec_process`]) reuses the process half for ExecSync. It runs only in
 //! single-threaded helper processes, never in the daemon.
 
 use std::collections::BTreeSet;
@@ -82,6 +84,83 @@ impl Overlay {
             Some(options.as_str()),
         )
         .ctx("mount overlay rootfs")
+    }
+
+    /// [`Overlay::mount`] over id-mapped copies of its lower layers: each is a detached bind
+    /// id-mapped through `userns`, named by its `/proc/self/fd/N` path, so the image's files,
+    /// root's on disk, are the namespace root's, with no layer chowned. The upper dir, the
+    /// container's own and empty until now, is given to `owner` (the namespace root's host ids)
+    /// instead of being mapped too: overlayfs makes its work files as the mounter, the host's
+    /// root, whom a mapped upper cannot represent (EOVERFLOW, and a read-only overlay). An
+    /// overlay cannot be id-mapped itself here (6.18 refuses MOUNT_ATTR_IDMAP on one: EINVAL).
+    pub(crate) fn mount_idmapped(
+        &self,
+        target: &Path,
+        userns: &OwnedFd,
+        owner: (u32, u32),
+    ) -> Result<()> {
+        let mapped = |p: &Path| -> Result<OwnedFd> {
+            let at = open(
+                p,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(format_args!("open {}", p.display()))?;
+            let tree = sys::clone_mount_tree_of(at.as_fd(), false)?;
+            idmap(&tree, userns, false, &p.display().to_string())?;
+            Ok(tree)
+        };
+        let lowers = self
+            .lower_dirs
+            .iter()
+            .map(|p| mapped(p))
+            .collect::<Result<Vec<_>>>()?;
+        nix::unistd::chown(
+            &self.upper_dir,
+            Some(Uid::from_raw(owner.0)),
+            Some(Gid::from_raw(owner.1)),
+        )
+        .ctx("chown the upper dir to the namespace's root")?;
+        let by_fd = Overlay {
+            lower_dirs: lowers.iter().map(fd_path).collect(),
+            upper_dir: self.upper_dir.clone(),
+            work_dir: self.work_dir.clone(),
+        };
+        let mut options = by_fd.options()?;
+        let mut _fds = Vec::new();
+        if options.len() > MAX_MOUNT_DATA {
+            let mut short = |p: &Path| -> Result<PathBuf> {
+                let fd = open(
+                    p,
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(format_args!("open {}", p.display()))?;
+                let path = fd_path(&fd);
+                _fds.push(fd);
+                Ok(path)
+            };
+            let shorter = Overlay {
+                upper_dir: short(&self.upper_dir)?,
+                work_dir: short(&self.work_dir)?,
+                ..by_fd
+            };
+            options = shorter.options()?;
+        }
+        if options.len() > MAX_MOUNT_DATA {
+            return Err(Error::InvalidArgument(format!(
+                "the image has too many layers ({}) for one overlay mount",
+                self.lower_dirs.len()
+            )));
+        }
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .ctx("mount the overlay of id-mapped layers")
     }
 
     fn options(&self) -> Result<String> {
@@ -266,6 +345,15 @@ fn init_container(
 ) -> Result<std::convert::Infallible> {
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
+    // The pod's user namespace is joined last, just before the process half: everything up to
+    // there (mounts, the pod's namespaces, cgroup files) is done with the host's privileges, and
+    // the root and the binds are id-mapped through it. Opened now, while the host's paths are ours.
+    let userns = namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+        .and_then(|n| n.path().as_ref())
+        .map(|p| open_ro(p))
+        .transpose()?;
     // Start from the daemon's mount namespace when this helper sealed itself into a private one
     // (a slave copy, see `monitor::seal_exe`): our copies of the daemon's shared mounts must be
     // peers of the host's, which Bidirectional volumes need.
@@ -275,7 +363,7 @@ fn init_container(
     let mut new = CloneFlags::empty();
     for ns in &namespaces {
         let t = ns.typ();
-        if t == LinuxNamespaceType::Pid {
+        if t == LinuxNamespaceType::Pid || t == LinuxNamespaceType::User {
             continue;
         }
         match ns.path() {
@@ -294,12 +382,12 @@ fn init_container(
         .filter(|m| is_bidirectional(m))
     {
         let source = m.source().clone().unwrap_or_default();
-        trees.insert(
-            m.destination().clone(),
-            sys::clone_mount_tree(&source).map_err(|e| {
-                Error::Internal(format!("mount {}: {e}", m.destination().display()))
-            })?,
-        );
+        let tree = sys::clone_mount_tree(&source)
+            .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?;
+        if let Some(ns) = &userns {
+            idmap(&tree, ns, true, &m.destination().to_string_lossy())?;
+        }
+        trees.insert(m.destination().clone(), tree);
     }
     // Nothing we mount from here on may propagate back to the host.
     mount(
@@ -317,7 +405,10 @@ fn init_container(
         .as_ref()
         .map(|r| r.path().clone())
         .ok_or_else(|| Error::InvalidArgument("spec has no root".into()))?;
-    overlay.mount(&root)?;
+    match &userns {
+        Some(ns) => overlay.mount_idmapped(&root, ns, namespace_root(&linux)?)?,
+        None => overlay.mount(&root)?,
+    }
     let root_fd = open(
         &root,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -325,9 +416,26 @@ fn init_container(
     )
     .ctx("open rootfs")?;
 
-    for m in spec.mounts().iter().flatten() {
-        mount_one(&root_fd, &root, m, cgroup, trees.remove(m.destination()))
-            .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?;
+    // In a user namespace the kernel filesystems made for the container are its root's, as they
+    // would be had it mounted them: `/dev` is root's to write in, `/dev/pts`'s tty group its own.
+    let remapped;
+    let mounts: &[OciMount] = match &userns {
+        Some(_) => {
+            remapped = owned_by_namespace(spec.mounts().as_deref().unwrap_or_default(), &linux)?;
+            &remapped
+        }
+        None => spec.mounts().as_deref().unwrap_or_default(),
+    };
+    for m in mounts {
+        mount_one(
+            &root_fd,
+            &root,
+            m,
+            cgroup,
+            trees.remove(m.destination()),
+            userns.as_ref(),
+        )
+        .map_err(|e| Error::Internal(format!("mount {}: {e}", m.destination().display())))?;
     }
     for d in linux.devices().iter().flatten() {
         make_device(&root_fd, d)?;
@@ -382,8 +490,98 @@ fn init_container(
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("spec has no process".into()))?;
+    let join = userns.map(|ns| JoinUserns {
+        ns,
+        own_mount_ns: true,
+    });
     let env = crate::spec::process_env(spec)?;
-    exec_process(process, &env, linux.seccomp().as_ref())
+    exec_process(process, &env, linux.seccomp().as_ref(), join)
+}
+
+/// The host uid and gid of the user namespace's root, from the spec's maps.
+fn namespace_root(linux: &oci_spec::runtime::Linux) -> Result<(u32, u32)> {
+    let root = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0 && m.size() > 0)
+            .map(|m| m.host_id())
+    };
+    root(linux.uid_mappings())
+        .zip(root(linux.gid_mappings()))
+        .ok_or_else(|| {
+            Error::InvalidArgument("a user namespace without a mapping for its root".into())
+        })
+}
+
+/// `id` inside the namespace, as the host numbers it.
+fn host_id(maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>, id: u32) -> Option<u32> {
+    maps.iter().flatten().find_map(|m| {
+        let off = id.checked_sub(m.container_id())?;
+        (off < m.size())
+            .then(|| m.host_id().checked_add(off))
+            .flatten()
+    })
+}
+
+/// `mounts` with the tmpfs and devpts ones owned by the user namespace's root: their `uid=`
+/// and `gid=` options translated to host ids, and a tmpfs without them given the root's.
+fn owned_by_namespace(
+    mounts: &[OciMount],
+    linux: &oci_spec::runtime::Linux,
+) -> Result<Vec<OciMount>> {
+    let (uid, gid) = namespace_root(linux)?;
+    mounts
+        .iter()
+        .map(|m| {
+            let typ = m.typ().as_deref().unwrap_or_default();
+            if typ != "tmpfs" && typ != "devpts" {
+                return Ok(m.clone());
+            }
+            let mut options = Vec::new();
+            for o in m.options().iter().flatten() {
+                let translated = match o.split_once('=') {
+                    Some(("uid", n)) => Some(("uid", host_id(linux.uid_mappings(), parse_id(n)?))),
+                    Some(("gid", n)) => Some(("gid", host_id(linux.gid_mappings(), parse_id(n)?))),
+                    _ => None,
+                };
+                match translated {
+                    Some((k, Some(id))) => options.push(format!("{k}={id}")),
+                    Some((k, None)) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "mount {}: {o} is not mapped in the user namespace ({k})",
+                            m.destination().display()
+                        )));
+                    }
+                    None => options.push(o.clone()),
+                }
+            }
+            if typ == "tmpfs" {
+                for (k, id) in [("uid", uid), ("gid", gid)] {
+                    if !options.iter().any(|o| o.starts_with(&format!("{k}="))) {
+                        options.push(format!("{k}={id}"));
+                    }
+                }
+            }
+            let mut m = m.clone();
+            m.set_options(Some(options));
+            Ok(m)
+        })
+        .collect()
+}
+
+fn parse_id(n: &str) -> Result<u32> {
+    n.parse()
+        .map_err(|_| Error::InvalidArgument(format!("mount option id {n:?}")))
+}
+
+/// Id-maps the detached tree `tree` through `userns`, saying which mount could not be.
+fn idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool, what: &str) -> Result<()> {
+    sys::idmap_tree(tree.as_fd(), userns.as_fd(), recursive).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "id-mapping {what} for the pod's user namespace: {e} (its filesystem may not \
+             support id-mapped mounts)"
+        ))
+    })
 }
 
 /// Mount flags and the data string from OCI mount options.
@@ -425,6 +623,7 @@ fn mount_one(
     m: &OciMount,
     cgroup: &ContainerCgroup,
     tree: Option<OwnedFd>,
+    userns: Option<&OwnedFd>,
 ) -> Result<()> {
     let dest = m.destination().to_string_lossy().to_string();
     let typ = m.typ().clone().unwrap_or_default();
@@ -473,7 +672,12 @@ fn mount_one(
             None => {
                 let src = open(&source, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
                     .ctx(format_args!("open {}", source.display()))?;
-                sys::clone_mount_tree_of(src.as_fd(), flags.contains(MsFlags::MS_REC))?
+                let recursive = flags.contains(MsFlags::MS_REC);
+                let tree = sys::clone_mount_tree_of(src.as_fd(), recursive)?;
+                if let Some(ns) = userns {
+                    idmap(&tree, ns, recursive, &dest)?;
+                }
+                tree
             }
         };
         sys::attach_mount_tree(&tree, &target)?;
@@ -883,14 +1087,25 @@ fn cap_set<'a>(
         .collect()
 }
 
+/// The pod's user namespace for [`exec_process`] to join; `own_mount_ns` (the init's, not an
+/// exec's) then moves to a copy of the mount namespace owned by it.
+pub(crate) struct JoinUserns {
+    pub ns: OwnedFd,
+    pub own_mount_ns: bool,
+}
+
 /// The process half, shared by the container's init and ExecSync: OOM score, rlimits, user and
 /// groups, capabilities, cwd (checked inside the root), no_new_privs, seccomp last, exec.
 /// `env` is the process's environment ([`crate::spec::process_env`]), not `process.env`, which
 /// lacks the entries that are not UTF-8.
+/// `userns`, the pod's user namespace, is joined after the OOM score and rlimits (which the
+/// host's capabilities may set lower or higher than its root could) and before the rest: the
+/// user, groups and capabilities are then those of the namespace.
 pub(crate) fn exec_process(
     process: &Process,
     env: &[OsString],
     seccomp_profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+    userns: Option<JoinUserns>,
 ) -> Result<std::convert::Infallible> {
     if let Some(adj) = process.oom_score_adj() {
         set_oom_score_adj(adj)?;
@@ -904,6 +1119,15 @@ pub(crate) fn exec_process(
             .ok_or_else(|| Error::InvalidArgument(format!("rlimit {kind}")))?;
         nix::sys::resource::setrlimit(res, r.soft(), r.hard())
             .ctx(format_args!("setrlimit {kind}"))?;
+    }
+    if let Some(join) = userns {
+        setns(join.ns, CloneFlags::CLONE_NEWUSER).ctx("join the pod's user namespace")?;
+        if join.own_mount_ns {
+            // A copy of the mounts made above in a mount namespace the user namespace owns, as
+            // runc's would be: its root may mount there (as without one it may in its own), and
+            // every mount made above is locked to it, none can be taken off to look beneath.
+            unshare(CloneFlags::CLONE_NEWNS).ctx("a mount namespace of the user namespace")?;
+        }
     }
     let filter = seccomp_profile.map(seccomp::compile).transpose()?;
     let nnp = process.no_new_privileges().unwrap_or(false);
@@ -1076,6 +1300,22 @@ pub(crate) fn spawn_in_container(
             fds.push((theirs, flag));
         }
     }
+    // The user namespace is joined last (in `exec_process`), as the init did: the PID namespace
+    // is the host's, and once in the pod's user namespace we would have no right to join it.
+    // Looked at only when the spec has one, so an exec into any other container costs nothing.
+    let in_userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
+    let userns = if in_userns {
+        Some(JoinUserns {
+            ns: open_init("ns/user")?,
+            own_mount_ns: false,
+        })
+    } else {
+        None
+    };
     let root = open_init("root")?;
     // The mount namespace is joined in the child: once in it, our /proc/self is gone (that /proc
     // belongs to the container's PID namespace) and the fork check could not count our threads.
@@ -1116,7 +1356,7 @@ pub(crate) fn spawn_in_container(
                 // child's copy only: the parent's fd is untouched, and the child ends in exec
                 // or _exit without dropping `init`.
                 let _ = nix::unistd::close(init.as_raw_fd());
-                exec_process(process, &env, linux.seccomp().as_ref())
+                exec_process(process, &env, linux.seccomp().as_ref(), userns)
             })();
             let Err(e) = r;
             let _ = std::fs::File::from(err_w).write_all(e.to_string().as_bytes());
@@ -1138,6 +1378,58 @@ pub(crate) fn spawn_in_container(
     }
 }
 
+/// Whether pods with a user namespace can run here: a bind of each of `bind_dirs` (the root
+/// dir, where volumes and the rootfs live, and the state dir, where the pod's files do) can be
+/// id-mapped through the user namespace at `userns`, and an overlay of id-mapped layers made in
+/// `scratch` (on the root dir's filesystem, as container roots are) mounts writable. Mounts only
+/// detached copies, and one overlay it removes again.
+pub fn probe_idmap(
+    userns: &Path,
+    owner: (u32, u32),
+    bind_dirs: &[&Path],
+    scratch: &Path,
+) -> Result<()> {
+    let ns = open_ro(userns)?;
+    for dir in bind_dirs {
+        let at = open(
+            *dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(format_args!("open {}", dir.display()))?;
+        let tree = sys::clone_mount_tree_of(at.as_fd(), false)?;
+        idmap(&tree, &ns, false, &dir.display().to_string())?;
+    }
+    let overlay = Overlay {
+        lower_dirs: vec![scratch.join("lower")],
+        upper_dir: scratch.join("upper"),
+        work_dir: scratch.join("work"),
+    };
+    let merged = scratch.join("merged");
+    let _ = std::fs::remove_dir_all(scratch);
+    for d in [
+        &overlay.lower_dirs[0],
+        &overlay.upper_dir,
+        &overlay.work_dir,
+        &merged,
+    ] {
+        std::fs::create_dir_all(d).map_err(|e| Error::io("probe dir", d, e))?;
+    }
+    let mapped = overlay.mount_idmapped(&merged, &ns, owner).and_then(|()| {
+        // Read-only when overlayfs could not use its upper dir, which it only logs.
+        let st = nix::sys::statvfs::statvfs(&merged).ctx("statvfs the probe overlay")?;
+        if st.flags().contains(FsFlags::ST_RDONLY) {
+            return Err(Error::FailedPrecondition(
+                "an overlay of id-mapped layers mounts read-only".into(),
+            ));
+        }
+        Ok(())
+    });
+    let _ = umount2(&merged, MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(scratch);
+    mapped
+}
+
 /// Capability names of a set, for tests and status.
 pub fn capability_names(set: &caps::CapsHashSet) -> BTreeSet<String> {
     set.iter().map(|c| c.to_string()).collect()
@@ -1146,6 +1438,38 @@ pub fn capability_names(set: &caps::CapsHashSet) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_filesystems_of_a_userns_container_are_its_roots() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0",
+            "root": {"path": "/r"},
+            "mounts": [
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "mode=755"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["newinstance", "gid=5"]},
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/x", "type": "bind", "source": "/y", "options": ["rbind"]},
+            ],
+            "linux": {
+                "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+                "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 65536}],
+            },
+        }))
+        .unwrap();
+        let linux = spec.linux().clone().unwrap();
+        let m = owned_by_namespace(spec.mounts().as_deref().unwrap(), &linux).unwrap();
+        let opts = |i: usize| m[i].options().clone().unwrap_or_default();
+        assert_eq!(opts(0), ["nosuid", "mode=755", "uid=100000", "gid=200000"]);
+        assert_eq!(opts(1), ["newinstance", "gid=200005"]);
+        assert_eq!(m[2], spec.mounts().as_ref().unwrap()[2]);
+        assert_eq!(m[3], spec.mounts().as_ref().unwrap()[3]);
+        // An id the namespace does not map cannot be given.
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts[1].set_options(Some(vec!["gid=70000".into()]));
+        assert!(owned_by_namespace(&mounts, &linux).is_err());
+    }
 
     /// Root only (the runtime's tests run as root): an image of 60 layers whose paths are as long
     /// as the snapshotter's makes overlay options of more than a page; the mount still works and

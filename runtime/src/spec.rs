@@ -341,7 +341,13 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
     }
 
     let ns = &config.namespaces;
-    let mut namespaces: Vec<Value> = vec![json!({"type": "mount"})];
+    // The user namespace first, as the OCI spec lists it for runc.
+    let mut namespaces: Vec<Value> = ns
+        .user
+        .iter()
+        .map(|u| json!({"type": "user", "path": u.path}))
+        .collect();
+    namespaces.push(json!({"type": "mount"}));
     namespaces.extend(namespace_json("network", &ns.network));
     namespaces.extend(namespace_json("ipc", &ns.ipc));
     namespaces.extend(namespace_json("uts", &ns.uts));
@@ -394,6 +400,11 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
             d
         })
         .collect();
+    let id_maps = |m: &[crate::config::IdMap]| -> Vec<Value> {
+        m.iter()
+            .map(|m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.length}))
+            .collect()
+    };
     let mut linux = json!({
         "namespaces": namespaces,
         "cgroupsPath": cgroup_path(config),
@@ -403,6 +414,10 @@ pub fn build(config: &ContainerConfig, rootfs: &Path) -> Result<Spec> {
         "readonlyPaths": readonly,
         "rootfsPropagation": rootfs_propagation,
     });
+    if let Some(u) = &ns.user {
+        linux["uidMappings"] = json!(id_maps(&u.uids));
+        linux["gidMappings"] = json!(id_maps(&u.gids));
+    }
     let seccomp = if sec.privileged {
         None
     } else {
@@ -541,6 +556,41 @@ mod tests {
         assert_eq!(net.path().as_deref(), Some(Path::new("/run/netns/p")));
         assert!(ns.iter().all(|n| n.typ() != LinuxNamespaceType::Pid));
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Mount));
+    }
+
+    #[test]
+    fn a_pod_user_namespace_comes_first_with_its_maps() {
+        let mut c = config();
+        let map = crate::config::IdMap {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        };
+        c.namespaces.user = Some(crate::config::UserNs {
+            path: "/run/pod/ns/user".into(),
+            uids: vec![map],
+            gids: vec![map],
+        });
+        let spec = build(&c, Path::new("/b/rootfs")).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert_eq!(ns[0].typ(), LinuxNamespaceType::User);
+        assert_eq!(ns[0].path().as_deref(), Some(Path::new("/run/pod/ns/user")));
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let m = &maps.as_ref().unwrap()[0];
+            assert_eq!((m.container_id(), m.host_id(), m.size()), (0, 65536, 65536));
+        }
+        // Without one, none.
+        let spec = build(&config(), Path::new("/b/rootfs")).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(
+            linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .all(|n| n.typ() != LinuxNamespaceType::User)
+        );
+        assert!(linux.uid_mappings().is_none());
     }
 
     #[test]

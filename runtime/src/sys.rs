@@ -413,6 +413,44 @@ pub(crate) fn make_tree_readonly(mnt: std::os::fd::BorrowedFd<'_>) -> Result<()>
     Ok(())
 }
 
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// mount_setattr(2) with `MOUNT_ATTR_IDMAP` on the detached mount tree `mnt` (fresh from
+/// open_tree(OPEN_TREE_CLONE), never attached: the kernel maps only those): ids on disk are read
+/// as ids inside the user namespace `userns` and so show, and are written, as the ones its root
+/// has inside. With `recursive` every mount of the tree (an `rbind`), else its top one only.
+pub(crate) fn idmap_tree(
+    mnt: std::os::fd::BorrowedFd<'_>,
+    userns: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = c"";
+    // SAFETY: as in `make_tree_readonly`: the kernel reads `attr` (a live local laid out as
+    // `struct mount_attr`, the size passed with it) and the static empty path; both fds are open
+    // for the whole call; nothing of ours is written.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 },
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether this kernel has mount_setattr(2), which recursive read-only mounts need; asked once.
 pub fn mount_setattr_supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -124,6 +124,7 @@ fn config(f: &Fixture, id: &str, script: &str) -> ContainerConfig {
             ipc: NsMode::New,
             uts: NsMode::New,
             pid: NsMode::New,
+            user: None,
         },
         cgroup: carapace_runtime::config::CgroupConfig {
             parent: format!("carapace-test-{}", std::process::id()),

@@ -103,6 +103,8 @@ pub(super) struct SandboxInfo {
     pub resolv_conf_path: Option<PathBuf>,
     /// The pod's `/dev/shm`; `None` with host IPC.
     pub shm_path: Option<PathBuf>,
+    /// The pod's own user namespace and its maps; `None`: the host's.
+    pub user: Option<rt::UserNs>,
 }
 
 impl SandboxInfo {
@@ -141,6 +143,25 @@ impl SandboxInfo {
             hosts_path: file(&sb.hosts_path),
             resolv_conf_path: file(&sb.resolv_conf_path),
             shm_path: sb.shm.clone(),
+            user: match (&sb.namespaces.user, &sb.config.userns) {
+                (Some(path), Some(u)) => {
+                    let maps = |m: &[carapace_podsandbox::IdMapping]| {
+                        m.iter()
+                            .map(|m| rt::IdMap {
+                                container_id: m.container_id,
+                                host_id: m.host_id,
+                                length: m.length,
+                            })
+                            .collect()
+                    };
+                    Some(rt::UserNs {
+                        path: path.clone(),
+                        uids: maps(&u.uids),
+                        gids: maps(&u.gids),
+                    })
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -540,9 +561,15 @@ fn mounts(
                 m.container_path
             )));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        // Every bind of a user-namespaced pod is id-mapped through the pod's namespace: mappings
+        // given per mount can only be those, and need that namespace.
+        if (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
+            && !sb.user.as_ref().is_some_and(|u| {
+                same_maps(&m.uid_mappings, &u.uids) && same_maps(&m.gid_mappings, &u.gids)
+            })
+        {
             return Err(invalid(format!(
-                "id-mapped mounts are not supported ({})",
+                "mount {}: id mappings other than the pod user namespace's are not supported",
                 m.container_path
             )));
         }
@@ -660,11 +687,21 @@ fn namespaces(
 ) -> Result<rt::Namespaces, Error> {
     let default = NamespaceOption::default();
     let opts = opts.unwrap_or(&default);
-    if let Some(u) = &opts.userns_options
-        && NamespaceMode::try_from(u.mode) == Ok(NamespaceMode::Pod)
-        && (!u.uids.is_empty() || !u.gids.is_empty())
-    {
-        return Err(invalid("user namespaces are not supported"));
+    // The user namespace is the pod's: a container may restate it (the kubelet sends the pod's
+    // options), not ask for another.
+    if let Some(u) = &opts.userns_options {
+        let restated = match (NamespaceMode::try_from(u.mode), &sb.user) {
+            (Ok(NamespaceMode::Node), None) => u.uids.is_empty() && u.gids.is_empty(),
+            (Ok(NamespaceMode::Pod), Some(pod)) => {
+                same_maps(&u.uids, &pod.uids) && same_maps(&u.gids, &pod.gids)
+            }
+            _ => false,
+        };
+        if !restated {
+            return Err(invalid(
+                "the container's user namespace options differ from its pod's",
+            ));
+        }
     }
     let pid = match NamespaceMode::try_from(opts.pid) {
         Ok(NamespaceMode::Container) => rt::NsMode::New,
@@ -692,7 +729,15 @@ fn namespaces(
         ipc: sb.ipc.clone(),
         uts: sb.uts.clone(),
         pid,
+        user: sb.user.clone(),
     })
+}
+
+fn same_maps(cri: &[IdMapping], rt: &[rt::IdMap]) -> bool {
+    cri.len() == rt.len()
+        && cri.iter().zip(rt).all(|(c, r)| {
+            c.container_id == r.container_id && c.host_id == r.host_id && c.length == r.length
+        })
 }
 
 /// Everything the mapping needs besides the request.
@@ -740,6 +785,25 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
     let args = argv(&c.command, &c.args, image)?;
     let mut env = merge_env(&image.env, &c.envs)?;
     let user = resolve_user(&image.lower_dirs, sc, &image.user)?;
+    if let Some(u) = &sb.user {
+        // Refused here rather than by setresuid(2) at start, with the id named.
+        let mapped = |maps: &[rt::IdMap], id: u32| {
+            maps.iter()
+                .any(|m| id >= m.container_id && id - m.container_id < m.length)
+        };
+        let gids = std::iter::once(user.gid).chain(user.additional_gids.iter().copied());
+        if !mapped(&u.uids, user.uid) {
+            return Err(invalid(format!(
+                "uid {} is not mapped in the pod's user namespace",
+                user.uid
+            )));
+        }
+        if let Some(g) = gids.into_iter().find(|g| !mapped(&u.gids, *g)) {
+            return Err(invalid(format!(
+                "gid {g} is not mapped in the pod's user namespace"
+            )));
+        }
+    }
     if !env
         .iter()
         .any(|e| e.as_encoded_bytes().starts_with(b"HOME="))
@@ -1036,6 +1100,73 @@ mod tests {
         host.network = rt::NsMode::Host;
         let ns = namespaces(Some(&opts(NamespaceMode::Container, "")), &host, &no_target).unwrap();
         assert_eq!(ns.network, rt::NsMode::Host);
+    }
+
+    #[test]
+    fn a_container_joins_its_pods_user_namespace_and_may_only_restate_it() {
+        let map = |host_id| IdMapping {
+            container_id: 0,
+            host_id,
+            length: 65536,
+        };
+        let rt_map = rt::IdMap {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        };
+        let mut sb = sandbox();
+        sb.pid = rt::NsMode::Join("/p".into());
+        let userns = |mode: NamespaceMode, m: Vec<IdMapping>| NamespaceOption {
+            userns_options: Some(UserNamespace {
+                mode: mode as i32,
+                uids: m.clone(),
+                gids: m,
+            }),
+            ..Default::default()
+        };
+        // A pod without one: NODE (or nothing) only.
+        assert_eq!(namespaces(None, &sb, &no_target).unwrap().user, None);
+        namespaces(Some(&userns(NamespaceMode::Node, vec![])), &sb, &no_target).unwrap();
+        assert!(matches!(
+            namespaces(
+                Some(&userns(NamespaceMode::Pod, vec![map(65536)])),
+                &sb,
+                &no_target
+            ),
+            Err(Error::InvalidArgument(_))
+        ));
+        sb.user = Some(rt::UserNs {
+            path: "/pod/ns/user".into(),
+            uids: vec![rt_map],
+            gids: vec![rt_map],
+        });
+        // A pod with one: joined whether restated or not; another mapping or mode is refused.
+        for opts in [None, Some(userns(NamespaceMode::Pod, vec![map(65536)]))] {
+            let ns = namespaces(opts.as_ref(), &sb, &no_target).unwrap();
+            assert_eq!(ns.user, sb.user);
+        }
+        for bad in [
+            userns(NamespaceMode::Pod, vec![map(131072)]),
+            userns(NamespaceMode::Node, vec![]),
+            userns(NamespaceMode::Container, vec![]),
+        ] {
+            assert!(matches!(
+                namespaces(Some(&bad), &sb, &no_target),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        // Per-mount mappings: the pod's only.
+        let vol = |m: Vec<IdMapping>| Mount {
+            container_path: "/v".into(),
+            host_path: "/tmp".into(),
+            uid_mappings: m.clone(),
+            gid_mappings: m,
+            ..Default::default()
+        };
+        mounts(&[vol(vec![map(65536)])], &sb, false, &VolumeLayers::new()).unwrap();
+        assert!(mounts(&[vol(vec![map(131072)])], &sb, false, &VolumeLayers::new()).is_err());
+        sb.user = None;
+        assert!(mounts(&[vol(vec![map(65536)])], &sb, false, &VolumeLayers::new()).is_err());
     }
 
     #[test]
@@ -1395,6 +1526,51 @@ mod tests {
         .unwrap();
         assert!(rc.security.privileged);
         assert_eq!(rc.security.seccomp, rt::SeccompProfile::Unconfined);
+    }
+
+    #[test]
+    fn a_user_the_pods_user_namespace_does_not_map_is_refused_at_create() {
+        let t = tempfile::tempdir().unwrap();
+        let mut img = image(&["/bin/sh"], &[]);
+        img.lower_dirs = vec![layer(
+            t.path(),
+            "l",
+            &[("etc/passwd", PASSWD), ("etc/group", GROUP)],
+        )];
+        let c = cri_config();
+        let mut sb = sandbox();
+        let with_length = |sb: &mut SandboxInfo, length| {
+            let m = rt::IdMap {
+                container_id: 0,
+                host_id: 65536,
+                length,
+            };
+            sb.user = Some(rt::UserNs {
+                path: "/pod/ns/user".into(),
+                uids: vec![m],
+                gids: vec![m],
+            });
+        };
+        let map = |sb: &SandboxInfo| {
+            runtime_config(&MapInput {
+                id: "abcd",
+                config: &c,
+                image: &img,
+                sandbox: sb,
+                target_pid_ns: &no_target,
+                volume_layers: &VolumeLayers::new(),
+            })
+        };
+        // The config runs as `app`, uid 1000 (and its groups).
+        with_length(&mut sb, 65536);
+        let rc = map(&sb).unwrap();
+        assert_eq!(rc.namespaces.user, sb.user);
+        with_length(&mut sb, 1000);
+        let e = map(&sb).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("uid 1000")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub(super) fn sandbox() -> SandboxInfo {
         hosts_path: Some("/run/carapace/sb/hosts".into()),
         resolv_conf_path: Some("/run/carapace/sb/resolv.conf".into()),
         shm_path: Some("/run/carapace/sb/shm".into()),
+        user: None,
     }
 }
 

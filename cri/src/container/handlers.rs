@@ -180,7 +180,9 @@ impl Inner {
                         ..Default::default()
                     }),
                     image_sub_path: m.image_sub_path.clone(),
-                    ..Default::default()
+                    // In a pod with a user namespace every bind is id-mapped through it.
+                    uid_mappings: id_mappings(config.namespaces.user.as_ref().map(|u| &u.uids)),
+                    gid_mappings: id_mappings(config.namespaces.user.as_ref().map(|u| &u.gids)),
                 })
                 .collect(),
             log_path: meta.log_path.clone(),
@@ -1119,6 +1121,17 @@ pub(super) fn now_nanos() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+fn id_mappings(m: Option<&Vec<carapace_runtime::config::IdMap>>) -> Vec<IdMapping> {
+    m.into_iter()
+        .flatten()
+        .map(|m| IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
 }
 
 #[cfg(test)]
