@@ -873,6 +873,29 @@ async fn list_samples(r: &mut Runtime, rounds: usize) -> Result<Samples> {
     // the steady state rather than the first calls after 100 pods came up. Each call on its own
     // too, and `Version` (no work in any runtime) as the floor the transport and this client
     // set, so a reader can tell the runtime's share apart.
+    // The answers' sizes: the client decodes every byte, so a runtime that says more per item
+    // pays for it in this row.
+    {
+        use prost::Message;
+        let p = r
+            .rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await?
+            .into_inner();
+        let c = r
+            .rt
+            .list_containers(cri::ListContainersRequest::default())
+            .await?
+            .into_inner();
+        eprintln!(
+            "  {}: ListPodSandbox answer {} bytes ({} items), ListContainers {} bytes ({} items)",
+            r.name,
+            p.encoded_len(),
+            p.items.len(),
+            c.encoded_len(),
+            c.containers.len()
+        );
+    }
     let (mut lps, mut lc, mut ver) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds * LIST_SAMPLES {
         let (_, a) = timed(async {
