@@ -19,7 +19,7 @@ BIN := target/$(HOST)/release/carapace
 # The daemon the end-to-end tests start: the debug build of the same static binary.
 export CARAPACE_BIN := $(CURDIR)/target/$(HOST)/debug/carapace
 
-.PHONY: run check build deps test-deps test lint install clean
+.PHONY: run check build deps test-deps test lint fuzz-build install clean
 
 ## run: install the runtime packages, build the release binary, report what this node will and
 ## will not run (carapace check: it does not stop the start) and serve the CRI in the foreground
@@ -47,8 +47,9 @@ deps:
 test-deps:
 	bash deploy/install-deps.sh test
 
-## test: what CI runs — formatting, lints, unit tests and end-to-end tests against the real daemon
-test: test-deps lint
+## test: what CI runs — formatting, lints, the fuzz targets compiled, unit tests and end-to-end tests
+## against the real daemon
+test: test-deps lint fuzz-build
 	$(CARGO) build --bin carapace
 	set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log
 	@awk '/^test result: / {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log
@@ -56,6 +57,12 @@ test: test-deps lint
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## fuzz-build: compile the fuzz targets (fuzz/, outside the workspace) without running them; to run
+## them, fuzz/run.sh (docs/fuzzing.md). A dynamic build of their own: libFuzzer is C++.
+fuzz-build:
+	env -u CARGO_BUILD_TARGET -u CARGO_TARGET_$(HOST_VAR)_RUSTFLAGS CARGO_TARGET_DIR=$(CURDIR)/target/fuzz \
+	  $(CARGO) build --manifest-path fuzz/Cargo.toml --bins
 
 ## install: put carapace on this node as a systemd service (configuration files already there are kept)
 install: deps build

@@ -12,6 +12,8 @@ mod attachment;
 mod cache;
 mod error;
 mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 mod network;
 mod result;
 

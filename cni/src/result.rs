@@ -93,6 +93,11 @@ struct WireRoute {
 impl AttachmentResult {
     /// Parses a result as a plugin printed it.
     pub fn from_json(value: Value) -> Result<Self, String> {
+        // serde also reads a struct from an array of its fields in order, which no plugin
+        // means: such a result would be chained to the next plugin as it is, unconverted.
+        if !shaped_as_objects(&value) {
+            return Err("result is not a JSON object of objects".into());
+        }
         let wire: WireResult = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
         if !is_supported(&wire.cni_version) {
             return Err(format!(
@@ -177,6 +182,23 @@ impl AttachmentResult {
     }
 }
 
+/// Whether the result and the entries of its lists are JSON objects, as the spec has them.
+fn shaped_as_objects(v: &Value) -> bool {
+    let list = |key: &str| {
+        // null as absent: a Go plugin's nil slice without omitempty.
+        v.get(key).is_none_or(|l| {
+            l.is_null()
+                || l.as_array()
+                    .is_some_and(|items| items.iter().all(Value::is_object))
+        })
+    };
+    v.is_object()
+        && list("interfaces")
+        && list("ips")
+        && list("routes")
+        && v.get("dns").is_none_or(|d| d.is_null() || d.is_object())
+}
+
 fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     let (addr, len) = s
         .split_once('/')
@@ -248,6 +270,30 @@ mod tests {
                 json!({"cniVersion":"1.0.0","ips":[{"address":"10.0.0.1/33"}]})
             )
             .is_err()
+        );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/cni_result.rs): serde reads a struct from an array
+    /// of its fields, so these parsed, and were chained as `prevResult` unconverted.
+    #[test]
+    fn refuses_results_that_are_arrays_rather_than_objects() {
+        assert!(AttachmentResult::from_json(json!(["1.1.0", []])).is_err());
+        assert!(
+            AttachmentResult::from_json(
+                json!({"cniVersion":"1.0.0","ips":[["10.0.0.1/8", null, 0]],"interfaces":[{"name":"eth0"}]})
+            )
+            .is_err()
+        );
+        assert!(
+            AttachmentResult::from_json(
+                json!({"cniVersion":"1.0.0","interfaces":[["eth0", "", 1500, ""]]})
+            )
+            .is_err()
+        );
+        assert!(AttachmentResult::from_json(json!({"cniVersion":"1.0.0","dns":[[]]})).is_err());
+        assert!(
+            AttachmentResult::from_json(json!({"cniVersion":"1.0.0","routes":[["0.0.0.0/0"]]}))
+                .is_err()
         );
     }
 }

@@ -8,6 +8,8 @@ pub mod config;
 mod container;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod image;
 mod list_stream;
 mod listing;

@@ -407,7 +407,7 @@ fn resources(linux: &LinuxPodSandboxConfig) -> pods::PodResources {
 }
 
 /// A `PodSandboxConfig` as plain data; only shape is checked here, the store checks the rest.
-fn sandbox_config(
+pub(crate) fn sandbox_config(
     c: PodSandboxConfig,
     runtime_handler: String,
 ) -> Result<pods::SandboxConfig, Error> {

@@ -170,7 +170,12 @@ fn api_url(url: &str, override_path: bool) -> Result<Url, String> {
     Ok(u)
 }
 
-fn parse(text: &str, file: &Path, dir: &Path, domain: &str) -> Result<Vec<RegistryHost>, Error> {
+pub(crate) fn parse(
+    text: &str,
+    file: &Path,
+    dir: &Path,
+    domain: &str,
+) -> Result<Vec<RegistryHost>, Error> {
     let bad = |reason: String| Error::Config {
         path: file.to_owned(),
         reason,

@@ -9,6 +9,8 @@
 pub mod content;
 mod digest;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hosts;
 mod images;
 pub mod manifest;

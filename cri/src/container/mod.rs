@@ -21,6 +21,7 @@ mod cdi;
 mod cri_to_oci;
 #[cfg(test)]
 mod fixtures;
+pub(crate) mod fuzzing;
 mod handlers;
 mod image_users;
 mod stats;

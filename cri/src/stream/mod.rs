@@ -7,6 +7,7 @@
 //!
 //! Wire facts follow the kubelet's `pkg/kubelet/cri/streaming` and client-go's clients.
 
+pub(crate) mod fuzzing;
 mod http;
 mod portforward;
 mod remotecommand;

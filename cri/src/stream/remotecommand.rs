@@ -143,14 +143,14 @@ fn status_message(version: Version, outcome: &Outcome) -> Option<Vec<u8>> {
 
 /// Decodes the resize stream: JSON objects one after another (Go's encoder ends each with a
 /// newline). Sizes the backend has not taken yet are dropped rather than queued.
-struct ResizeDecoder {
-    buf: Vec<u8>,
-    tx: mpsc::Sender<TerminalSize>,
+pub(super) struct ResizeDecoder {
+    pub(super) buf: Vec<u8>,
+    pub(super) tx: mpsc::Sender<TerminalSize>,
 }
 
 impl ResizeDecoder {
     /// False once the stream is unusable (garbage or an oversized message).
-    fn push(&mut self, data: &[u8]) -> bool {
+    pub(super) fn push(&mut self, data: &[u8]) -> bool {
         self.buf.extend_from_slice(data);
         let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<TerminalSize>();
         let mut consumed = 0;
@@ -425,7 +425,7 @@ const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
+pub(super) const RESIZE: u8 = 4;
 /// v5: `[255, channel]` from the client closes that channel.
 const CLOSE: u8 = 255;
 
@@ -445,7 +445,7 @@ fn ws_message(proto: WsProto, channel: u8, data: &[u8]) -> Message {
 }
 
 /// A channel message from the client: (channel, payload).
-fn ws_decode(proto: WsProto, msg: Message) -> Option<(u8, Vec<u8>)> {
+pub(super) fn ws_decode(proto: WsProto, msg: Message) -> Option<(u8, Vec<u8>)> {
     let raw: Vec<u8> = match msg {
         Message::Binary(b) => b.to_vec(),
         Message::Text(t) => t.as_bytes().to_vec(),
