@@ -137,7 +137,7 @@ impl RuntimeService for RuntimeApi {
                 conditions: vec![runtime, network],
             }),
             info,
-            runtime_handlers: vec![RuntimeHandler {
+            runtime_handlers: std::iter::once(RuntimeHandler {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
                     recursive_read_only_mounts: carapace_runtime::mount_setattr_supported(),
@@ -146,7 +146,17 @@ impl RuntimeService for RuntimeApi {
                         .user_namespaces
                         .load(std::sync::atomic::Ordering::Relaxed),
                 }),
-            }],
+            })
+            // An OCI runtime's handler: neither is offered, as pods of it are refused a user
+            // namespace and recursive read-only mounts are not asked of the runtime.
+            .chain(self.node.config.runtimes.keys().map(|name| RuntimeHandler {
+                name: name.clone(),
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }))
+            .collect(),
             features: Some(RuntimeFeatures {
                 supplemental_groups_policy: true,
                 // A pod's user namespace owns its network namespace: never the host's.
@@ -193,6 +203,7 @@ impl RuntimeService for RuntimeApi {
         req: Request<RunPodSandboxRequest>,
     ) -> Rpc<RunPodSandboxResponse> {
         let req = req.into_inner();
+        crate::container::runtime_handlers::oci_runtime(&req.runtime_handler)?;
         let wants_userns = req
             .config
             .as_ref()
@@ -206,6 +217,13 @@ impl RuntimeService for RuntimeApi {
             })
             .and_then(|n| n.userns_options.as_ref())
             .is_some_and(|u| NamespaceMode::try_from(u.mode) == Ok(NamespaceMode::Pod));
+        if wants_userns && !req.runtime_handler.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "runtime handler {:?} does not support user namespaces",
+                req.runtime_handler
+            ))
+            .into());
+        }
         if wants_userns
             && !self
                 .node
@@ -248,6 +266,22 @@ impl RuntimeService for RuntimeApi {
         ) {
             c.remove_sandbox_containers_releasing(&id, self.stores.images.as_ref())
                 .await?;
+            if let Some(store) = self.stores.sandboxes.clone() {
+                // What an OCI runtime made beside the pod cgroup carapace made.
+                tokio::task::spawn_blocking(move || {
+                    let sb = store.get(&id)?;
+                    if sb.config.runtime_handler.is_empty() {
+                        return None;
+                    }
+                    let rel = sb.cgroup.as_ref()?.path.to_string_lossy().into_owned();
+                    if let Err(e) = carapace_runtime::cgroup::remove_hybrid_unified(&rel) {
+                        tracing::warn!(pod_id = %id, error = %e, "removing the pod's cgroup2 directory");
+                    }
+                    Some(())
+                })
+                .await
+                .ok();
+            }
         }
         Ok(Response::new(self.sandboxes.remove(req).await?))
     }

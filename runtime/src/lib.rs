@@ -17,6 +17,7 @@ pub mod fsutil;
 mod image_volume;
 pub mod logs;
 pub mod monitor;
+mod oci_cli;
 pub mod sealed;
 pub mod seccomp;
 pub mod spec;

@@ -23,6 +23,7 @@ mod cri_to_oci;
 mod fixtures;
 mod handlers;
 mod image_users;
+pub(crate) mod runtime_handlers;
 mod stats;
 mod table;
 

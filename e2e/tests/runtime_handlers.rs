@@ -1,0 +1,189 @@
+//! Runtime handlers (RuntimeClass) through the real daemon: a `[runtimes.runc]` section names
+//! Debian's runc, `Status` lists it next to the built-in handler `""`, a pod run with
+//! `runtime_handler: "runc"` has its containers created and started by runc (runc's own state
+//! knows them), while carapace's monitor still writes their CRI logs, records their exit codes
+//! and serves ExecSync, attach-free stops and removal; an unknown handler is NotFound naming it.
+//! Every test removes what it made and ends with `Node::finish` (no container, pod, cgroup,
+//! mount or process left), and runc's state is empty again.
+
+use std::path::{Path, PathBuf};
+
+use carapace_e2e::node::{Node, container, cri_log, log_until, output_of, stdout_of};
+use carapace_e2e::{DaemonConfig, cri};
+use tonic::Code;
+
+fn runc() -> PathBuf {
+    ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("runc is installed (Debian's runc package)")
+}
+
+/// The node's daemon with `[runtimes.runc]` naming runc by its path, its root under `root`.
+async fn node_with_runc(index: u8, root: &Path) -> Node {
+    let root = root.display().to_string();
+    Node::start_configured(index, move |cfg: &mut DaemonConfig| {
+        cfg.set(
+            "runtimes.runc.runtime_path",
+            toml::Value::String(runc().display().to_string()),
+        );
+        cfg.set("runtimes.runc.runtime_root", toml::Value::String(root));
+    })
+    .await
+}
+
+/// What `runc state <id>` says of a container: its JSON, or `None` when runc does not know it.
+fn runc_state(root: &Path, id: &str) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(runc())
+        .arg("--root")
+        .arg(root)
+        .args(["state", id])
+        .output()
+        .expect("running runc state");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("runc state prints JSON"))
+}
+
+/// The containers runc's state directory holds.
+fn runc_list(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+async fn run_pod_with(
+    n: &mut Node,
+    pod: &cri::PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
+    n.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(pod.clone()),
+        runtime_handler: handler.into(),
+    })
+    .await
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+#[tokio::test]
+async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
+    let runc_root = tempfile::Builder::new()
+        .prefix("runc-root.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = runc_root.path().join("state");
+    let mut n = node_with_runc(100, &root).await;
+
+    // Status lists the built-in handler and runc's.
+    let st =
+        n.rt.status(cri::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    let names: Vec<&str> = st
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(names, ["", "runc"], "{:?}", st.runtime_handlers);
+
+    // A handler the configuration does not have: NotFound naming it, and no pod.
+    let pod = n.pod("runc", "0d1e2f30-0000-4000-8000-000000000100");
+    let e = run_pod_with(&mut n, &pod, "no-such-handler")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("no-such-handler"), "{e:?}");
+    assert!(n.d.pods().await.is_empty());
+
+    let pod_id = run_pod_with(&mut n, &pod, "runc").await.unwrap();
+    let (status, _) = n.d.pod_status(&pod_id).await;
+    assert_eq!(n.d.pods().await[0].runtime_handler, "runc");
+    assert_eq!(status.runtime_handler, "runc");
+
+    // A long-running container: runc created it, its output is in the CRI log.
+    let cfg = container(
+        "main",
+        &[
+            "sh",
+            "-c",
+            "echo out-from-runc; echo err-from-runc >&2; exec sleep 1000",
+        ],
+    );
+    let id = n.create_started(&pod_id, &pod, &cfg).await;
+    let (st, info) = n.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    let state = runc_state(&root, &id).unwrap_or_else(|| {
+        panic!(
+            "runc does not know container {id}: it was not run by runc\n{}",
+            n.d.log_text()
+        )
+    });
+    assert_eq!(state["status"], "running", "{state}");
+    assert_eq!(
+        state["pid"].as_i64(),
+        info["pid"].as_i64(),
+        "{state}\n{info}"
+    );
+    let log = n.log_path(&id).await;
+    let lines = log_until(&log, "both streams in the CRI log", |l| {
+        l.1 == "stderr" && l.3 == "err-from-runc"
+    })
+    .await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.1 == "stdout" && l.3 == "out-from-runc"),
+        "{}",
+        output_of(&lines)
+    );
+
+    // ExecSync through runc exec: output, exit code, the container's namespaces.
+    let r = n
+        .exec_sync(
+            &id,
+            &["sh", "-c", "echo exec-out; echo exec-err >&2; exit 3"],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "exec-out\n");
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "exec-err\n");
+    assert_eq!(r.exit_code, 3);
+    let r = n
+        .exec_sync(&id, &["cat", "/proc/1/cmdline"], 10)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "sleep\u{0}1000\u{0}");
+    // A timeout kills the command and answers DeadlineExceeded.
+    let e = n.exec_sync(&id, &["sleep", "30"], 1).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+
+    // A container that exits by itself: its exit code, as the monitor reaped it.
+    let done = n
+        .create_started(
+            &pod_id,
+            &pod,
+            &container("done", &["sh", "-c", "echo bye; exit 7"]),
+        )
+        .await;
+    let st = n.exited(&done).await;
+    assert_eq!(st.exit_code, 7, "{st:?}");
+    assert_eq!(stdout_of(&cri_log(&n.log_path(&done).await)), "bye");
+
+    // Stop (SIGKILL after the grace), then remove: runc forgets them.
+    n.stop_container(&id, 1).await;
+    let st = n.exited(&id).await;
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    for c in [&id, &done] {
+        n.remove_container(c).await;
+        assert!(runc_state(&root, c).is_none(), "runc still knows {c}");
+    }
+    n.remove_pod(&pod_id).await;
+    assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
+    n.finish().await;
+}
