@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use carapace_e2e::node::{Node, container, cri_log, log_until, output_of, stdout_of};
+use carapace_e2e::stream::RemoteCommand;
 use carapace_e2e::{DaemonConfig, cri};
 use tonic::Code;
 
@@ -186,4 +187,89 @@ async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
     n.remove_pod(&pod_id).await;
     assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
     n.finish().await;
+}
+
+/// A runc container with a terminal and stdin: attach reaches its shell through the terminal
+/// runc made (and resizes it), a streaming exec with a terminal runs through `runc exec --tty`,
+/// and the container, its monitor and runc's record of it live through a daemon restart.
+#[tokio::test]
+async fn a_runc_container_with_a_terminal_is_attached_execd_and_survives_a_restart() {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+    let runc_root = tempfile::Builder::new()
+        .prefix("runc-root.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = runc_root.path().join("state");
+    let mut n = node_with_runc(101, &root).await;
+    let pod = n.pod("runctty", "0d1e2f30-0000-4000-8000-000000000101");
+    let pod_id = run_pod_with(&mut n, &pod, "runc").await.unwrap();
+    let mut c = container("shell", &["sh"]);
+    c.tty = true;
+    c.stdin = true;
+    let id = n.create_started(&pod_id, &pod, &c).await;
+    let (_, info) = n.status(&id).await;
+    let pid = info["pid"].as_i64();
+    assert_eq!(
+        runc_state(&root, &id).map(|s| s["pid"].as_i64()),
+        Some(pid),
+        "runc does not know {id}"
+    );
+
+    let attach = |id: &str| cri::AttachRequest {
+        container_id: id.into(),
+        stdin: true,
+        tty: true,
+        stdout: true,
+        stderr: false,
+    };
+    let url = n.attach_url(attach(&id)).await.unwrap();
+    let mut s = RemoteCommand::connect(&url).await.unwrap();
+    s.resize(100, 30).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.stdin(b"busybox stty size; [ -t 1 ] && echo term-$((6*7))\n")
+        .await;
+    s.wait_for("30 100", WAIT).await;
+    s.wait_for("term-42", WAIT).await;
+    s.hang_up().await;
+    let log = n.log_path(&id).await;
+    log_until(&log, "the terminal's line in the log", |l| l.3 == "term-42").await;
+
+    // A streaming exec with a terminal.
+    let url = n
+        .exec_url(cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: ["sh", "-c", "[ -t 0 ] && echo exec-tty-$((6*7)); exit 5"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            tty: true,
+            stdin: false,
+            stdout: true,
+            stderr: false,
+        })
+        .await;
+    let out = RemoteCommand::connect(&url)
+        .await
+        .unwrap()
+        .finish(WAIT)
+        .await;
+    assert!(out.stdout_text().contains("exec-tty-42"), "{out:?}");
+    assert_eq!(out.exit_code(), Some(5), "{out:?}");
+
+    // A daemon restart: the container, its monitor and runc's record of it carry on.
+    n.d = n.d.restart().await;
+    n.rt = n.d.runtime().await;
+    let (st, info) = n.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(info["pid"].as_i64(), pid);
+    let r = n.exec_sync(&id, &["echo", "alive"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "alive\n");
+    let url = n.attach_url(attach(&id)).await.unwrap();
+    let mut s = RemoteCommand::connect(&url).await.unwrap();
+    s.stdin(b"echo after-$((6*7))\n").await;
+    s.wait_for("after-42", WAIT).await;
+    s.hang_up().await;
+
+    n.remove_all(&pod_id).await;
+    assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
 }
