@@ -494,6 +494,47 @@ mod tests {
     }
 
     #[test]
+    fn runtime_handlers_take_containerds_keys_and_defaults() {
+        let sh = "/bin/sh";
+        let c = parse(&format!(
+            "state = \"/st\"\n[runtimes.a]\nruntime_path = \"{sh}\"\nruntime_args = [\"--debug\"]\n\
+             [runtimes.b.options]\nBinaryName = \"sh\"\nRoot = \"/r\"\n"
+        ))
+        .unwrap();
+        let a = c.oci_runtime("a").unwrap();
+        assert_eq!(a.binary, Path::new(sh));
+        assert_eq!(a.root, Path::new("/st/runtimes/a"));
+        assert_eq!(a.args, ["--debug"]);
+        let b = c.oci_runtime("b").unwrap();
+        assert!(b.binary.is_absolute() && b.binary.ends_with("sh"), "{b:?}");
+        assert_eq!(b.root, Path::new("/r"));
+        assert!(c.oci_runtime("c").unwrap_err().contains("\"c\""));
+    }
+
+    #[test]
+    fn runtime_handlers_without_a_binary_or_with_a_bad_name_are_refused() {
+        let e = parse("[runtimes.nosuch-runtime-xyz]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("runtimes") && e.contains("nosuch-runtime-xyz"),
+            "{e}"
+        );
+        let e = parse("[runtimes.r]\nruntime_path = \"/no/such/runc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/no/such/runc"), "{e}");
+        let e = parse("[runtimes.\"a/b\"]\nruntime_path = \"/bin/sh\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a/b"), "{e}");
+        let e = parse("[runtimes.r]\nruntime_path = \"/bin/sh\"\nruntime_root = \"rel\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runtime_root"), "{e}");
+    }
+
+    #[test]
     fn empty_file_is_the_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
     }

@@ -801,6 +801,30 @@ mod tests {
     }
 
     #[test]
+    fn image_volumes_are_refused_with_an_oci_runtime_naming_the_handler() {
+        let mut c = runnable();
+        c.mounts = vec![Mount::image_volume(
+            "/vol",
+            ImageVolume {
+                layers: vec!["/snapshots/a/fs".into()],
+                sub_path: String::new(),
+            },
+        )];
+        c.validate().unwrap();
+        c.oci_runtime = Some(OciRuntime {
+            handler: "runc".into(),
+            binary: "/usr/sbin/runc".into(),
+            root: "/run/r".into(),
+            args: vec![],
+        });
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("/vol") && m.contains("runc")),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn volumes_over_proc_and_the_cgroup_filesystem_are_refused() {
         for bad in [
             "/proc",
