@@ -164,6 +164,37 @@ async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
     let e = n.exec_sync(&id, &["sleep", "30"], 1).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
 
+    // The container is in the cgroup carapace made: its stats, and a live update the
+    // container itself sees.
+    let stats = n.container_stats(&id).await;
+    let mem = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value);
+    assert!(mem.is_some_and(|v| v > 0), "{mem:?}");
+    n.rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = n
+        .exec_sync(
+            &id,
+            &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        (64 << 20).to_string()
+    );
+
     // A container that exits by itself: its exit code, as the monitor reaped it.
     let done = n
         .create_started(
