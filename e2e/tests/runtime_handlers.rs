@@ -8,7 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use carapace_e2e::node::{Node, container, cri_log, log_until, output_of, stdout_of};
+use carapace_e2e::node::{
+    Node, container, cri_log, log_until, output_of, share_pid_namespace, shared_pid_container,
+    stdout_of,
+};
 use carapace_e2e::stream::RemoteCommand;
 use carapace_e2e::{DaemonConfig, cri};
 use tonic::Code;
@@ -301,6 +304,49 @@ async fn a_runc_container_with_a_terminal_is_attached_execd_and_survives_a_resta
     s.wait_for("after-42", WAIT).await;
     s.hang_up().await;
 
+    n.remove_all(&pod_id).await;
+    assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
+}
+
+/// A runc pod sharing one PID namespace (`shareProcessNamespace`): runc joins the pod's, where
+/// one container sees the other's processes, and a stop leaves none behind.
+#[tokio::test]
+async fn runc_containers_share_their_pods_pid_namespace() {
+    let runc_root = tempfile::Builder::new()
+        .prefix("runc-root.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = runc_root.path().join("state");
+    let mut n = node_with_runc(102, &root).await;
+    let mut pod = n.pod("runcpid", "0d1e2f30-0000-4000-8000-000000000102");
+    share_pid_namespace(&mut pod);
+    let pod_id = run_pod_with(&mut n, &pod, "runc").await.unwrap();
+    let a = n
+        .create_started(
+            &pod_id,
+            &pod,
+            &shared_pid_container("a", &["sh", "-c", "exec sleep 1001"]),
+        )
+        .await;
+    let b = n
+        .create_started(
+            &pod_id,
+            &pod,
+            &shared_pid_container("b", &["sleep", "1002"]),
+        )
+        .await;
+    for c in [&a, &b] {
+        assert!(runc_state(&root, c).is_some(), "runc does not know {c}");
+    }
+    let r = n
+        .exec_sync(&b, &["busybox", "ps", "-o", "args"], 10)
+        .await
+        .unwrap();
+    let ps = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+        "{ps:?} {r:?}"
+    );
     n.remove_all(&pod_id).await;
     assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
 }
