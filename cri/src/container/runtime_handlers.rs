@@ -27,5 +27,5 @@ pub(crate) fn oci_runtime(name: &str) -> Result<Option<OciRuntime>, Error> {
         .get(name)
         .cloned()
         .map(Some)
-        .ok_or_else(|| Error::NotFound(format!("runtime handler {name:?} is not configured")))
+        .ok_or_else(|| Error::NotFound(format!("runtime handler {name:?}")))
 }
