@@ -210,6 +210,23 @@ async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
     assert_eq!(st.exit_code, 7, "{st:?}");
     assert_eq!(stdout_of(&cri_log(&n.log_path(&done).await)), "bye");
 
+    // A command the image does not have: StartContainer fails with runc's reason, and the
+    // container goes as cleanly as the others.
+    let bad = n
+        .create(&pod_id, &pod, &container("bad", &["/no/such/cmd"]))
+        .await
+        .unwrap();
+    let e =
+        n.rt.start_container(cri::StartContainerRequest {
+            container_id: bad.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("/no/such/cmd"), "{e:?}");
+    assert!(e.message().contains("runc"), "{e:?}");
+    n.remove_container(&bad).await;
+    assert!(runc_state(&root, &bad).is_none(), "runc still knows {bad}");
+
     // Stop (SIGKILL after the grace), then remove: runc forgets them.
     n.stop_container(&id, 1).await;
     let st = n.exited(&id).await;
