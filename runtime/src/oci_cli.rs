@@ -17,7 +17,8 @@ use crate::config::OciRuntime;
 use crate::error::{Context, Error, Result};
 use crate::executor::{InitStdio, Overlay};
 
-/// The runtime's log of one call: its errors, as JSON lines, read back for the report.
+/// The runtime's log (`--log`, JSON lines; errors and warnings only at its default level), read
+/// back to say why a call failed. Removed before each create.
 const LOG: &str = "runtime.log";
 const PID_FILE: &str = "init.pid";
 const CONSOLE_SOCKET: &str = "console.sock";
@@ -112,15 +113,18 @@ pub(crate) fn start(
                 .stderr(Stdio::from(stderr));
         }
         InitStdio::Terminal(_) => {
+            // Named through the open directory, by this process's pid for the runtime: the
+            // bundle's own path may be longer than the 107 bytes a socket address holds.
             let dir = std::fs::File::open(bundle).map_err(|e| Error::io("open", bundle, e))?;
             let path = PathBuf::from(format!(
-                "/proc/self/fd/{}/{CONSOLE_SOCKET}",
+                "/proc/{}/fd/{}/{CONSOLE_SOCKET}",
+                std::process::id(),
                 dir.as_raw_fd()
             ));
             let listener = std::os::unix::net::UnixListener::bind(&path)
                 .map_err(|e| Error::io("bind", &bundle.join(CONSOLE_SOCKET), e))?;
             cmd.arg("--console-socket")
-                .arg(bundle.join(CONSOLE_SOCKET))
+                .arg(&path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -247,7 +251,7 @@ pub(crate) fn delete(rt: &OciRuntime, bundle: &Path, id: &str) {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             let msg = String::from_utf8_lossy(&o.stderr);
-            if !msg.contains("does not exist") && !msg.contains("not exist") {
+            if !msg.contains("does not exist") {
                 tracing::warn!(container_id = id, handler = %rt.handler, error = %msg.trim(), "runtime delete");
             }
         }
