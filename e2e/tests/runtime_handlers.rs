@@ -104,6 +104,32 @@ async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
     assert!(e.message().contains("no-such-handler"), "{e:?}");
     assert!(n.d.pods().await.is_empty());
 
+    // Nor a user namespace through runc.
+    let mut userns_pod = pod.clone();
+    userns_pod
+        .linux
+        .get_or_insert_default()
+        .security_context
+        .get_or_insert_default()
+        .namespace_options
+        .get_or_insert_default()
+        .userns_options = Some(cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: vec![cri::IdMapping {
+            host_id: 1 << 20,
+            container_id: 0,
+            length: 65536,
+        }],
+        gids: vec![cri::IdMapping {
+            host_id: 1 << 20,
+            container_id: 0,
+            length: 65536,
+        }],
+    });
+    let e = run_pod_with(&mut n, &userns_pod, "runc").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(n.d.pods().await.is_empty());
+
     let pod_id = run_pod_with(&mut n, &pod, "runc").await.unwrap();
     let (status, _) = n.d.pod_status(&pod_id).await;
     assert_eq!(n.d.pods().await[0].runtime_handler, "runc");
@@ -198,7 +224,13 @@ async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
         (64 << 20).to_string()
     );
 
-    // A container that exits by itself: its exit code, as the monitor reaped it.
+    // A container that exits by itself: its exit code, as the monitor reaped it, and its
+    // STOPPED event.
+    let mut events =
+        n.rt.get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     let done = n
         .create_started(
             &pod_id,
@@ -208,6 +240,19 @@ async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
         .await;
     let st = n.exited(&done).await;
     assert_eq!(st.exit_code, 7, "{st:?}");
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(ev) = events.message().await.unwrap() {
+            if ev.container_id == done
+                && ev.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(stopped, Ok(true), "no STOPPED event for {done}");
+    drop(events);
     assert_eq!(stdout_of(&cri_log(&n.log_path(&done).await)), "bye");
 
     // A command the image does not have: StartContainer fails with runc's reason, and the
