@@ -1,10 +1,13 @@
 //! Runtime handlers (RuntimeClass) through the real daemon: a `[runtimes.runc]` section names
 //! Debian's runc, `Status` lists it next to the built-in handler `""`, a pod run with
 //! `runtime_handler: "runc"` has its containers created and started by runc (runc's own state
-//! knows them), while carapace's monitor still writes their CRI logs, records their exit codes
-//! and serves ExecSync, attach-free stops and removal; an unknown handler is NotFound naming it.
-//! Every test removes what it made and ends with `Node::finish` (no container, pod, cgroup,
-//! mount or process left), and runc's state is empty again.
+//! knows them, with the pid CRI reports), while carapace's monitor still writes their CRI logs,
+//! records their exit codes and events, serves ExecSync (through `runc exec`), attach and a
+//! terminal, and outlives a daemon restart; stats and live updates act on the cgroup carapace
+//! made; a pod's shared PID namespace is joined. An unknown handler is NotFound naming it, a
+//! user namespace through runc InvalidArgument. Every test removes what it made and ends with
+//! `Node::finish` (no container, pod, cgroup, mount or process left), and runc's state is
+//! empty again.
 
 use std::path::{Path, PathBuf};
 
