@@ -933,7 +933,6 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
         .process()
         .clone()
         .ok_or_else(|| Error::Internal("spec has no process".into()))?;
-    process.set_args(Some(req.args.clone()));
     let cgroup = ContainerCgroup::new(&record.cgroup_path);
     let init = started.open_init(&cgroup)?;
     let mut timeout = Duration::from_millis(req.timeout_ms);
@@ -946,6 +945,7 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
     if let Some(rt) = &record.config.oci_runtime {
         return crate::oci_cli::exec(rt, bundle, &record.config.id, &req.args, req.tty, timeout);
     }
+    process.set_args(Some(req.args));
     if req.sync && !req.tty {
         return exec_relayed(&init, &spec, &process, &cgroup, timeout);
     }
