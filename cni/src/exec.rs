@@ -50,7 +50,9 @@ pub struct Cni {
 }
 
 impl Cni {
-    /// `cache_dir` holds the ADD results (`<cache_dir>/results/<network>-<container>-<ifname>`).
+    /// `cache_dir` holds the ADD results (`<cache_dir>/results/<network>-<container>-<ifname>`);
+    /// on a node a directory a reboot keeps, so the DEL of a pod the reboot ended still releases
+    /// what its ADD took (an IPAM lease).
     pub fn new(bin_dirs: Vec<PathBuf>, cache_dir: &Path) -> Self {
         Self {
             bin_dirs,
@@ -134,15 +136,21 @@ impl Cni {
         fallback: Option<&Network>,
     ) -> Result<(), Error> {
         att.validate()?;
-        let (network, prev) = match self.cache.load(network_name, att)? {
-            Some(entry) => {
-                let network = cached_network(&entry.config)?;
-                let prev = AttachmentResult::from_json(entry.result).ok();
-                (network, prev)
-            }
+        // An entry a power loss tore (its rename reached the disk, its data did not) is no
+        // reason to refuse the DEL for ever: it goes as a missing one does.
+        let entry = self.cache.load(network_name, att).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unreadable CNI cache entry; DEL runs without it");
+            None
+        });
+        let cached = entry.and_then(|entry| {
+            let network = cached_network(&entry.config).ok()?;
+            Some((network, AttachmentResult::from_json(entry.result).ok()))
+        });
+        let (network, prev) = match cached {
+            Some(c) => c,
             None => match fallback {
                 Some(n) if n.name() == network_name => (n.clone(), None),
-                _ => return Ok(()),
+                _ => return self.cache.remove(network_name, att),
             },
         };
         let prev = prev.filter(|_| parse_version(network.cni_version()) >= Some((0, 4, 0)));
@@ -611,6 +619,28 @@ mod tests {
             f.cni.check("podnet", &att),
             Err(Error::NotCached { .. })
         ));
+    }
+
+    #[test]
+    fn a_torn_cache_entry_and_no_netns_still_let_del_run_and_go() {
+        let f = fixture();
+        fake_plugin(&f.bin, &f.log, "a", OK_ADD);
+        let net = network("1.0.0", json!([{"type":"a"}]));
+        let mut att = attachment();
+        f.cni.add(&net, &att).unwrap();
+        let entry = f._dir.path().join("cache/results/podnet-sandbox1-eth0");
+        std::fs::write(&entry, "").unwrap();
+        // After a reboot: the namespace is gone, so no path, as the spec allows for DEL.
+        att.netns = PathBuf::new();
+        f.cni.del("podnet", &att, Some(&net)).unwrap();
+        let env = std::fs::read_to_string(f.log.join("a.DEL.env")).unwrap();
+        assert!(env.lines().any(|l| l == "CNI_NETNS="), "{env}");
+        assert!(!entry.exists());
+        // Torn, and no network of that name to fall back on: nothing to run, the entry goes.
+        f.cni.add(&net, &att).unwrap();
+        std::fs::write(&entry, "{").unwrap();
+        f.cni.del("podnet", &att, None).unwrap();
+        assert!(!entry.exists());
     }
 
     #[test]

@@ -160,6 +160,8 @@ impl Cri {
         let c = &self.node.config;
         let mut opts =
             carapace_podsandbox::Options::new(&c.state, &c.cni.conf_dir, c.cni.bin_dirs.clone());
+        // The pods' records and the CNI cache outlive a reboot there (docs/cri.md).
+        opts.root_dir = Some(c.root.clone());
         opts.cgroup_driver = match c.cgroup.driver {
             config::CgroupDriver::Cgroupfs => carapace_podsandbox::CgroupDriver::Cgroupfs,
             config::CgroupDriver::Systemd => carapace_podsandbox::CgroupDriver::Systemd,
@@ -201,6 +203,7 @@ impl Cri {
         )?;
         self.helper_exe = Some(opts.helper_exe().to_owned());
         self.containers = Some(container::ContainerApi::open(opts)?);
+        remove_orphan_layers(&c.root.join("containers"), &c.state.join("containers"));
         self.connect_stores();
         Ok(self)
     }
@@ -287,6 +290,30 @@ impl Cri {
     ) -> Result<Vec<api::Image>, Error> {
         let images = image::ImageApi::new(self.images.clone(), None);
         images.import(archive, base_name).await
+    }
+}
+
+/// Removes the writable layers under `layers` (`<root>/containers/<id>`) of containers that have
+/// no bundle under `bundles` any more: a reboot emptied the state dir, which held their records,
+/// or the daemon died between the two removals of a container. Nothing refers to them; nothing
+/// else would ever remove them. At start, before serving, so no create is in flight.
+fn remove_orphan_layers(layers: &std::path::Path, bundles: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(layers) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if bundles.join(&name).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => {
+                tracing::info!(container_id = %name.to_string_lossy(), "removed the writable layer of a container whose state is gone")
+            }
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "removing an orphaned writable layer")
+            }
+        }
     }
 }
 

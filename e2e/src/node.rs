@@ -256,6 +256,51 @@ impl Node {
         &self.state
     }
 
+    /// A reboot of the node under the daemon, as far as a test can make one without touching
+    /// other tests: the daemon is SIGKILLed, then every process of this test's pods (by their
+    /// cgroups) and every helper naming its state dir (monitors, infra processes); everything
+    /// mounted under the state dir is unmounted (the pods' namespaces go, and their veths with
+    /// them) and the state dir is emptied, as a tmpfs is after a boot. The root dir and the
+    /// CNI's IPAM leases stay, as on a disk; so do the (empty) cgroups, which a test cannot take
+    /// from the kernel without also doing the daemon's work for it. Then a daemon starts again
+    /// on the same configuration and `rt` is connected to it.
+    pub async fn simulate_reboot(&mut self) {
+        let cfg = self.d.kill().await;
+        for _ in 0..50 {
+            if kill_processes(self.index, &self.state) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            kill_processes(self.index, &self.state),
+            0,
+            "processes of the test's pods outlived SIGKILL"
+        );
+        for _ in 0..10 {
+            let mounts = mounts_under(&self.state);
+            if mounts.is_empty() {
+                break;
+            }
+            for m in mounts.iter().rev() {
+                let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let mounts = mounts_under(&self.state);
+        assert!(mounts.is_empty(), "mounts that would not go: {mounts:?}");
+        for e in std::fs::read_dir(&self.state).expect("reading the state dir") {
+            let path = e.expect("reading the state dir").path();
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.unwrap_or_else(|e| panic!("emptying the state dir: {}: {e}", path.display()));
+        }
+        self.d = Daemon::start_with(cfg).await;
+        self.rt = self.d.runtime().await;
+    }
+
     /// Pulls `image` and returns its image ref.
     pub async fn pull_image(&self, image: &str) -> String {
         self.d
@@ -561,6 +606,29 @@ pub fn pod_cgroups(index: u8) -> Vec<String> {
         .collect();
     cgroups.sort_by_key(|p| std::cmp::Reverse(p.len()));
     cgroups
+}
+
+/// SIGKILLs every process in the cgroups of the pods of test `index` and every process naming
+/// `state`; returns how many it found.
+fn kill_processes(index: u8, state: &Path) -> usize {
+    let pids: Vec<i32> = pod_cgroups(index)
+        .iter()
+        .flat_map(|cg| {
+            std::fs::read_to_string(format!("{cg}/cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .chain(processes_naming(state).into_iter().map(|(pid, _)| pid))
+        .collect();
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
 }
 
 /// Removes `kubepods/besteffort` and `kubepods` in every hierarchy where no pod is left in them.

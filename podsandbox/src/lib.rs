@@ -16,6 +16,7 @@ mod files;
 mod infra;
 pub mod kernel;
 mod netstats;
+mod records;
 mod sandbox;
 mod spec;
 mod sys;

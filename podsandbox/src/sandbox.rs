@@ -1,6 +1,14 @@
 //! The sandboxes of a node: run, stop, remove, look up and list, with state persisted under
 //! `<state>/sandboxes/<id>/sandbox.json` and reloaded at start.
 //!
+//! The state dir is a tmpfs on a node, emptied by a reboot that leaves the root dir, and with it
+//! the IPAM leases the pods' CNI ADDs took. So each pod also has a record under
+//! `<root>/sandboxes/<id>.json`, written durably before its network is attached, and the CNI
+//! cache lives under `<root>/cni`. A pod whose record outlived its state comes back NOTREADY
+//! (the kubelet stops and removes it, then runs the pod again), and its stop runs the CNI DEL
+//! of the cached ADD without a network namespace, as the CNI spec allows and containerd does
+//! for a closed one. Nothing runs at start: the DEL waits for the kubelet's stop.
+//!
 //! A run records every step in the sandbox's state *before* taking it, so one teardown routine
 //! serves as the undo of a failed run, as Stop and Remove, and after a crash: it undoes exactly
 //! what the record says may exist, and tolerates what is already gone.
@@ -18,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{self, CgroupDriver, CgroupLayout, PodCgroup};
 use crate::infra::{InfraCommand, InfraProcess};
 use crate::kernel::{Kernel, NamespaceRequest, UserRequest};
+use crate::records::RecordWriter;
 use crate::{Error, NamespaceMode, PodResources, SandboxConfig, files, sysctl};
 
 /// The size of a pod's `/dev/shm`, as Docker and containerd default it.
@@ -30,6 +39,10 @@ pub const POD_IFNAME: &str = "eth0";
 pub struct Options {
     /// The daemon's state dir; sandboxes live in `<state_dir>/sandboxes`.
     pub state_dir: PathBuf,
+    /// The daemon's root dir, which a reboot keeps: the pods' records (`<root>/sandboxes`) and the
+    /// CNI cache (`<root>/cni`). `None` keeps the CNI cache under the state dir and no record,
+    /// so a reboot forgets the pods.
+    pub root_dir: Option<PathBuf>,
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dirs: Vec<PathBuf>,
     pub cni_timeout: Duration,
@@ -70,6 +83,7 @@ impl Options {
     ) -> Self {
         Self {
             state_dir: state_dir.into(),
+            root_dir: None,
             cni_conf_dir: cni_conf_dir.into(),
             cni_bin_dirs,
             cni_timeout: carapace_cni::DEFAULT_TIMEOUT,
@@ -127,6 +141,11 @@ pub struct Sandbox {
     pub resolv_conf_path: PathBuf,
     /// The pod's `/dev/shm` tmpfs; `None` with host IPC.
     pub shm: Option<PathBuf>,
+    /// Brought back from its record under the root dir after a reboot emptied the state dir:
+    /// its namespaces, mounts and processes are gone, and its containers' cgroups, if the
+    /// kernel kept them, are empty and unknown to anyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 impl Sandbox {
@@ -182,6 +201,9 @@ struct Table {
 pub struct Sandboxes {
     opts: Options,
     root: PathBuf,
+    /// `<root_dir>/sandboxes`: the records a reboot keeps.
+    records: Option<PathBuf>,
+    record_writer: RecordWriter,
     kernel: Arc<dyn Kernel>,
     cni: Cni,
     cgroups: CgroupLayout,
@@ -225,8 +247,22 @@ impl Sandboxes {
             path: root.clone(),
             source,
         })?;
-        let cni = Cni::new(opts.cni_bin_dirs.clone(), &opts.state_dir.join("cni"))
-            .with_timeout(opts.cni_timeout);
+        let records = opts.root_dir.as_ref().map(|r| r.join("sandboxes"));
+        if let Some(dir) = &records {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let cni_cache = match &opts.root_dir {
+            Some(r) => {
+                let cache = r.join("cni");
+                move_cni_cache(&opts.state_dir.join("cni"), &cache);
+                cache
+            }
+            None => opts.state_dir.join("cni"),
+        };
+        let cni = Cni::new(opts.cni_bin_dirs.clone(), &cni_cache).with_timeout(opts.cni_timeout);
         let mut table = Table::default();
         let entries = std::fs::read_dir(&root).map_err(|source| Error::Io {
             path: root.clone(),
@@ -249,16 +285,32 @@ impl Sandboxes {
                 }
             }
         }
+        if let Some(dir) = &records {
+            recover(dir, &root, &mut table)?;
+        }
         tracing::info!(sandboxes = table.sandboxes.len(), "sandbox state loaded");
-        Ok(Self {
+        let this = Self {
             cgroups: CgroupLayout::detect(&opts.cgroup_root),
             root,
+            records,
+            record_writer: RecordWriter::default(),
             kernel,
             cni,
             opts,
             table: Mutex::new(table),
             changed: Condvar::new(),
-        })
+        };
+        // Pods a daemon without records ran (an upgrade): recorded now, so a reboot finds them.
+        if let Some(dir) = &this.records {
+            for sb in this.list() {
+                if !dir.join(format!("{}.json", sb.id)).exists()
+                    && let Err(e) = this.record(&sb)
+                {
+                    tracing::warn!(pod_id = %sb.id, error = %e, "writing the pod's record under the root dir");
+                }
+            }
+        }
+        Ok(this)
     }
 
     fn observe_cni(&self, op: CniOp, ok: bool, started: std::time::Instant) {
@@ -320,6 +372,7 @@ impl Sandboxes {
             hosts_path: dir.join("hosts"),
             resolv_conf_path: dir.join("resolv.conf"),
             shm: None,
+            recovered: false,
             dir,
             config,
         };
@@ -333,6 +386,9 @@ impl Sandboxes {
             match self.teardown(&mut sb) {
                 Ok(()) => {
                     let _ = std::fs::remove_dir_all(&sb.dir);
+                    if let Err(e) = self.forget_record(&id) {
+                        tracing::warn!(pod_id = %id, error = %e, "removing the pod's record");
+                    }
                 }
                 Err(undo) => {
                     tracing::error!(pod_id = %id, error = %undo, "undo incomplete; sandbox kept as NOTREADY");
@@ -345,6 +401,14 @@ impl Sandboxes {
         }
         sb.state = SandboxState::Ready;
         self.persist(&sb)?;
+        // A pod with a network was recorded before its ADD, with all a reboot leaves of it to
+        // undo; one without is recorded now (its cgroup), and a failure only means a reboot
+        // forgets it. One durable write per run, not two.
+        if sb.network.is_none()
+            && let Err(e) = self.record(&sb)
+        {
+            tracing::warn!(pod_id = %id, error = %e, "writing the pod's record under the root dir");
+        }
         tracing::info!(pod_id = %id, ips = ?sb.ips, "sandbox ready");
         self.lock().sandboxes.insert(sb);
         Ok(id)
@@ -501,6 +565,8 @@ impl Sandboxes {
                 .map_err(Error::NetworkNotReady)?;
             sb.network = Some(network.name().to_owned());
             self.persist(sb)?;
+            // Before ADD takes a lease: a reboot from here on finds the pod to DEL.
+            self.record(sb)?;
             let started = std::time::Instant::now();
             let result = self
                 .cni
@@ -651,6 +717,15 @@ impl Sandboxes {
             unpin(p, errors);
         }
         if let Some(cg) = &mut sb.cgroup {
+            if sb.recovered {
+                // The cgroups of its containers, whose records the reboot took: empty, in the
+                // way of the pod's own.
+                for dir in self.cgroups.dirs(&cg.path) {
+                    if let Err(e) = self.remove_cgroups_below(&dir) {
+                        errors.push(format!("removing cgroups below {}: {e}", dir.display()));
+                    }
+                }
+            }
             while let Some(dir) = cg.created.last() {
                 match self.kernel.remove_cgroup(dir) {
                     Ok(()) => {
@@ -678,6 +753,23 @@ impl Sandboxes {
                 sb.cgroup = None;
             }
         }
+    }
+
+    /// Removes every cgroup below `dir`, deepest first; a missing `dir` is fine.
+    fn remove_cgroups_below(&self, dir: &Path) -> io::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                self.remove_cgroups_below(&entry.path())?;
+                self.kernel.remove_cgroup(&entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Gives a parent cgroup the pod `from` made, and other pods sit in, to one of those pods (the
@@ -808,6 +900,8 @@ impl Sandboxes {
                 path: sb.dir.clone(),
                 source,
             })?;
+        // Last: a crash before it leaves the pod to come back NOTREADY and be removed again.
+        self.forget_record(&id)?;
         self.lock().sandboxes.remove(&id);
         tracing::info!(pod_id = %id, "sandbox removed");
         Ok(())
@@ -920,6 +1014,109 @@ impl Sandboxes {
             reason: e.to_string(),
         })?;
         write_atomic(&path, &bytes).map_err(|source| Error::Io { path, source })
+    }
+
+    /// Writes the pod's record under the root dir, durably, off the request path (see
+    /// [`RecordWriter`]): what a reboot leaves of the pod.
+    fn record(&self, sb: &Sandbox) -> Result<(), Error> {
+        let Some(dir) = &self.records else {
+            return Ok(());
+        };
+        let path = dir.join(format!("{}.json", sb.id));
+        let bytes = serde_json::to_vec(sb).map_err(|e| Error::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        self.record_writer.write(path, bytes);
+        Ok(())
+    }
+
+    fn forget_record(&self, id: &str) -> Result<(), Error> {
+        if let Some(dir) = &self.records {
+            self.record_writer.remove(dir.join(format!("{id}.json")));
+        }
+        Ok(())
+    }
+}
+
+/// Brings back, NOTREADY, every pod whose record under the root dir outlived its state (a
+/// reboot emptied the state dir): what the reboot ended is dropped from it (namespaces, mounts,
+/// the infra process, whose pid may now be another's), what it may have left is kept for the
+/// teardown (the CNI attachment, the cgroups). Its state is written again under the state dir
+/// (`root` here), so it is an ordinary NOTREADY pod from then on.
+fn recover(records: &Path, root: &Path, table: &mut Table) -> Result<(), Error> {
+    let entries = std::fs::read_dir(records).map_err(|source| Error::Io {
+        path: records.to_owned(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if id.starts_with('.') || table.sandboxes.contains_key(id) {
+            continue;
+        }
+        let mut sb = match load(&path) {
+            Ok(sb) if sb.id == id => sb,
+            other => {
+                tracing::warn!(path = %path.display(), problem = ?other.err(), "skipping a pod record");
+                continue;
+            }
+        };
+        let dir = root.join(id);
+        sb.state = SandboxState::NotReady;
+        sb.recovered = true;
+        sb.namespaces = NamespacePaths::default();
+        sb.infra = None;
+        sb.shm = None;
+        sb.hostname_path = dir.join("hostname");
+        sb.hosts_path = dir.join("hosts");
+        sb.resolv_conf_path = dir.join("resolv.conf");
+        sb.dir = dir;
+        std::fs::create_dir_all(&sb.dir).map_err(|source| Error::Io {
+            path: sb.dir.clone(),
+            source,
+        })?;
+        let state = sb.dir.join("sandbox.json");
+        let bytes = serde_json::to_vec(&sb).map_err(|e| Error::State {
+            path: state.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&state, &bytes).map_err(|source| Error::Io {
+            path: state,
+            source,
+        })?;
+        tracing::info!(pod_id = %sb.id, network = ?sb.network, "pod recovered NOTREADY from its record: its state did not survive a reboot");
+        table.sandboxes.insert(sb);
+    }
+    Ok(())
+}
+
+/// Moves the CNI cache entries a daemon that kept them under the state dir left (an upgrade with
+/// pods running) to the root dir, so their DEL still runs the configuration ADD ran. Best
+/// effort: an entry left behind only makes its DEL run the current configuration.
+fn move_cni_cache(from: &Path, to: &Path) {
+    let (from, to) = (from.join("results"), to.join("results"));
+    let Ok(entries) = std::fs::read_dir(&from) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let target = to.join(&name);
+        let moved = target.exists()
+            || std::fs::read(entry.path())
+                .and_then(|b| carapace_cni::write_durable(&target, &b))
+                .is_ok();
+        if moved {
+            let _ = std::fs::remove_file(entry.path());
+        } else {
+            tracing::warn!(entry = %entry.path().display(), "could not move a CNI cache entry to the root dir");
+        }
     }
 }
 
@@ -1374,6 +1571,80 @@ mod tests {
         again.remove(&id).unwrap();
         again.remove(&half.id).unwrap();
         assert!(again.list().is_empty());
+    }
+
+    #[test]
+    fn a_pod_whose_state_a_reboot_emptied_comes_back_notready_and_its_stop_runs_del_without_netns()
+    {
+        let f = fixture();
+        let mut opts = options(f.dir.path());
+        opts.root_dir = Some(f.dir.path().join("root"));
+        let store = Sandboxes::open(opts.clone(), f.kernel.clone()).unwrap();
+        let id = store.run(config("web")).unwrap();
+        store.record_writer.flush();
+        let before = store.get(&id).unwrap();
+        let record = f.dir.path().join(format!("root/sandboxes/{id}.json"));
+        let cached = f
+            .dir
+            .path()
+            .join(format!("root/cni/results/fake-{id}-eth0"));
+        assert!(record.exists() && cached.exists());
+        drop(store);
+        // The reboot: the state dir comes back empty; the cgroups here stay, a container's too.
+        std::fs::remove_dir_all(f.dir.path().join("state")).unwrap();
+        let cg = f.dir.path().join("cgroup/cpu/kubepods/burstable/podweb");
+        std::fs::create_dir(cg.join("ctr")).unwrap();
+
+        let store = Sandboxes::open(opts.clone(), f.kernel.clone()).unwrap();
+        let sb = store.get(&id).unwrap();
+        assert_eq!(sb.state, SandboxState::NotReady);
+        assert!(sb.recovered);
+        assert_eq!(
+            (&sb.config, sb.created_at, &sb.network, &sb.cgroup),
+            (
+                &before.config,
+                before.created_at,
+                &before.network,
+                &before.cgroup
+            )
+        );
+        assert_eq!(sb.namespaces, NamespacePaths::default());
+        assert_eq!((sb.infra, &sb.shm), (None, &None));
+        // From now on an ordinary NOTREADY pod: a restart keeps it as it is.
+        drop(store);
+        let store = Sandboxes::open(opts, f.kernel.clone()).unwrap();
+        assert_eq!(store.get(&id).unwrap(), sb);
+
+        store.stop(&id).unwrap();
+        assert!(
+            cni_log(&f).ends_with(&format!("DEL {id} \n")),
+            "{}",
+            cni_log(&f)
+        );
+        assert!(!cached.exists());
+        store.remove(&id).unwrap();
+        store.record_writer.flush();
+        assert!(!cg.exists());
+        assert!(!f.dir.path().join("cgroup/cpu/kubepods").exists());
+        assert!(!record.exists());
+        assert!(!f.dir.path().join("state/sandboxes").join(&id).exists());
+        assert!(store.list().is_empty());
+    }
+
+    #[test]
+    fn cni_cache_entries_under_the_state_dir_move_to_the_root_dir() {
+        let f = fixture();
+        let old = f.dir.path().join("state/cni/results/fake-abc-eth0");
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        std::fs::write(&old, "{}").unwrap();
+        let mut opts = options(f.dir.path());
+        opts.root_dir = Some(f.dir.path().join("root"));
+        Sandboxes::open(opts, f.kernel.clone()).unwrap();
+        assert!(!old.exists());
+        assert_eq!(
+            std::fs::read_to_string(f.dir.path().join("root/cni/results/fake-abc-eth0")).unwrap(),
+            "{}"
+        );
     }
 
     #[test]
