@@ -9,6 +9,7 @@ pub mod capabilities;
 pub mod cgroup;
 pub mod config;
 pub mod container;
+pub mod criu;
 mod devices;
 mod error;
 pub mod executor;
