@@ -834,7 +834,7 @@ async fn restart(r: &mut Runtime, pods: usize) -> Result<()> {
                 None
             }
         };
-        if let Some((c, n)) = listed {
+        if let Some((mut c, n)) = listed {
             last = format!("{n} of {pods} containers listed");
             if n < pods {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -890,16 +890,14 @@ async fn list_samples(r: &mut Runtime, rounds: usize) -> Result<Samples> {
     // pays for it in this row.
     {
         use prost::Message;
-        let p = r
-            .rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await?
-            .into_inner();
-        let c = r
-            .rt
-            .list_containers(cri::ListContainersRequest::default())
-            .await?
-            .into_inner();
+        let p =
+            r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                .await?
+                .into_inner();
+        let c =
+            r.rt.list_containers(cri::ListContainersRequest::default())
+                .await?
+                .into_inner();
         eprintln!(
             "  {}: ListPodSandbox answer {} bytes ({} items), ListContainers {} bytes ({} items)",
             r.name,
