@@ -34,7 +34,6 @@ impl RecordWriter {
     }
 
     /// Waits until every record asked for so far is on disk (or failed, and logged).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn flush(&self) {
         let (tx, rx) = sync_channel(1);
         self.send(Op::Flush(tx));

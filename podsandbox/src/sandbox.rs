@@ -1031,9 +1031,12 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Removes the pod's record through the writer (after any write of it still queued) and
+    /// waits for it: once RemovePodSandbox has answered, nothing of the pod is left under root.
     fn forget_record(&self, id: &str) -> Result<(), Error> {
         if let Some(dir) = &self.records {
             self.record_writer.remove(dir.join(format!("{id}.json")));
+            self.record_writer.flush();
         }
         Ok(())
     }
@@ -1623,7 +1626,6 @@ mod tests {
         );
         assert!(!cached.exists());
         store.remove(&id).unwrap();
-        store.record_writer.flush();
         assert!(!cg.exists());
         assert!(!f.dir.path().join("cgroup/cpu/kubepods").exists());
         assert!(!record.exists());
