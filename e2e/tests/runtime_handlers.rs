@@ -415,3 +415,52 @@ async fn runc_containers_share_their_pods_pid_namespace() {
     n.remove_all(&pod_id).await;
     assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
 }
+
+/// What runc refuses where the built-in executor adapts, found by critest with
+/// `--runtime-handler runc`: a hostname in a pod on the host's network (so in the host's UTS
+/// namespace: "unable to set hostname without a private UTS namespace"), and a privileged
+/// container's capabilities beyond what the node's bounding set has ("unable to apply caps:
+/// operation not permitted" on this node, which lacks CAP_SYS_RESOURCE). Both start, with the
+/// host's hostname and the node's own bounding set.
+#[tokio::test]
+async fn a_privileged_runc_container_of_a_host_network_pod_gets_what_the_node_can_give() {
+    let runc_root = tempfile::Builder::new()
+        .prefix("runc-root.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = runc_root.path().join("state");
+    let mut n = node_with_runc(103, &root).await;
+    let mut pod = n.pod("runchostnet", "0d1e2f30-0000-4000-8000-000000000103");
+    pod.linux
+        .get_or_insert_default()
+        .security_context
+        .get_or_insert_default()
+        .namespace_options
+        .get_or_insert_default()
+        .network = cri::NamespaceMode::Node as i32;
+    let pod_id = run_pod_with(&mut n, &pod, "runc").await.unwrap();
+    let mut c = container("priv", &["sleep", "1003"]);
+    carapace_e2e::node::security(&mut c).privileged = true;
+    let id = n.create_started(&pod_id, &pod, &c).await;
+    assert!(runc_state(&root, &id).is_some(), "runc does not know {id}");
+    let r = n
+        .exec_sync(
+            &id,
+            &["sh", "-c", "hostname; grep CapBnd /proc/self/status"],
+            10,
+        )
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let own_bnd = own.lines().find(|l| l.starts_with("CapBnd")).unwrap();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![host, own_bnd],
+        "{r:?}"
+    );
+    n.remove_all(&pod_id).await;
+    assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
+}

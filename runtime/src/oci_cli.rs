@@ -331,6 +331,49 @@ pub(crate) fn adapt_spec(
         "/{}",
         crate::spec::cgroup_path(config)
     ))));
+    // runc refuses a hostname without a UTS namespace of the container's own or the pod's (a
+    // host-network pod shares the host's); the built-in executor sets none there either.
+    let private_uts = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Uts);
     spec.set_linux(Some(linux));
+    if !private_uts {
+        spec.set_hostname(None);
+    }
+    // runc applies every capability it is given and fails with EPERM on one the host's bounding
+    // set lacks (this node has no CAP_SYS_RESOURCE), where the built-in executor leaves those
+    // out; so does containerd's "all capabilities" for a privileged container (the current
+    // process's). The same clamp, here.
+    if let Some(mut process) = spec.process().clone()
+        && let Some(mut caps) = process.capabilities().clone()
+    {
+        let bounding = ::caps::read(None, ::caps::CapSet::Bounding)
+            .map_err(|e| Error::Internal(format!("reading the bounding set: {e}")))?;
+        let keep = |set: &Option<oci_spec::runtime::Capabilities>| {
+            set.as_ref().map(|s| {
+                s.iter()
+                    .filter(|c| {
+                        serde_json::to_value(c)
+                            .ok()
+                            .and_then(|v| {
+                                v.as_str()
+                                    .and_then(|n| n.parse::<::caps::Capability>().ok())
+                            })
+                            .is_some_and(|c| bounding.contains(&c))
+                    })
+                    .copied()
+                    .collect()
+            })
+        };
+        caps.set_bounding(keep(caps.bounding()));
+        caps.set_effective(keep(caps.effective()));
+        caps.set_permitted(keep(caps.permitted()));
+        caps.set_inheritable(keep(caps.inheritable()));
+        caps.set_ambient(keep(caps.ambient()));
+        process.set_capabilities(Some(caps));
+        spec.set_process(Some(process));
+    }
     Ok(())
 }
