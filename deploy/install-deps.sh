@@ -3,8 +3,9 @@
 #   deploy/install-deps.sh build   what `cargo build` needs (protoc for the CRI protobufs)
 #   deploy/install-deps.sh run     build + what the daemon uses at run time (CNI plugins, iptables)
 #   deploy/install-deps.sh test    run + what the end-to-end tests drive (prometheus, registry, skopeo,
-#                                  systemd-analyze for the unit, ...), and Python grpcio (a CRI
-#                                  client on grpc-core) in its own venv, /opt/carapace-test/venv
+#                                  systemd-analyze for the unit, criu for checkpoints, ...), and
+#                                  Python grpcio (a CRI client on grpc-core) in its own venv,
+#                                  /opt/carapace-test/venv
 # Packages already present are not fetched again; services that packages ship are never started
 # (a policy-rc.d refuses them), so an install leaves no daemon behind and binds no port.
 set -euo pipefail
@@ -12,7 +13,7 @@ set -euo pipefail
 mode=${1:-test}
 build=(protobuf-compiler gcc libc6-dev make pkg-config)
 run=(containernetworking-plugins iptables iproute2 util-linux)
-test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3 python3-venv systemd)
+test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3 python3-venv systemd criu)
 # Debian's python3-grpcio (1.51) sends `localhost` as a unix socket's :authority; grpc-core 1.57+
 # sends the socket's path, which the e2e tests need to see. From PyPI, into a venv of Debian's
 # python3, so nothing of the system's Python changes.

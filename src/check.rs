@@ -1281,6 +1281,32 @@ fn storage_findings(f: &Facts, config: &Config, out: &mut Vec<Finding>) {
     });
 }
 
+/// Whether CheckpointContainer can work: CRIU's own `criu check`. Only `carapace check` asks
+/// (not the daemon's start, which would spawn CRIU, and its namespace probes, every start).
+pub fn criu_finding(criu: Result<&str, carapace_runtime::Error>) -> Finding {
+    let check = "checkpoint (CRIU)";
+    match criu {
+        Ok(version) => ok(check, format!("criu {version} passes `criu check`")),
+        Err(e) => {
+            let why = match e {
+                carapace_runtime::Error::FailedPrecondition(why) => why,
+                other => other.to_string(),
+            };
+            let fix = if why.contains("no `criu` binary") {
+                "install CRIU (Debian: apt-get install criu)"
+            } else {
+                "install a CRIU release that supports this kernel"
+            };
+            warn(check, why)
+                .meaning(
+                    "CheckpointContainer (crictl checkpoint, the kubelet's checkpoint API) answers \
+                     FailedPrecondition; pods and containers are not affected",
+                )
+                .fix(fix)
+        }
+    }
+}
+
 /// The registries with a `hosts.toml` in `registry.config_path`, each host answering `GET /v2/`
 /// (concurrently, each within [`REGISTRY_TIMEOUT`]).
 pub async fn registry_findings(config: &Config) -> Vec<Finding> {
@@ -1386,6 +1412,9 @@ pub fn run(
         .enable_all()
         .build()?;
     report.extend(rt.block_on(registry_findings(&config)));
+    report.push(criu_finding(
+        carapace_runtime::criu::usable().map(|c| c.version.as_str()),
+    ));
     let failed = report.iter().any(|f| f.status == Status::Fail);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1494,6 +1523,21 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn criu_that_cannot_run_is_a_warning_with_its_reason() {
+        let f = criu_finding(Err(carapace_runtime::Error::FailedPrecondition(
+            "criu 3.17.1 cannot work on this kernel".into(),
+        )));
+        assert_eq!(f.status, Status::Warn);
+        assert_eq!(f.found, "criu 3.17.1 cannot work on this kernel");
+        assert!(f.fix.contains("supports this kernel"), "{f:?}");
+        let f = criu_finding(Err(carapace_runtime::Error::FailedPrecondition(
+            "no `criu` binary is installed".into(),
+        )));
+        assert!(f.fix.contains("apt-get install criu"), "{f:?}");
+        assert_eq!(criu_finding(Ok("4.1")).status, Status::Ok);
+    }
 
     const MOUNTINFO: &str = "\
 22 1 0:21 / /proc rw,nosuid - proc proc rw

@@ -14,14 +14,17 @@ use carapace_cri_api::v1::image_service_client::ImageServiceClient;
 use carapace_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 
 const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
-[--pid NAME=PID]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--poll-secs N] [--only w1,w2] [--no-restart]
+[--pid NAME=PID]... [--handler NAME=HANDLER]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--poll-secs N] [--only w1,w2] [--no-restart]
 workloads: pod-start pod-start-userns pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory poll-cpu
-(one --endpoint is enough for a single runtime's numbers; poll-cpu needs its --pid; the populated
+(--handler runs NAME's pods with that runtime handler, e.g. the same socket twice as
+builtin= and runc= with --handler runc=runc; one --endpoint is enough for a single runtime's numbers; poll-cpu needs its --pid; the populated
 workloads restart each daemon with its pods running, from its --pid's command line, unless --no-restart)";
 
 struct Args {
     endpoints: Vec<(String, String)>,
     pids: BTreeMap<String, u32>,
+    /// The runtime handler each endpoint's pods ask for (`""` when not named).
+    handlers: BTreeMap<String, String>,
     image: String,
     pull_image: Option<String>,
     rounds: usize,
@@ -37,6 +40,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         endpoints: Vec::new(),
         pids: BTreeMap::new(),
+        handlers: BTreeMap::new(),
         image: String::new(),
         pull_image: None,
         rounds: 10,
@@ -62,6 +66,11 @@ fn parse_args() -> Result<Args> {
                 let v = val()?;
                 let (n, p) = v.split_once('=').context("--pid NAME=PID")?;
                 a.pids.insert(n.to_owned(), p.parse().context("--pid")?);
+            }
+            "--handler" => {
+                let v = val()?;
+                let (n, h) = v.split_once('=').context("--handler NAME=HANDLER")?;
+                a.handlers.insert(n.to_owned(), h.to_owned());
             }
             "--image" => a.image = val()?,
             "--pull-image" => a.pull_image = Some(val()?),
@@ -91,6 +100,8 @@ struct Runtime {
     endpoint: String,
     /// The daemon's pid (from `--pid`), followed across the restart the populated pass makes.
     pid: Option<u32>,
+    /// The runtime handler its pods ask for.
+    handler: String,
     rt: RuntimeServiceClient<H2>,
     img: ImageServiceClient<H2>,
 }
@@ -114,6 +125,7 @@ async fn connect(name: &str, endpoint: &str, pid: Option<u32>) -> Result<Runtime
         name: name.to_owned(),
         endpoint: endpoint.to_owned(),
         pid,
+        handler: String::new(),
         rt: RuntimeServiceClient::new(ch.clone()),
         img: ImageServiceClient::new(ch),
     })
@@ -294,7 +306,7 @@ impl Runtime {
             .rt
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(cfg.clone()),
-                runtime_handler: String::new(),
+                runtime_handler: self.handler.clone(),
             })
             .await
             .with_context(|| format!("{}: RunPodSandbox", self.name))?
@@ -822,13 +834,14 @@ async fn restart(r: &mut Runtime, pods: usize) -> Result<()> {
                 None
             }
         };
-        if let Some((c, n)) = listed {
+        if let Some((mut c, n)) = listed {
             last = format!("{n} of {pods} containers listed");
             if n < pods {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
             let ms = started.elapsed().as_secs_f64() * 1000.0;
+            c.handler = std::mem::take(&mut r.handler);
             *r = c;
             break ms;
         }
@@ -877,16 +890,14 @@ async fn list_samples(r: &mut Runtime, rounds: usize) -> Result<Samples> {
     // pays for it in this row.
     {
         use prost::Message;
-        let p = r
-            .rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await?
-            .into_inner();
-        let c = r
-            .rt
-            .list_containers(cri::ListContainersRequest::default())
-            .await?
-            .into_inner();
+        let p =
+            r.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                .await?
+                .into_inner();
+        let c =
+            r.rt.list_containers(cri::ListContainersRequest::default())
+                .await?
+                .into_inner();
         eprintln!(
             "  {}: ListPodSandbox answer {} bytes ({} items), ListContainers {} bytes ({} items)",
             r.name,
@@ -1198,6 +1209,7 @@ async fn main() -> Result<()> {
     let first_pull = a.pull_image.clone().unwrap_or_else(|| a.image.clone());
     for (n, e) in &a.endpoints {
         let mut r = connect(n, e, a.pids.get(n).copied()).await?;
+        r.handler = a.handlers.get(n).cloned().unwrap_or_default();
         rss_row(n, "daemon RSS idle, as started")?;
         r.ensure_image(&first_pull).await?;
         rss_row(n, "daemon RSS idle, right after its first pull")?;

@@ -44,7 +44,45 @@ pub struct Config {
     pub registry: Registry,
     pub image: Image,
     pub log: Log,
+    /// Runtime handlers by name (containerd's `runtimes`): pods whose RunPodSandbox names one
+    /// run their containers with that OCI runtime; the built-in executor is the handler `""`.
+    pub runtimes: std::collections::BTreeMap<String, RuntimeHandler>,
 }
+
+/// One `[runtimes.<name>]`: an OCI runtime run through its command line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandler {
+    /// The runtime's binary; a bare name is looked up in the usual bin directories. Default:
+    /// `options.BinaryName`, else the handler's name.
+    pub runtime_path: Option<PathBuf>,
+    /// The runtime's state directory (its `--root`). Default: `options.Root`, else
+    /// `<state>/runtimes/<name>`.
+    pub runtime_root: Option<PathBuf>,
+    /// Global options put before every subcommand (e.g. `["--debug"]`).
+    pub runtime_args: Vec<String>,
+    /// containerd's runc options table, the keys that apply here.
+    pub options: RuntimeHandlerOptions,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandlerOptions {
+    #[serde(rename = "BinaryName")]
+    pub binary_name: Option<PathBuf>,
+    #[serde(rename = "Root")]
+    pub root: Option<PathBuf>,
+}
+
+/// Where a bare runtime name is looked for.
+const BIN_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -152,6 +190,7 @@ impl Default for Config {
             registry: Registry::default(),
             image: Image::default(),
             log: Log::default(),
+            runtimes: Default::default(),
         }
     }
 }
@@ -305,6 +344,20 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        for name in self.runtimes.keys() {
+            let bad = name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if bad {
+                return Err(invalid(
+                    "runtimes",
+                    format!("handler name {name:?}: letters, digits, '-', '_' and '.' only"),
+                ));
+            }
+            self.oci_runtime(name)
+                .map_err(|reason| invalid("runtimes", format!("handler {name:?}: {reason}")))?;
+        }
         // sun_path is 108 bytes with its NUL; a longer path fails at bind with a vague EINVAL.
         if self.grpc.address.as_os_str().len() > 107 {
             return Err(invalid(
@@ -313,6 +366,53 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The OCI runtime of the handler `name` (configured, else an error saying what is wrong).
+    pub fn oci_runtime(&self, name: &str) -> Result<carapace_runtime::config::OciRuntime, String> {
+        let h = self
+            .runtimes
+            .get(name)
+            .ok_or_else(|| format!("no runtime handler {name:?} is configured"))?;
+        let path = h
+            .runtime_path
+            .clone()
+            .or_else(|| h.options.binary_name.clone())
+            .unwrap_or_else(|| PathBuf::from(name));
+        let binary = if path.is_absolute() {
+            path
+        } else if path.components().count() == 1 {
+            BIN_DIRS
+                .iter()
+                .map(|d| Path::new(d).join(&path))
+                .find(|p| p.is_file())
+                .ok_or_else(|| format!("runtime {:?} not found in {BIN_DIRS:?}", path.display()))?
+        } else {
+            return Err(format!(
+                "runtime_path must be absolute or a bare name, not {:?}",
+                path.display()
+            ));
+        };
+        if !binary.is_file() {
+            return Err(format!("runtime {} does not exist", binary.display()));
+        }
+        let root = h
+            .runtime_root
+            .clone()
+            .or_else(|| h.options.root.clone())
+            .unwrap_or_else(|| self.state.join("runtimes").join(name));
+        if !root.is_absolute() {
+            return Err(format!(
+                "runtime_root must be absolute, not {:?}",
+                root.display()
+            ));
+        }
+        Ok(carapace_runtime::config::OciRuntime {
+            handler: name.to_owned(),
+            binary,
+            root,
+            args: h.runtime_args.clone(),
+        })
     }
 
     /// The defaults as a commented TOML file, for `carapace config default`.
@@ -367,6 +467,12 @@ max_concurrent_downloads = 3
 max_layer_entries = 1000000
 max_layer_bytes = 68719476736
 
+# Runtime handlers (RuntimeClass): none by default; the built-in executor is the handler "".
+# [runtimes.runc]
+# runtime_path = "runc"              # or options.BinaryName; a bare name is looked up
+# runtime_root = "/run/carapace/runtimes/runc"   # or options.Root; the runtime's --root
+# runtime_args = []                  # global options before every subcommand
+
 [log]
 # error, warn, info, debug or trace.
 level = "info"
@@ -385,6 +491,47 @@ mod tests {
     #[test]
     fn default_toml_parses_back_to_the_defaults() {
         assert_eq!(parse(Config::default_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn runtime_handlers_take_containerds_keys_and_defaults() {
+        let sh = "/bin/sh";
+        let c = parse(&format!(
+            "state = \"/st\"\n[runtimes.a]\nruntime_path = \"{sh}\"\nruntime_args = [\"--debug\"]\n\
+             [runtimes.b.options]\nBinaryName = \"sh\"\nRoot = \"/r\"\n"
+        ))
+        .unwrap();
+        let a = c.oci_runtime("a").unwrap();
+        assert_eq!(a.binary, Path::new(sh));
+        assert_eq!(a.root, Path::new("/st/runtimes/a"));
+        assert_eq!(a.args, ["--debug"]);
+        let b = c.oci_runtime("b").unwrap();
+        assert!(b.binary.is_absolute() && b.binary.ends_with("sh"), "{b:?}");
+        assert_eq!(b.root, Path::new("/r"));
+        assert!(c.oci_runtime("c").unwrap_err().contains("\"c\""));
+    }
+
+    #[test]
+    fn runtime_handlers_without_a_binary_or_with_a_bad_name_are_refused() {
+        let e = parse("[runtimes.nosuch-runtime-xyz]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("runtimes") && e.contains("nosuch-runtime-xyz"),
+            "{e}"
+        );
+        let e = parse("[runtimes.r]\nruntime_path = \"/no/such/runc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/no/such/runc"), "{e}");
+        let e = parse("[runtimes.\"a/b\"]\nruntime_path = \"/bin/sh\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a/b"), "{e}");
+        let e = parse("[runtimes.r]\nruntime_path = \"/bin/sh\"\nruntime_root = \"rel\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runtime_root"), "{e}");
     }
 
     #[test]

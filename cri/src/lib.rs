@@ -122,6 +122,15 @@ impl Cri {
         ic.limits.max_bytes = config.image.max_layer_bytes;
         let images = carapace_imageservice::Images::open(ic, metrics)?;
         container::set_cdi_spec_dirs(config.cdi_spec_dirs.clone());
+        let mut handlers = std::collections::BTreeMap::new();
+        for name in config.runtimes.keys() {
+            // Checked when the configuration was loaded; a binary gone since is refused here.
+            let rt = config
+                .oci_runtime(name)
+                .map_err(|e| Error::FailedPrecondition(format!("runtime handler {name:?}: {e}")))?;
+            handlers.insert(name.clone(), rt);
+        }
+        container::runtime_handlers::set(handlers);
         Ok(Self {
             node: Arc::new(Node {
                 config,

@@ -93,11 +93,6 @@ impl RuntimeApi {
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-/// An RPC that is not built yet: a clear `Unimplemented` that names it, never a panic.
-fn unimplemented<T>(rpc: &'static str) -> Rpc<T> {
-    Err(Error::Unimplemented(rpc).into())
-}
-
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
     async fn version(&self, _req: Request<VersionRequest>) -> Rpc<VersionResponse> {
@@ -137,7 +132,7 @@ impl RuntimeService for RuntimeApi {
                 conditions: vec![runtime, network],
             }),
             info,
-            runtime_handlers: vec![RuntimeHandler {
+            runtime_handlers: std::iter::once(RuntimeHandler {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
                     recursive_read_only_mounts: carapace_runtime::mount_setattr_supported(),
@@ -146,7 +141,17 @@ impl RuntimeService for RuntimeApi {
                         .user_namespaces
                         .load(std::sync::atomic::Ordering::Relaxed),
                 }),
-            }],
+            })
+            // An OCI runtime's handler: neither is offered, as pods of it are refused a user
+            // namespace and recursive read-only mounts are not asked of the runtime.
+            .chain(self.node.config.runtimes.keys().map(|name| RuntimeHandler {
+                name: name.clone(),
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }))
+            .collect(),
             features: Some(RuntimeFeatures {
                 supplemental_groups_policy: true,
                 // A pod's user namespace owns its network namespace: never the host's.
@@ -193,6 +198,7 @@ impl RuntimeService for RuntimeApi {
         req: Request<RunPodSandboxRequest>,
     ) -> Rpc<RunPodSandboxResponse> {
         let req = req.into_inner();
+        crate::container::runtime_handlers::oci_runtime(&req.runtime_handler)?;
         let wants_userns = req
             .config
             .as_ref()
@@ -206,6 +212,13 @@ impl RuntimeService for RuntimeApi {
             })
             .and_then(|n| n.userns_options.as_ref())
             .is_some_and(|u| NamespaceMode::try_from(u.mode) == Ok(NamespaceMode::Pod));
+        if wants_userns && !req.runtime_handler.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "runtime handler {:?} does not support user namespaces",
+                req.runtime_handler
+            ))
+            .into());
+        }
         if wants_userns
             && !self
                 .node
@@ -248,6 +261,22 @@ impl RuntimeService for RuntimeApi {
         ) {
             c.remove_sandbox_containers_releasing(&id, self.stores.images.as_ref())
                 .await?;
+            if let Some(store) = self.stores.sandboxes.clone() {
+                // What an OCI runtime made beside the pod cgroup carapace made.
+                tokio::task::spawn_blocking(move || {
+                    let sb = store.get(&id)?;
+                    if sb.config.runtime_handler.is_empty() {
+                        return None;
+                    }
+                    let rel = sb.cgroup.as_ref()?.path.to_string_lossy().into_owned();
+                    if let Err(e) = carapace_runtime::cgroup::remove_hybrid_unified(&rel) {
+                        tracing::warn!(pod_id = %id, error = %e, "removing the pod's cgroup2 directory");
+                    }
+                    Some(())
+                })
+                .await
+                .ok();
+            }
         }
         Ok(Response::new(self.sandboxes.remove(req).await?))
     }
@@ -437,9 +466,11 @@ impl RuntimeService for RuntimeApi {
     }
     async fn checkpoint_container(
         &self,
-        _: Request<CheckpointContainerRequest>,
+        req: Request<CheckpointContainerRequest>,
     ) -> Rpc<CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        Ok(Response::new(
+            self.containers()?.checkpoint(req.into_inner()).await?,
+        ))
     }
 
     type GetContainerEventsStream = crate::events::EventStream;
@@ -669,16 +700,6 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(r.linux.unwrap().cgroup_driver, CgroupDriver::Systemd as i32);
-    }
-
-    #[tokio::test]
-    async fn unbuilt_rpcs_are_unimplemented_and_named() {
-        let e = api(Config::default())
-            .checkpoint_container(Request::new(CheckpointContainerRequest::default()))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unimplemented);
-        assert!(e.message().contains("CheckpointContainer"));
     }
 
     #[tokio::test]

@@ -192,6 +192,11 @@ impl Node {
     /// `index`: the test's own bridge and subnet (see [`PodNetwork::bridge`]); the uids of the
     /// test's pods end in it, as [`Node::finish`] looks for their cgroups by it.
     pub async fn start(index: u8) -> Node {
+        Self::start_configured(index, |_| {}).await
+    }
+
+    /// [`Node::start`], with `configure` setting more of the daemon's configuration first.
+    pub async fn start_configured(index: u8, configure: impl FnOnce(&mut DaemonConfig)) -> Node {
         let state = tempfile::Builder::new()
             .prefix("cs.")
             .tempdir_in("/tmp")
@@ -201,6 +206,7 @@ impl Node {
             "state",
             toml::Value::String(state.path().display().to_string()),
         );
+        configure(&mut cfg);
         let mut node = Self::start_with(index, cfg).await;
         node._short_state = Some(state);
         node

@@ -91,7 +91,7 @@ async fn systemd_cgroup_driver_is_reported() {
 }
 
 #[tokio::test]
-async fn an_rpc_not_built_yet_is_unimplemented_and_named() {
+async fn a_malformed_call_is_refused_naming_what_is_missing() {
     let d = Daemon::start().await;
     let err = d
         .runtime()
@@ -99,9 +99,9 @@ async fn an_rpc_not_built_yet_is_unimplemented_and_named() {
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
-        err.message().contains("CheckpointContainer"),
+        err.message().contains("container id is required"),
         "{}",
         err.message()
     );

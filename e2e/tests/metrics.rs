@@ -45,12 +45,12 @@ async fn prometheus_scrapes_the_daemon_and_sees_calls_counted() {
     .await;
     assert!(after >= before + 3.0);
 
-    // An Unimplemented call is counted under its own code.
+    // A refused call is counted under its own code.
     let _ = rt
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await;
-    eventually(Duration::from_secs(30), "the Unimplemented counter", || async {
-        prom.value("carapace_cri_requests_total{method=\"CheckpointContainer\",code=\"Unimplemented\"}")
+    eventually(Duration::from_secs(30), "the InvalidArgument counter", || async {
+        prom.value("carapace_cri_requests_total{method=\"CheckpointContainer\",code=\"InvalidArgument\"}")
             .await
     })
     .await;

@@ -28,6 +28,26 @@ fn v1() -> Option<&'static hierarchies::V1> {
         .as_ref()
 }
 
+/// On a hybrid node (v1 hierarchies, cgroup2 at `/sys/fs/cgroup/unified`), an OCI runtime
+/// also puts its containers in the cgroup2 hierarchy, making the pod's directory there, which
+/// carapace does not use: removed with the pod (`rel`, relative to the hierarchy's root), once
+/// its containers are gone. Nothing to do elsewhere, or when it is not there.
+pub fn remove_hybrid_unified(rel: &str) -> Result<()> {
+    if v1().is_none() {
+        return Ok(());
+    }
+    let rel = rel.trim_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+        return Ok(());
+    }
+    let dir = std::path::Path::new("/sys/fs/cgroup/unified").join(rel);
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(cg_err("remove", &dir.display().to_string(), e)),
+    }
+}
+
 fn hierarchy() -> Box<dyn Hierarchy> {
     match v1() {
         Some(v1) => Box::new(v1.clone()),

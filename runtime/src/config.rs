@@ -33,6 +33,24 @@ pub struct ContainerConfig {
     pub stop_signal: Option<i32>,
     /// Annotations copied into the OCI spec.
     pub annotations: BTreeMap<String, String>,
+    /// The OCI runtime of the pod's runtime handler; `None`: the built-in executor (handler `""`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci_runtime: Option<OciRuntime>,
+}
+
+/// An OCI runtime run through its command line (`runc`, `crun`, `runsc`...): what a
+/// `[runtimes.<name>]` section of the daemon's configuration names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciRuntime {
+    /// The handler's name, as RunPodSandbox gave it.
+    pub handler: String,
+    /// The runtime's binary.
+    pub binary: PathBuf,
+    /// Its state directory (`--root`).
+    pub root: PathBuf,
+    /// Global options put before every subcommand (e.g. `--debug`).
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -624,6 +642,15 @@ impl ContainerConfig {
         if self.rootfs.lower_dirs.is_empty() {
             return Err(Error::InvalidArgument("rootfs has no lower dirs".into()));
         }
+        if let Some(rt) = &self.oci_runtime
+            && let Some(m) = self.mounts.iter().find(|m| m.image.is_some())
+        {
+            // The runtime would be handed a mount type only the built-in executor knows.
+            return Err(Error::InvalidArgument(format!(
+                "image volume {}: not supported with runtime handler {:?}",
+                m.container_path, rt.handler
+            )));
+        }
         for m in &self.mounts {
             if !m.container_path.starts_with('/') {
                 return Err(Error::InvalidArgument(format!(
@@ -771,6 +798,30 @@ mod tests {
             c.mounts = vec![m];
             assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
         }
+    }
+
+    #[test]
+    fn image_volumes_are_refused_with_an_oci_runtime_naming_the_handler() {
+        let mut c = runnable();
+        c.mounts = vec![Mount::image_volume(
+            "/vol",
+            ImageVolume {
+                layers: vec!["/snapshots/a/fs".into()],
+                sub_path: String::new(),
+            },
+        )];
+        c.validate().unwrap();
+        c.oci_runtime = Some(OciRuntime {
+            handler: "runc".into(),
+            binary: "/usr/sbin/runc".into(),
+            root: "/run/r".into(),
+            args: vec![],
+        });
+        let e = c.validate().unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("/vol") && m.contains("runc")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -244,7 +244,10 @@ impl Container {
         crate::image_volume::check(&config, &self.bundle)?;
         mkdir(&overlay.upper_dir)?;
         mkdir(&overlay.work_dir)?;
-        let spec = crate::spec::build(&config, &rootfs)?;
+        let mut spec = crate::spec::build(&config, &rootfs)?;
+        if config.oci_runtime.is_some() {
+            crate::oci_cli::adapt_spec(&mut spec, &config)?;
+        }
         crate::spec::save(&self.bundle, &spec)?;
         let cgroup_path = crate::spec::cgroup_path(&config);
         // The spec's resources, not only the limits: they carry the device rules too.
@@ -516,6 +519,10 @@ impl Container {
             crate::sys::wait_exited(started.monitor_pid, Duration::from_secs(5));
         }
         if let Some(r) = &record {
+            if let Some(rt) = &r.config.oci_runtime {
+                // Its state, and the cgroups it made in hierarchies carapace does not use.
+                crate::oci_cli::delete(rt, &self.bundle, &self.id);
+            }
             let cgroup = ContainerCgroup::new(&r.cgroup_path);
             // Whatever is left in it is the container's and goes with it: the monitor kills
             // what its init left behind, but not if it died before it could.

@@ -379,6 +379,18 @@ fn make_stdio(config: &crate::config::Process) -> Result<(Stdio, executor::InitS
 }
 
 impl Stdio {
+    /// Makes `master` the container's terminal: an OCI runtime made it and sent it over the
+    /// console socket, in place of the pty the monitor opened.
+    fn use_master(&mut self, master: OwnedFd) -> Result<()> {
+        nonblocking(&master)?;
+        let master = std::fs::File::from(master);
+        let clone = || master.try_clone().ctx("dup pty master");
+        self.outputs = vec![(Some(clone()?), Stream::Stdout)];
+        self.stdin = if self.has_stdin { Some(clone()?) } else { None };
+        self.master = Some(master);
+        Ok(())
+    }
+
     /// A client's input ended: with `stdin_once` the first such end closes the container's stdin
     /// (a terminal gets an end-of-file character first, as a user's Ctrl-D).
     fn input_ended(&mut self) {
@@ -473,7 +485,22 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
     listener.set_nonblocking(true).ctx("nonblocking socket")?;
 
     let (mut io, init_stdio) = make_stdio(&record.config.process)?;
-    let pid = match start_from_a_child(bundle, &record.overlay, &cgroup, init_stdio)? {
+    let started = match &record.config.oci_runtime {
+        None => start_from_a_child(bundle, &record.overlay, &cgroup, init_stdio)?,
+        Some(rt) => {
+            match crate::oci_cli::start(bundle, &record.config.id, rt, &record.overlay, init_stdio)?
+            {
+                Ok((pid, master)) => {
+                    if let Some(m) = master {
+                        io.use_master(m)?;
+                    }
+                    Ok(pid)
+                }
+                Err(line) => Err(line),
+            }
+        }
+    };
+    let pid = match started {
         Ok(pid) => pid,
         Err(line) => {
             // The child's own report, passed on word for word.
@@ -906,7 +933,6 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
         .process()
         .clone()
         .ok_or_else(|| Error::Internal("spec has no process".into()))?;
-    process.set_args(Some(req.args));
     let cgroup = ContainerCgroup::new(&record.cgroup_path);
     let init = started.open_init(&cgroup)?;
     let mut timeout = Duration::from_millis(req.timeout_ms);
@@ -916,6 +942,10 @@ fn exec_helper(bundle: &Path) -> Result<u8> {
         // Never zero, which would mean no timeout.
         timeout = timeout.saturating_sub(waited).max(Duration::from_millis(1));
     }
+    if let Some(rt) = &record.config.oci_runtime {
+        return crate::oci_cli::exec(rt, bundle, &record.config.id, &req.args, req.tty, timeout);
+    }
+    process.set_args(Some(req.args));
     if req.sync && !req.tty {
         return exec_relayed(&init, &spec, &process, &cgroup, timeout);
     }

@@ -888,6 +888,14 @@ pub(crate) fn bpf_program_by_id(id: u32) -> std::io::Result<std::os::fd::OwnedFd
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
+/// Takes ownership of a descriptor that recvmsg(2) just installed (SCM_RIGHTS).
+pub(crate) fn own_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the kernel installed `fd` in our table for this message alone; nothing else in
+    // the process knows or closes it, so the OwnedFd is its only owner.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{

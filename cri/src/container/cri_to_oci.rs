@@ -105,6 +105,8 @@ pub(super) struct SandboxInfo {
     pub shm_path: Option<PathBuf>,
     /// The pod's own user namespace and its maps; `None`: the host's.
     pub user: Option<rt::UserNs>,
+    /// The pod's runtime handler (`""`: the built-in executor).
+    pub runtime_handler: String,
 }
 
 impl SandboxInfo {
@@ -162,6 +164,7 @@ impl SandboxInfo {
                 }
                 _ => None,
             },
+            runtime_handler: sb.config.runtime_handler.clone(),
         }
     }
 }
@@ -901,6 +904,7 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
         log_path: log_path(sb.log_directory.as_deref(), &c.log_path)?,
         stop_signal,
         annotations,
+        oci_runtime: super::runtime_handlers::oci_runtime(&sb.runtime_handler)?,
     };
     // Last, so a device's env, nodes and mounts replace the container's own at the same key or
     // path, as the CDI library edits an OCI spec.

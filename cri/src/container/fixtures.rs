@@ -76,6 +76,7 @@ pub(super) fn sandbox() -> SandboxInfo {
         resolv_conf_path: Some("/run/carapace/sb/resolv.conf".into()),
         shm_path: Some("/run/carapace/sb/shm".into()),
         user: None,
+        runtime_handler: String::new(),
     }
 }
 

@@ -855,6 +855,35 @@ impl ContainerApi {
         })
     }
 
+    /// CheckpointContainer: refused, before anything is touched, unless the container runs and
+    /// CRIU works on this node; where CRIU's own check fails (CRIU 3.17 on Linux 6.13 and later)
+    /// the answer is FailedPrecondition with CRIU's reason. The dump itself is not built yet.
+    pub(crate) async fn checkpoint(
+        &self,
+        req: CheckpointContainerRequest,
+    ) -> Result<CheckpointContainerResponse, Error> {
+        let id = self.inner.resolve(&req.container_id)?;
+        record_ids(&self.inner, &id);
+        // The kubelet always names the archive, as an absolute path; the daemon's working
+        // directory means nothing to a client.
+        if req.location.is_empty() || !req.location.starts_with('/') {
+            return Err(invalid(format!(
+                "CheckpointContainer needs the archive's location as an absolute path, not {:?}",
+                req.location
+            )));
+        }
+        self.blocking(move |i| {
+            if i.runtime.get(&id)?.status()?.state != State::Running {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} is not running, so there is no process to checkpoint"
+                )));
+            }
+            runtime::criu::usable()?;
+            Err(Error::Unimplemented("CheckpointContainer's CRIU dump"))
+        })
+        .await
+    }
+
     /// The pid of a running container (for the streaming server's exec/attach).
     /// The command for a streaming exec of `args` in a running container (see
     /// `Container::exec_command`).

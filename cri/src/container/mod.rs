@@ -24,6 +24,7 @@ mod fixtures;
 pub(crate) mod fuzzing;
 mod handlers;
 mod image_users;
+pub(crate) mod runtime_handlers;
 mod stats;
 mod table;
 
