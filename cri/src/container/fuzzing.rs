@@ -56,6 +56,7 @@ pub(crate) fn container_config(config: &ContainerConfig, shape: u8) -> Result<()
         cgroup_parent: "kubepods/besteffort/poduid-0".into(),
         log_directory: Some("/var/log/pods/default_web_uid-0".into()),
         hostname: "web".into(),
+        runtime_handler: String::new(),
         hostname_path: Some(pod.join("hostname")),
         hosts_path: Some(pod.join("hosts")),
         resolv_conf_path: Some(pod.join("resolv.conf")),
