@@ -41,6 +41,20 @@ pub struct Overlay {
 /// `<root>/snapshots/<64 hex>/fs`) must be shortened.
 const MAX_MOUNT_DATA: usize = 4095;
 
+/// `p` opened (O_PATH) and named by its `/proc/self/fd/N` path, the fd kept in `fds` for as long
+/// as the path is used.
+fn by_fd_path(p: &Path, fds: &mut Vec<OwnedFd>) -> Result<PathBuf> {
+    let fd = open(
+        p,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(format_args!("open {}", p.display()))?;
+    let path = fd_path(&fd);
+    fds.push(fd);
+    Ok(path)
+}
+
 impl Overlay {
     /// Mounts the overlay at `target`. When the paths do not fit in one page of mount options, the
     /// directories are opened and named by their `/proc/self/fd/N` paths (17 bytes or so each).
@@ -48,17 +62,7 @@ impl Overlay {
         let mut options = self.options()?;
         let mut _fds = Vec::new();
         if options.len() > MAX_MOUNT_DATA {
-            let mut short = |p: &Path| -> Result<PathBuf> {
-                let fd = open(
-                    p,
-                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .ctx(format_args!("open {}", p.display()))?;
-                let path = fd_path(&fd);
-                _fds.push(fd);
-                Ok(path)
-            };
+            let mut short = |p: &Path| by_fd_path(p, &mut _fds);
             let by_fd = Overlay {
                 lower_dirs: self
                     .lower_dirs
@@ -129,17 +133,7 @@ impl Overlay {
         let mut options = by_fd.options()?;
         let mut _fds = Vec::new();
         if options.len() > MAX_MOUNT_DATA {
-            let mut short = |p: &Path| -> Result<PathBuf> {
-                let fd = open(
-                    p,
-                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .ctx(format_args!("open {}", p.display()))?;
-                let path = fd_path(&fd);
-                _fds.push(fd);
-                Ok(path)
-            };
+            let mut short = |p: &Path| by_fd_path(p, &mut _fds);
             let shorter = Overlay {
                 upper_dir: short(&self.upper_dir)?,
                 work_dir: short(&self.work_dir)?,
