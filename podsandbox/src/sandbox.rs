@@ -400,14 +400,12 @@ impl Sandboxes {
             return Err(e);
         }
         sb.state = SandboxState::Ready;
-        self.persist(&sb)?;
         // A pod with a network was recorded before its ADD, with all a reboot leaves of it to
-        // undo; one without is recorded now (its cgroup), and a failure only means a reboot
-        // forgets it. One durable write per run, not two.
-        if sb.network.is_none()
-            && let Err(e) = self.record(&sb)
-        {
-            tracing::warn!(pod_id = %id, error = %e, "writing the pod's record under the root dir");
+        // undo; one without is recorded now (its cgroup). One durable write per run, not two.
+        if sb.network.is_none() {
+            self.persist_and_record(&sb)?;
+        } else {
+            self.persist(&sb)?;
         }
         tracing::info!(pod_id = %id, ips = ?sb.ips, "sandbox ready");
         self.lock().sandboxes.insert(sb);
@@ -564,9 +562,8 @@ impl Sandboxes {
             let network = carapace_cni::load_network(&self.opts.cni_conf_dir)
                 .map_err(Error::NetworkNotReady)?;
             sb.network = Some(network.name().to_owned());
-            self.persist(sb)?;
-            // Before ADD takes a lease: a reboot from here on finds the pod to DEL.
-            self.record(sb)?;
+            // Recorded before ADD takes a lease: a reboot from here on finds the pod to DEL.
+            self.persist_and_record(sb)?;
             let started = std::time::Instant::now();
             let result = self
                 .cni
@@ -1008,27 +1005,37 @@ impl Sandboxes {
     }
 
     fn persist(&self, sb: &Sandbox) -> Result<(), Error> {
+        self.write_state(sb, &encode(sb)?)
+    }
+
+    fn write_state(&self, sb: &Sandbox, bytes: &[u8]) -> Result<(), Error> {
         let path = sb.dir.join("sandbox.json");
-        let bytes = serde_json::to_vec(sb).map_err(|e| Error::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&path, &bytes).map_err(|source| Error::Io { path, source })
+        write_atomic(&path, bytes).map_err(|source| Error::Io { path, source })
+    }
+
+    /// [`Self::persist`], then the same bytes as the pod's record under the root dir (one
+    /// encoding for both).
+    fn persist_and_record(&self, sb: &Sandbox) -> Result<(), Error> {
+        let bytes = encode(sb)?;
+        self.write_state(sb, &bytes)?;
+        self.record_bytes(sb, bytes);
+        Ok(())
     }
 
     /// Writes the pod's record under the root dir, durably, off the request path (see
     /// [`RecordWriter`]): what a reboot leaves of the pod.
     fn record(&self, sb: &Sandbox) -> Result<(), Error> {
-        let Some(dir) = &self.records else {
-            return Ok(());
-        };
-        let path = dir.join(format!("{}.json", sb.id));
-        let bytes = serde_json::to_vec(sb).map_err(|e| Error::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        self.record_writer.write(path, bytes);
+        if self.records.is_some() {
+            self.record_bytes(sb, encode(sb)?);
+        }
         Ok(())
+    }
+
+    fn record_bytes(&self, sb: &Sandbox, bytes: Vec<u8>) {
+        if let Some(dir) = &self.records {
+            self.record_writer
+                .write(dir.join(format!("{}.json", sb.id)), bytes);
+        }
     }
 
     /// Removes the pod's record through the writer (after any write of it still queued) and
@@ -1040,6 +1047,14 @@ impl Sandboxes {
         }
         Ok(())
     }
+}
+
+/// A sandbox as its state file and its record under the root dir hold it.
+fn encode(sb: &Sandbox) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(sb).map_err(|e| Error::State {
+        path: sb.dir.join("sandbox.json"),
+        reason: e.to_string(),
+    })
 }
 
 /// Brings back, NOTREADY, every pod whose record under the root dir outlived its state (a

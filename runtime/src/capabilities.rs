@@ -76,6 +76,11 @@ pub fn resolve(privileged: bool, add: &[String], drop: &[String]) -> Result<BTre
     Ok(set)
 }
 
+/// The OCI spec's capability as the `caps` crate names it (`None` for one it does not know).
+pub(crate) fn kernel_cap(c: &oci_spec::runtime::Capability) -> Option<caps::Capability> {
+    serde_json::to_value(c).ok()?.as_str()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1072,10 +1072,7 @@ fn cap_set<'a>(
 ) -> caps::CapsHashSet {
     names
         .into_iter()
-        .filter_map(|c| {
-            let name = serde_json::to_value(c).ok()?.as_str()?.to_string();
-            name.parse::<caps::Capability>().ok()
-        })
+        .filter_map(crate::capabilities::kernel_cap)
         // What the host's bounding set lacks cannot be granted (e.g. CAP_SYS_RESOURCE here).
         .filter(|c| bounding_now.contains(c))
         .collect()

@@ -355,13 +355,7 @@ pub(crate) fn adapt_spec(
             set.as_ref().map(|s| {
                 s.iter()
                     .filter(|c| {
-                        serde_json::to_value(c)
-                            .ok()
-                            .and_then(|v| {
-                                v.as_str()
-                                    .and_then(|n| n.parse::<::caps::Capability>().ok())
-                            })
-                            .is_some_and(|c| bounding.contains(&c))
+                        crate::capabilities::kernel_cap(c).is_some_and(|c| bounding.contains(&c))
                     })
                     .copied()
                     .collect()

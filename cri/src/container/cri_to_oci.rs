@@ -769,7 +769,12 @@ pub(super) fn runtime_config(input: &MapInput<'_>) -> Result<rt::ContainerConfig
         .filter(|n| !n.is_empty())
         .ok_or_else(|| invalid("container metadata.name is required"))?;
     let cdi_names = super::cdi::requested(&c.cdi_devices, &c.annotations)?;
-    let cdi = super::cdi::CdiRegistry::configured().resolve(&cdi_names)?;
+    // Most containers ask for no device: no registry (its dirs cloned) for them.
+    let cdi = if cdi_names.is_empty() {
+        super::cdi::CdiEdits::default()
+    } else {
+        super::cdi::CdiRegistry::configured().resolve(&cdi_names)?
+    };
     let linux = c.linux.clone().unwrap_or_default();
     let sc = linux.security_context.as_ref();
     if let Some(aa) = sc.and_then(|s| s.apparmor.as_ref())
