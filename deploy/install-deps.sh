@@ -3,8 +3,9 @@
 #   deploy/install-deps.sh build   what `cargo build` needs (protoc for the CRI protobufs)
 #   deploy/install-deps.sh run     build + what the daemon uses at run time (CNI plugins, iptables)
 #   deploy/install-deps.sh test    run + what the end-to-end tests drive (prometheus, registry, skopeo,
-#                                  systemd-analyze for the unit, criu for checkpoints, runc for the
-#                                  runtime-handler tests, g++ for the fuzz targets, ...), and
+#                                  systemd-analyze for the unit, criu for checkpoints, runc and runsc
+#                                  (gVisor) for the runtime-handler tests, g++ for the fuzz targets,
+#                                  ...), and
 #                                  Python grpcio (a CRI client on grpc-core) in its own venv,
 #                                  /opt/carapace-test/venv
 # Packages already present are not fetched again; services that packages ship are never started
@@ -14,8 +15,9 @@ set -euo pipefail
 mode=${1:-test}
 build=(protobuf-compiler gcc libc6-dev make pkg-config)
 run=(containernetworking-plugins iptables iproute2 util-linux)
-# runc: the runtime-handler tests run pods through it; g++: libFuzzer (C++) in the fuzz targets' build.
-test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3 python3-venv systemd criu runc g++)
+# runc, runsc: the runtime-handler tests run pods through them; g++: libFuzzer (C++) in the fuzz
+# targets' build.
+test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3 python3-venv systemd criu runc runsc g++)
 # Debian's python3-grpcio (1.51) sends `localhost` as a unix socket's :authority; grpc-core 1.57+
 # sends the socket's path, which the e2e tests need to see. From PyPI, into a venv of Debian's
 # python3, so nothing of the system's Python changes.
