@@ -112,6 +112,9 @@ pub struct Cni {
     pub conf_dir: PathBuf,
     /// Where CNI plugins are looked for, in order.
     pub bin_dirs: Vec<PathBuf>,
+    /// How long one plugin call (ADD, DEL, CHECK) may run before it is killed: a hung plugin
+    /// fails the pod's run instead of holding it (and the kubelet's pod worker) forever.
+    pub plugin_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +227,7 @@ impl Default for Cni {
         Self {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            plugin_timeout_secs: carapace_cni::DEFAULT_TIMEOUT.as_secs(),
         }
     }
 }
@@ -338,6 +342,12 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if self.cni.plugin_timeout_secs == 0 {
+            return Err(invalid(
+                "cni.plugin_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
         if self.image.max_concurrent_downloads == 0 {
             return Err(invalid(
                 "image.max_concurrent_downloads",
@@ -449,6 +459,9 @@ address = "127.0.0.1:0"
 conf_dir = "/etc/cni/net.d"
 # Where CNI plugins are looked for, in order.
 bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+# A plugin call (ADD, DEL, CHECK) running longer than this many seconds is killed, with what it started;
+# the pod's run then fails with DEADLINE_EXCEEDED and is undone.
+plugin_timeout_secs = 60
 
 [cgroup]
 # "cgroupfs" or "systemd": must match the kubelet's cgroupDriver.
@@ -573,6 +586,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_concurrent_downloads"), "{e}");
+        let e = parse("[cni]\nplugin_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plugin_timeout_secs"), "{e}");
         let e = parse("root = \"relative\"\n").unwrap_err().to_string();
         assert!(e.contains("`root`") && e.contains("absolute"), "{e}");
         let e = parse("cdi_spec_dirs = [\"cdi\"]\n")

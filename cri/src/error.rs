@@ -48,6 +48,9 @@ fn sandbox_code(e: &carapace_podsandbox::Error) -> Code {
         E::Kernel { source, .. } if source.kind() == std::io::ErrorKind::InvalidInput => {
             Code::InvalidArgument
         }
+        // A plugin killed at `cni.plugin_timeout_secs`: a deadline passed, not a plugin's
+        // verdict, and the run was undone, so the kubelet's retry starts afresh.
+        E::Network(carapace_cni::Error::Timeout { .. }) => Code::DeadlineExceeded,
         E::Network(_) | E::Kernel { .. } | E::Io { .. } | E::State { .. } | E::Teardown { .. } => {
             Code::Internal
         }
@@ -94,6 +97,8 @@ fn image_code(e: &carapace_imageservice::Error) -> Code {
         // The operator's hosts.toml or CA file is wrong.
         E::Config { .. } => Code::FailedPrecondition,
         E::Verification { .. } => Code::DataLoss,
+        // The node's disk is full: the operator (or the kubelet's image GC) must free space.
+        E::DiskFull { .. } => Code::ResourceExhausted,
         E::Io { .. } | E::Internal(_) => Code::Internal,
     }
 }
@@ -229,8 +234,21 @@ mod tests {
             details: String::new(),
         };
         let s: Status = Error::from(E::Network(plugin)).into();
+        assert_eq!(s.code(), Code::Internal);
         assert!(
             s.message().contains("no IP addresses available"),
+            "{}",
+            s.message()
+        );
+        let hung = carapace_cni::Error::Timeout {
+            plugin: "hang".into(),
+            command: "ADD",
+            after: std::time::Duration::from_secs(2),
+        };
+        let s: Status = Error::from(E::Network(hung)).into();
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        assert!(
+            s.message().contains("hang ADD timed out"),
             "{}",
             s.message()
         );
@@ -263,5 +281,13 @@ mod tests {
         assert_eq!(Status::from(Error::from(bad)).code(), Code::InvalidArgument);
         let s: Status = Error::from(E::ImageNotFound("x".into())).into();
         assert_eq!(s.code(), Code::NotFound);
+        let s: Status = Error::from(E::DiskFull {
+            root: "/var/lib/carapace".into(),
+            context: "writing a blob".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        })
+        .into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("/var/lib/carapace"), "{}", s.message());
     }
 }

@@ -162,6 +162,7 @@ impl Cri {
         let c = &self.node.config;
         let mut opts =
             carapace_podsandbox::Options::new(&c.state, &c.cni.conf_dir, c.cni.bin_dirs.clone());
+        opts.cni_timeout = std::time::Duration::from_secs(c.cni.plugin_timeout_secs);
         // The pods' records and the CNI cache outlive a reboot there (docs/cri.md).
         opts.root_dir = Some(c.root.clone());
         opts.cgroup_driver = match c.cgroup.driver {

@@ -42,6 +42,15 @@ pub enum Error {
     /// The operator's configuration (hosts.toml, CA files) is wrong.
     #[error("registry configuration {path}: {reason}")]
     Config { path: PathBuf, reason: String },
+    /// The filesystem holding the image store is full (or its quota is used up): nothing the
+    /// image or the registry can change; a pull succeeds again once space is freed there.
+    #[error("no space left on the disk holding {root}: {context}: {source}")]
+    DiskFull {
+        root: PathBuf,
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A local filesystem operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -59,6 +68,26 @@ impl Error {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// `self`, naming the disk under `root` if it is a write a full disk refused: the writes
+    /// deep in the store name a temp file, which is not what the operator must act on.
+    pub(crate) fn naming_a_full_disk(self, root: &std::path::Path) -> Self {
+        match self {
+            Self::Io { context, source }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                Self::DiskFull {
+                    root: root.to_owned(),
+                    context,
+                    source,
+                }
+            }
+            e => e,
         }
     }
 

@@ -208,7 +208,7 @@ impl Images {
         let res = self
             .pull_inner(reference, creds)
             .await
-            .map_err(|e| name_the_registry(e, reference));
+            .map_err(|e| name_the_registry(e, reference).naming_a_full_disk(self.root()));
         let secs = start.elapsed().as_secs_f64();
         match &res {
             Ok(img) => {
@@ -219,10 +219,15 @@ impl Images {
                 self.inner.metrics.pull_done(metrics::outcome(e), secs);
                 tracing::warn!(reference, error = %e, seconds = secs, "pull failed");
                 // A refused or corrupt image will not get better: what it stored (blobs, lower
-                // snapshots) goes. After a network failure it stays, for the kubelet's retry.
+                // snapshots) goes. So does what a pull stopped by a full disk stored: the space
+                // is what the node lacks, and the retry after space returns fetches it again.
+                // After a network failure it stays, for the kubelet's retry.
                 if matches!(
                     e,
-                    Error::Refused { .. } | Error::Verification { .. } | Error::Unsupported(_)
+                    Error::Refused { .. }
+                        | Error::Verification { .. }
+                        | Error::Unsupported(_)
+                        | Error::DiskFull { .. }
                 ) {
                     self.inner.gc_pending.store(true, Ordering::SeqCst);
                 }

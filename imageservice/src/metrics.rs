@@ -79,6 +79,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::Verification { .. } => "verification_failed",
         Error::Refused { .. } => "refused",
         Error::Config { .. } => "config_error",
+        Error::DiskFull { .. } => "disk_full",
         Error::Io { .. } | Error::Internal(_) => "internal_error",
     }
 }

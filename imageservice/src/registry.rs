@@ -567,6 +567,9 @@ impl Session {
             .await;
             match res {
                 Ok(()) => return Ok(()),
+                // Writing the blob here failed (a full disk): no host is to blame, and the next
+                // would only be downloaded into the same failure.
+                Err(e @ Error::Io { .. }) => return Err(e),
                 Err(e) => {
                     tracing::debug!(host = %host.authority(), %digest, error = %e, "blob not served by this host");
                     keep_worst(&mut worst, e);
