@@ -4,10 +4,11 @@
 //! knows them, with the pid CRI reports), while carapace's monitor still writes their CRI logs,
 //! records their exit codes and events, serves ExecSync (through `runc exec`), attach and a
 //! terminal, and outlives a daemon restart; stats and live updates act on the cgroup carapace
-//! made; a pod's shared PID namespace is joined. An unknown handler is NotFound naming it, a
-//! user namespace through runc InvalidArgument. Every test removes what it made and ends with
-//! `Node::finish` (no container, pod, cgroup, mount or process left), and runc's state is
-//! empty again.
+//! made; a pod's shared PID namespace is joined; volumes propagate mounts as their propagation
+//! asks and a recursive read-only one is read-only below too. An unknown handler is NotFound
+//! naming it, a user namespace through runc InvalidArgument. Every test removes what it made
+//! and ends with `Node::finish` (no container, pod, cgroup, mount or process left), and runc's
+//! state is empty again.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,7 @@ use carapace_e2e::node::{
     stdout_of,
 };
 use carapace_e2e::stream::RemoteCommand;
-use carapace_e2e::{DaemonConfig, cri};
+use carapace_e2e::{DaemonConfig, cri, eventually, mounts_under};
 use tonic::Code;
 
 fn runc() -> PathBuf {
@@ -461,6 +462,205 @@ async fn a_privileged_runc_container_of_a_host_network_pod_gets_what_the_node_ca
         vec![host, own_bnd],
         "{r:?}"
     );
+    n.remove_all(&pod_id).await;
+    assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
+}
+
+/// A tmpfs at `dir` (made), shared: what a Bidirectional volume's host path must be on.
+fn shared_tmpfs(dir: &Path) {
+    use nix::mount::{MsFlags, mount};
+    std::fs::create_dir_all(dir).unwrap();
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+}
+
+/// Mount propagation through runc, as critest's "mount with 'rshared'" spec asks: a mount the
+/// container makes in a Bidirectional volume appears on the host, and one the host makes there
+/// appears in the container (a file volume inside it is bound too); a HostToContainer volume
+/// receives the host's mounts and keeps the container's to itself. runc once started from the
+/// monitor's slave copy of the host's mounts, so nothing went back to the host.
+#[tokio::test]
+async fn mounts_propagate_through_a_runc_containers_volumes_as_asked() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let runc_root = tempfile::Builder::new()
+        .prefix("runc-root.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = runc_root.path().join("state");
+    let mut n = node_with_runc(235, &root).await;
+    let pod = n.pod("runcprop", "0d1e2f30-0000-4000-8000-000000000235");
+    let pod_id = run_pod_with(&mut n, &pod, "runc").await.unwrap();
+    let vols = n.d.config.dir().join("vols");
+    let (bidi, h2c) = (vols.join("bidi"), vols.join("h2c"));
+    shared_tmpfs(&bidi);
+    shared_tmpfs(&h2c);
+    std::fs::write(bidi.join("file"), "a file volume\n").unwrap();
+    let volume = |host: &Path, at: &str, p: cri::MountPropagation| cri::Mount {
+        container_path: at.into(),
+        host_path: host.display().to_string(),
+        propagation: p as i32,
+        ..Default::default()
+    };
+    // The HostToContainer mount first: once the Bidirectional one's file is on the host, both
+    // were made.
+    let mut c = container(
+        "prop",
+        &[
+            "sh",
+            "-c",
+            "mkdir /h2c/inner /bidi/inner && mount -t tmpfs tmpfs /h2c/inner && touch /h2c/inner/f \
+             && mount -t tmpfs tmpfs /bidi/inner && echo from-container > /bidi/inner/f \
+             && exec sleep 1235",
+        ],
+    );
+    carapace_e2e::node::security(&mut c).privileged = true;
+    c.mounts = vec![
+        volume(
+            &bidi,
+            "/bidi",
+            cri::MountPropagation::PropagationBidirectional,
+        ),
+        volume(
+            &bidi.join("file"),
+            "/bidifile",
+            cri::MountPropagation::PropagationBidirectional,
+        ),
+        volume(
+            &h2c,
+            "/h2c",
+            cri::MountPropagation::PropagationHostToContainer,
+        ),
+    ];
+    let id = n.create_started(&pod_id, &pod, &c).await;
+    assert!(runc_state(&root, &id).is_some(), "runc does not know {id}");
+
+    // The container's mount reached the host.
+    let seen = eventually(
+        std::time::Duration::from_secs(10),
+        "the container's mount in its Bidirectional volume, on the host",
+        || {
+            let f = std::fs::read_to_string(bidi.join("inner/f")).ok();
+            async move { f }
+        },
+    )
+    .await;
+    assert_eq!(seen, "from-container\n");
+    assert!(mounts_under(&bidi).contains(&bidi.join("inner")));
+    // Not the one in its HostToContainer volume.
+    assert!(!h2c.join("inner/f").exists());
+    assert!(!mounts_under(&h2c).contains(&h2c.join("inner")));
+
+    // The host's mounts reach the container through both volumes.
+    for (dir, name) in [(&bidi, "bidi"), (&h2c, "h2c")] {
+        std::fs::create_dir(dir.join("fromhost")).unwrap();
+        mount(
+            Some("tmpfs"),
+            &dir.join("fromhost"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        std::fs::write(dir.join("fromhost/f"), format!("host-to-{name}\n")).unwrap();
+    }
+    let r = n
+        .exec_sync(
+            &id,
+            &["cat", "/bidi/fromhost/f", "/h2c/fromhost/f", "/bidifile"],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "host-to-bidi\nhost-to-h2c\na file volume\n",
+        "{r:?}"
+    );
+
+    n.stop_container(&id, 0).await;
+    for m in [
+        bidi.join("inner"),
+        bidi.join("fromhost"),
+        h2c.join("fromhost"),
+        bidi,
+        h2c,
+    ] {
+        umount2(&m, MntFlags::MNT_DETACH).unwrap();
+    }
+    n.remove_all(&pod_id).await;
+    assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
+}
+
+/// A recursive read-only volume through runc (1.1 applies the spec's `rro` with
+/// mount_setattr): a mount below the volume's source is read-only in the container too, as
+/// critest's "should support recursive readonly mounts" checks; the plain read-only volume
+/// beside it leaves that submount writable.
+#[tokio::test]
+async fn a_runc_containers_recursive_read_only_volume_is_read_only_below_too() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let runc_root = tempfile::Builder::new()
+        .prefix("runc-root.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = runc_root.path().join("state");
+    let mut n = node_with_runc(236, &root).await;
+    let pod = n.pod("runcrro", "0d1e2f30-0000-4000-8000-000000000236");
+    let pod_id = run_pod_with(&mut n, &pod, "runc").await.unwrap();
+    let vol = n.d.config.dir().join("rro");
+    std::fs::create_dir_all(vol.join("tmpfs")).unwrap();
+    mount(
+        Some("tmpfs"),
+        &vol.join("tmpfs"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let volume = |at: &str, recursive: bool| cri::Mount {
+        container_path: at.into(),
+        host_path: vol.display().to_string(),
+        readonly: true,
+        recursive_read_only: recursive,
+        ..Default::default()
+    };
+    let mut c = container("rro", &["sleep", "1236"]);
+    c.mounts = vec![volume("/rro", true), volume("/ro", false)];
+    let id = n.create_started(&pod_id, &pod, &c).await;
+    assert!(runc_state(&root, &id).is_some(), "runc does not know {id}");
+    let r = n
+        .exec_sync(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "touch /rro/tmpfs/f 2>&1; touch /ro/tmpfs/g && echo writable",
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        out.contains("Read-only file system") && out.ends_with("writable\n"),
+        "{r:?}"
+    );
+    assert!(!vol.join("tmpfs/f").exists());
+    n.stop_container(&id, 0).await;
+    umount2(&vol.join("tmpfs"), MntFlags::MNT_DETACH).unwrap();
     n.remove_all(&pod_id).await;
     assert!(runc_list(&root).is_empty(), "{:?}", runc_list(&root));
 }

@@ -205,7 +205,7 @@ pub(crate) const HOST_MNTNS_ENV: &str = "_CARAPACE_HOST_MNTNS_FD";
 
 /// The daemon's mount namespace, when this helper was started with it (see `HOST_MNTNS_ENV`).
 /// Reopened by its /proc path: the inherited fd number stays as it is, closed before exec.
-fn host_mount_ns() -> Option<OwnedFd> {
+pub(crate) fn host_mount_ns() -> Option<OwnedFd> {
     let fd: u32 = std::env::var(HOST_MNTNS_ENV).ok()?.parse().ok()?;
     open_ro(Path::new(&format!("/proc/self/fd/{fd}"))).ok()
 }

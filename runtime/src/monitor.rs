@@ -488,8 +488,7 @@ fn run_monitor(bundle: &Path, out: &mut Option<std::fs::File>) -> Result<()> {
     let started = match &record.config.oci_runtime {
         None => start_from_a_child(bundle, &record.overlay, &cgroup, init_stdio)?,
         Some(rt) => {
-            match crate::oci_cli::start(bundle, &record.config.id, rt, &record.overlay, init_stdio)?
-            {
+            match crate::oci_cli::start(bundle, &record.config, rt, &record.overlay, init_stdio)? {
                 Ok((pid, master)) => {
                     if let Some(m) = master {
                         io.use_master(m)?;
