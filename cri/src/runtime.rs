@@ -142,12 +142,13 @@ impl RuntimeService for RuntimeApi {
                         .load(std::sync::atomic::Ordering::Relaxed),
                 }),
             })
-            // An OCI runtime's handler: neither is offered, as pods of it are refused a user
-            // namespace and recursive read-only mounts are not asked of the runtime.
+            // An OCI runtime's handler: recursive read-only mounts where the runtime lists
+            // `rro`; never a user namespace, which pods of it are refused.
             .chain(self.node.config.runtimes.keys().map(|name| RuntimeHandler {
                 name: name.clone(),
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    recursive_read_only_mounts:
+                        crate::container::runtime_handlers::recursive_read_only(name),
                     user_namespaces: false,
                 }),
             }))

@@ -139,6 +139,13 @@ async fn a_runsc_pod_runs_logs_execs_stops_and_is_removed() {
         .map(|h| h.name.as_str())
         .collect();
     assert_eq!(names, ["", "runsc"], "{:?}", st.runtime_handlers);
+    // This runsc has no `features` subcommand: nothing beyond the spec's basics is reported.
+    let runsc = st.runtime_handlers[1].features.clone().unwrap_or_default();
+    assert!(
+        !runsc.recursive_read_only_mounts,
+        "{:?}",
+        st.runtime_handlers
+    );
 
     let pod = n.pod("runsc", "0d1e2f30-0000-4000-8000-000000000225");
     let t = Instant::now();
@@ -278,6 +285,20 @@ async fn a_runsc_pod_runs_logs_execs_stops_and_is_removed() {
         std::fs::read_to_string(vol.path().join("out")).unwrap(),
         "from-gvisor\n"
     );
+
+    // A recursive read-only volume: refused for a runtime that does not list `rro`, as Status
+    // said (a runtime that ignored it would leave the submounts writable).
+    let mut rro = container("rro", &["true"]);
+    rro.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: vol.path().display().to_string(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let e = n.create(&pod_id, &pod, &rro).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("\"runsc\" does not support"), "{e:?}");
 
     // A command the image does not have: StartContainer fails with runsc's reason.
     let bad = n

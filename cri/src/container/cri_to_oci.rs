@@ -564,6 +564,14 @@ fn mounts(
                 m.container_path
             )));
         }
+        if m.recursive_read_only
+            && !super::runtime_handlers::recursive_read_only(&sb.runtime_handler)
+        {
+            return Err(invalid(format!(
+                "recursive read-only mount {}: runtime handler {:?} does not support it",
+                m.container_path, sb.runtime_handler
+            )));
+        }
         // Every bind of a user-namespaced pod is id-mapped through the pod's namespace: mappings
         // given per mount can only be those, and need that namespace.
         if (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
