@@ -2,7 +2,9 @@
 # carapace vs containerd, side by side, on this machine: one command.
 #   bench/run.sh [carapace-bench flags, e.g. --rounds 6 --pods 50 --only pod-start,list]
 #   BENCH_RUNTIMES=carapace bench/run.sh ...   carapace alone (no ratios), for a quick look
-#   BENCH_CARAPACE_BIN=/path/to/carapace bench/run.sh ...   another build of the daemon (before/after)
+#   BENCH_CARAPACE_BIN=/path/to/carapace bench/run.sh ...   another build of the daemon (before/after);
+#     the tree's own daemon is then not built
+#   bench/run.sh --only soak --soak-cycles 1000, --only load --load-clients 50 ...   see docs/soak.md
 # Starts a private registry filled with images built here, Debian's containerd + runc and carapace,
 # both with the same CNI conflist, registry configuration and cgroup driver, runs every workload
 # against both (A B A B) and prints the table. Everything lives under one temp dir and is removed
@@ -18,8 +20,9 @@ for p in containerd runc; do
     break
   }
 done
-# The daemon as `make build` makes it (static); the bench client as a plain release build.
-make -s build CARGO="cargo -q"
+# The daemon as `make build` makes it (static), unless another is named; the bench client as a
+# plain release build.
+[ -n "${BENCH_CARAPACE_BIN:-}" ] || make -s build CARGO="cargo -q"
 cargo build --release -q -p carapace-bench
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 BIN="${CARGO_TARGET_DIR:-target}/$HOST/release"
@@ -58,6 +61,10 @@ cleanup() {
   # containerd's parent cgroup of its pods (no pod of the bench gives one of its own); rmdir only
   # takes it when empty, so a containerd running beside us keeps its own.
   for c in /sys/fs/cgroup/*/k8s.io; do rmdir "$c" 2>/dev/null; done
+  # The soak's parent of its pods' cgroups (bench/src/soak.rs), with what a failed pass left.
+  for c in /sys/fs/cgroup/*/carapace-bench-soak; do
+    [ -d "$c" ] && rmdir "$c"/*/* "$c"/* "$c" 2>/dev/null
+  done
 }
 trap cleanup EXIT
 
@@ -154,6 +161,14 @@ bin_dirs = ["/usr/lib/cni"]
 [registry]
 config_path = "$W/certs.d"
 TOML
+# The OCI runtimes a pass may name for carapace's pods (`--handler carapace=runc`): rows per
+# handler. containerd's pods always run through its runc shim (no gVisor shim is packaged).
+for rt in runc:/usr/sbin/runc runsc:/usr/bin/runsc; do
+  [ -x "${rt#*:}" ] || continue
+  printf '[runtimes.%s]\nruntime_path = "%s"\n' "${rt%%:*}" "${rt#*:}" >>"$W/carapace.toml"
+  # gVisor on the node kernel's network stack in the pod's namespace (docs/cri.md).
+  if [ "${rt%%:*}" = runsc ]; then echo 'runtime_args = ["--network=host"]' >>"$W/carapace.toml"; fi
+done
 "${BENCH_CARAPACE_BIN:-$BIN/carapace}" serve --config "$W/carapace.toml" >"$W/carapace.log" 2>&1 &
 pids+=($!)
 CARAPACE_PID=$!
@@ -173,6 +188,7 @@ echo "bench: $(nproc) cores, kernel $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)" >&
 "$BENCH_BIN/carapace-bench" \
   "${targets[@]}" \
   --image "$REG/bench/busybox:1" --pull-image "$REG/bench/big:1" \
+  --work-dir "$W" --bridge "$BRIDGE" --network carapace-bench \
   "$@" | tee "$W/table.md"
 
 # The same pods with no runtime at all (bench/pod-floor.sh), after the runtimes' passes: what

@@ -5,7 +5,10 @@
 //! workload, p50 and p95 for each runtime and the ratio of the first endpoint to the second.
 //! It is a benchmark, not a test: it asserts nothing about time.
 
+mod soak;
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -15,7 +18,9 @@ use carapace_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 
 const USAGE: &str = "usage: carapace-bench --endpoint NAME=unix:///PATH --endpoint NAME=unix:///PATH \
 [--pid NAME=PID]... [--handler NAME=HANDLER]... --image REF [--pull-image REF] [--rounds N] [--pods N] [--churn N] [--poll-secs N] [--only w1,w2] [--no-restart]
-workloads: pod-start pod-start-userns pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory poll-cpu
+[--soak-cycles N] [--load-clients N] [--load-secs N] [--load-pods N] [--work-dir DIR] [--bridge NAME] [--network NAME]
+workloads: pod-start pod-start-userns pod-stop-remove container-start container-stop-remove churn churn-parallel exec-sync list pull memory poll-cpu,
+and only when named in --only: soak load (once per runtime; both need --pid, soak also --work-dir, the dir both runtimes' root and state are under)
 (--handler runs NAME's pods with that runtime handler, e.g. the same socket twice as
 builtin= and runc= with --handler runc=runc; one --endpoint is enough for a single runtime's numbers; poll-cpu needs its --pid; the populated
 workloads restart each daemon with its pods running, from its --pid's command line, unless --no-restart)";
@@ -34,6 +39,16 @@ struct Args {
     only: Option<Vec<String>>,
     /// Whether each populated pass restarts the daemons with their pods running.
     restart: bool,
+    soak_cycles: usize,
+    load_clients: usize,
+    load_secs: u64,
+    load_pods: usize,
+    /// The dir the runtimes' root and state dirs are under (run.sh's work dir): the soak counts
+    /// the mounts there.
+    work_dir: Option<PathBuf>,
+    /// The bridge and the CNI network name of the pods' network, as run.sh configures it.
+    bridge: String,
+    network: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -49,6 +64,13 @@ fn parse_args() -> Result<Args> {
         poll_secs: 60,
         only: None,
         restart: true,
+        soak_cycles: 1000,
+        load_clients: 50,
+        load_secs: 300,
+        load_pods: 100,
+        work_dir: None,
+        bridge: "cbench0".into(),
+        network: "carapace-bench".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +102,13 @@ fn parse_args() -> Result<Args> {
             "--poll-secs" => a.poll_secs = val()?.parse()?,
             "--only" => a.only = Some(val()?.split(',').map(str::to_owned).collect()),
             "--no-restart" => a.restart = false,
+            "--soak-cycles" => a.soak_cycles = val()?.parse()?,
+            "--load-clients" => a.load_clients = val()?.parse()?,
+            "--load-secs" => a.load_secs = val()?.parse()?,
+            "--load-pods" => a.load_pods = val()?.parse()?,
+            "--work-dir" => a.work_dir = Some(val()?.into()),
+            "--bridge" => a.bridge = val()?,
+            "--network" => a.network = val()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -560,10 +589,16 @@ async fn pass(r: &mut Runtime, workload: &str, a: &Args, rounds: usize) -> Resul
                 s.push(ms);
             }
         }
+        "soak" => s.push(soak::soak(r, a).await?),
+        "load" => s.push(soak::load(r, a).await?),
         other => bail!("unknown workload {other}\n{USAGE}"),
     }
     Ok(s)
 }
+
+/// The workloads that take minutes: run only when `--only` names them, one pass per runtime
+/// (see `soak.rs`).
+const ONCE: [&str; 2] = ["soak", "load"];
 
 /// The workloads measured on a node with `--pods` pods running, one container each. They share
 /// one population per pass (bringing 100 pods up and down on containerd takes a minute), in
@@ -1007,6 +1042,8 @@ fn unit_of(workload: &str) -> &'static str {
     match workload {
         "memory" => " MiB/pod",
         "poll-cpu" => " ms CPU/min",
+        "soak" => " ms/cycle",
+        "load" => " calls/s",
         _ => " ms",
     }
 }
@@ -1236,6 +1273,8 @@ async fn main() -> Result<()> {
         "memory",
         "list",
         "poll-cpu",
+        "soak",
+        "load",
     ];
     let workloads: Vec<&str> = match &a.only {
         Some(o) => all
@@ -1243,7 +1282,7 @@ async fn main() -> Result<()> {
             .copied()
             .filter(|w| o.iter().any(|x| x == w))
             .collect(),
-        None => all.to_vec(),
+        None => all.iter().copied().filter(|w| !ONCE.contains(w)).collect(),
     };
     // One step per workload, except the populated ones: they form one step, where the first of
     // them stands.
@@ -1266,7 +1305,8 @@ async fn main() -> Result<()> {
     for step in steps {
         let label = step.join("+");
         let mut samples: Vec<Vec<Samples>> = vec![vec![Vec::new(); rts.len()]; step.len()];
-        for _ in 0..2 {
+        let passes = if ONCE.contains(&step[0]) { 1 } else { 2 };
+        for _ in 0..passes {
             for (i, r) in rts.iter_mut().enumerate() {
                 eprintln!("{label}: {} (at {} s)", r.name, began.elapsed().as_secs());
                 let got = if step.len() == 1 && !POPULATED.contains(&step[0]) {
@@ -1302,6 +1342,7 @@ async fn main() -> Result<()> {
             let (a50, a95) = (percentile(&s[0], 50.0), percentile(&s[0], 95.0));
             println!("| {w} | {a50:.2}{unit} | {a95:.2}{unit} |");
         }
+        soak::print_reports();
         return Ok(());
     }
     let (na, nb) = (&rts[0].name, &rts[1].name);
@@ -1347,6 +1388,7 @@ async fn main() -> Result<()> {
             a50 / b50
         );
     }
+    soak::print_reports();
     Ok(())
 }
 
