@@ -197,6 +197,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<RunPodSandboxRequest>,
     ) -> Rpc<RunPodSandboxResponse> {
+        carapace_crashpoint::rpc("RunPodSandbox");
         let req = req.into_inner();
         crate::container::runtime_handlers::oci_runtime(&req.runtime_handler)?;
         let wants_userns = req
@@ -238,6 +239,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<StopPodSandboxRequest>,
     ) -> Rpc<StopPodSandboxResponse> {
+        carapace_crashpoint::rpc("StopPodSandbox");
         let req = req.into_inner();
         if let (Some(id), Some(c)) = (
             self.sandbox_id(&req.pod_sandbox_id).await,
@@ -254,6 +256,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<RemovePodSandboxRequest>,
     ) -> Rpc<RemovePodSandboxResponse> {
+        carapace_crashpoint::rpc("RemovePodSandbox");
         let req = req.into_inner();
         if let (Some(id), Some(c)) = (
             self.sandbox_id(&req.pod_sandbox_id).await,
@@ -298,6 +301,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<CreateContainerRequest>,
     ) -> Rpc<CreateContainerResponse> {
+        carapace_crashpoint::rpc("CreateContainer");
         let c = self.containers()?;
         let images = self
             .stores
@@ -318,6 +322,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<StartContainerRequest>,
     ) -> Rpc<StartContainerResponse> {
+        carapace_crashpoint::rpc("StartContainer");
         Ok(Response::new(
             self.containers()?.start(req.into_inner()).await?,
         ))
@@ -326,6 +331,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<StopContainerRequest>,
     ) -> Rpc<StopContainerResponse> {
+        carapace_crashpoint::rpc("StopContainer");
         Ok(Response::new(
             self.containers()?.stop(req.into_inner()).await?,
         ))
@@ -334,6 +340,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<RemoveContainerRequest>,
     ) -> Rpc<RemoveContainerResponse> {
+        carapace_crashpoint::rpc("RemoveContainer");
         let c = self.containers()?;
         let resp = match self.stores.images.as_ref() {
             Some(images) => c.remove_releasing(req.into_inner(), images).await?,

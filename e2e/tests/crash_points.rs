@@ -1,0 +1,296 @@
+//! Crash-point exploration: each mutating CRI call is made on a daemon armed to die (SIGKILL, no
+//! destructor) at its N-th named step, for N = 1, 2, … until the call completes. After each
+//! crash a new daemon starts, the call is retried as the kubelet retries it, everything is
+//! removed, and the node must be back where it started: no mount, veth, iptables rule, cgroup,
+//! IPAM lease, process, state or root file, or record beyond what was there before the call.
+//! The points are `carapace_crashpoint::hit` calls in the daemon (debug builds only); see
+//! `docs/crash-points.md`. Pod-network indexes 140-149.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use carapace_e2e::node::{Node, pod_cgroups};
+use carapace_e2e::{Daemon, cri, mounts_under, processes_naming};
+
+/// The line the daemon writes before it dies (`carapace_crashpoint::MARK`).
+const MARK: &str = "crash point ";
+/// More steps than any call has: a walk that gets here never completes.
+const MAX_STEPS: u64 = 200;
+
+/// One mutating call, as the walk makes it.
+trait Call {
+    /// Makes what the call needs, on an unarmed daemon, before each step.
+    async fn prepare(&mut self, _node: &mut Node) {}
+    /// The call itself (on the armed daemon).
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status>;
+    /// The kubelet's retry after the daemon died in the call (on a new, unarmed daemon).
+    async fn retry(&mut self, node: &mut Node) {
+        if let Err(e) = self.call(node).await {
+            panic!("the retry failed: {e}\n{}", node.d.log_text());
+        }
+    }
+    /// Removes what the call and its retry made, back to the state before `prepare`.
+    async fn cleanup(&mut self, node: &mut Node);
+}
+
+/// What a node has that a call may leak, as sets to compare.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    mounts: BTreeSet<String>,
+    bridge_ports: BTreeSet<String>,
+    iptables_rules: BTreeSet<String>,
+    cgroups: BTreeSet<String>,
+    leases: BTreeSet<String>,
+    processes: BTreeSet<String>,
+    root: BTreeSet<String>,
+    state: BTreeSet<String>,
+}
+
+impl Snapshot {
+    fn take(node: &Node, index: u8) -> Snapshot {
+        let root = node.d.config.root();
+        let state = node.state().to_path_buf();
+        let mounts = mounts_under(&root)
+            .into_iter()
+            .chain(mounts_under(&state))
+            .map(|p| p.display().to_string())
+            .collect();
+        let ports = command(&[
+            "ip",
+            "-o",
+            "link",
+            "show",
+            "master",
+            &format!("cre2e{index}"),
+        ]);
+        let bridge_ports = ports
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .collect();
+        let subnet = format!("10.213.{index}.");
+        let iptables_rules = command(&["iptables-save"])
+            .lines()
+            .filter(|l| l.contains(&subnet))
+            .map(str::to_owned)
+            .collect();
+        let leases = std::fs::read_dir(format!("/var/lib/cni/networks/carapace-e2e-{index}"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+            .collect();
+        Snapshot {
+            mounts,
+            bridge_ports,
+            iptables_rules,
+            cgroups: pod_cgroups(index).into_iter().collect(),
+            leases,
+            processes: processes_naming(&state)
+                .into_iter()
+                .map(|(_, cmd)| cmd)
+                .collect(),
+            root: listing(&root),
+            state: listing(&state),
+        }
+    }
+
+    /// What differs from `base`, a line per part, for the assertion's message.
+    fn diff(&self, base: &Snapshot) -> String {
+        let mut out = String::new();
+        let mut part = |name: &str, now: &BTreeSet<String>, then: &BTreeSet<String>| {
+            let extra: Vec<_> = now.difference(then).collect();
+            let gone: Vec<_> = then.difference(now).collect();
+            if !extra.is_empty() || !gone.is_empty() {
+                out += &format!("{name}: left {extra:?}, gone {gone:?}\n");
+            }
+        };
+        part("mounts", &self.mounts, &base.mounts);
+        part("bridge ports", &self.bridge_ports, &base.bridge_ports);
+        part("iptables rules", &self.iptables_rules, &base.iptables_rules);
+        part("cgroups", &self.cgroups, &base.cgroups);
+        part("IPAM leases", &self.leases, &base.leases);
+        part("processes", &self.processes, &base.processes);
+        part("root", &self.root, &base.root);
+        part("state", &self.state, &base.state);
+        out
+    }
+}
+
+fn command(argv: &[&str]) -> String {
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {argv:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every path below `dir`, relative to it; the daemon's socket aside (it is no state).
+fn listing(dir: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            if rel == "carapace.sock" {
+                continue;
+            }
+            out.insert(rel);
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&path, base, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Replaces the node's daemon by a new one on the same configuration, armed to crash at step
+/// `n` of `rpc` if given.
+async fn restart(node: &mut Node, armed: Option<(&str, u64)>) {
+    let cfg = node.d.kill().await;
+    node.d = match armed {
+        Some((rpc, n)) => {
+            Daemon::start_with_env(cfg, &[("CARAPACE_CRASH_AT", &format!("{rpc}:{n}"))]).await
+        }
+        None => Daemon::start_with(cfg).await,
+    };
+    node.rt = node.d.runtime().await;
+}
+
+/// Walks the crash points of `rpc` (see the module's doc) and returns the matrix's rows: the
+/// points the daemon died at, in order, then the number of the step that completed.
+async fn walk(node: &mut Node, index: u8, rpc: &str, c: &mut impl Call) -> Vec<String> {
+    // Once through unarmed first: the directories a first call makes for every later one
+    // (`<root>/cni/results`) belong in the baseline, not in the leaks.
+    c.prepare(node).await;
+    if let Err(e) = c.call(node).await {
+        panic!("{rpc} fails unarmed: {e}\n{}", node.d.log_text());
+    }
+    c.cleanup(node).await;
+    let base = Snapshot::take(node, index);
+    let mut rows = Vec::new();
+    for n in 1..=MAX_STEPS {
+        c.prepare(node).await;
+        restart(node, Some((rpc, n))).await;
+        let result = c.call(node).await;
+        // A background step (the pods' record writer) may come just after the answer.
+        let grace = if result.is_err() {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(300)
+        };
+        let ended = node.d.ended_within(grace).await;
+        let Some((status, cfg)) = ended else {
+            if let Err(e) = result {
+                panic!(
+                    "{rpc} failed at step {n} without a crash: {e}\n{}",
+                    node.d.log_text()
+                );
+            }
+            // Done: the count stays armed in this daemon, so the cleanup runs on another.
+            restart(node, None).await;
+            c.cleanup(node).await;
+            check(node, index, &base, rpc, n, "the call completing");
+            rows.push(format!("{n:>4}  completed"));
+            return rows;
+        };
+        let log = node.d.log_text();
+        let point = log
+            .lines()
+            .find_map(|l| l.split_once(MARK).map(|(_, p)| p.to_owned()))
+            .unwrap_or_else(|| {
+                panic!("{rpc} step {n}: the daemon ended ({status}) at no crash point:\n{log}")
+            });
+        assert!(
+            point.starts_with(&format!("{n} {rpc}: ")),
+            "{rpc} step {n}: crashed at {point:?}"
+        );
+        node.d = Daemon::start_with(cfg).await;
+        node.rt = node.d.runtime().await;
+        c.retry(node).await;
+        c.cleanup(node).await;
+        check(node, index, &base, rpc, n, &point);
+        rows.push(format!(
+            "{n:>4}  {}",
+            point.split_once(": ").map_or(&*point, |p| p.1)
+        ));
+    }
+    panic!("{rpc} never completed in {MAX_STEPS} steps")
+}
+
+fn check(node: &Node, index: u8, base: &Snapshot, rpc: &str, n: u64, point: &str) {
+    let now = Snapshot::take(node, index);
+    assert!(
+        now == *base,
+        "{rpc}: after a crash at step {n} ({point}), the retry and the removal, the node is not \
+         back at its start:\n{}",
+        now.diff(base)
+    );
+}
+
+fn print_matrix(rpc: &str, rows: &[String]) {
+    println!(
+        "{rpc}: {} crash points, each recovered, retried and cleaned up\n{}",
+        rows.len() - 1,
+        rows.join("\n")
+    );
+}
+
+fn uid(index: u8, n: u8) -> String {
+    format!("c7a50000-0000-4000-8{n:03}-{index:012}")
+}
+
+struct RunPod {
+    pod: cri::PodSandboxConfig,
+}
+
+impl RunPod {
+    async fn stop_and_remove_all(node: &mut Node, only_notready: bool) {
+        for p in node.d.pods().await {
+            if !only_notready || p.state == cri::PodSandboxState::SandboxNotready as i32 {
+                node.d.remove_pod(&p.id).await;
+            }
+        }
+    }
+}
+
+impl Call for RunPod {
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        node.rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(self.pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(drop)
+    }
+
+    /// The kubelet stops and removes the sandbox it sees NOTREADY, then runs the pod again.
+    async fn retry(&mut self, node: &mut Node) {
+        Self::stop_and_remove_all(node, true).await;
+        if let Err(e) = self.call(node).await {
+            panic!("the retry failed: {e}\n{}", node.d.log_text());
+        }
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        Self::stop_and_remove_all(node, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_pod_sandbox() {
+    const INDEX: u8 = 140;
+    let mut node = Node::start(INDEX).await;
+    let pod = node.pod("crash-run", &uid(INDEX, 1));
+    let rows = walk(&mut node, INDEX, "RunPodSandbox", &mut RunPod { pod }).await;
+    print_matrix("RunPodSandbox", &rows);
+    node.finish().await;
+}
