@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use carapace_e2e::node::{Node, pod_cgroups};
+use carapace_e2e::node::{Node, container, pod_cgroups};
 use carapace_e2e::{Daemon, cri, mounts_under, processes_naming};
 
 /// The line the daemon writes before it dies (`carapace_crashpoint::MARK`).
@@ -293,4 +293,196 @@ async fn run_pod_sandbox() {
     let rows = walk(&mut node, INDEX, "RunPodSandbox", &mut RunPod { pod }).await;
     print_matrix("RunPodSandbox", &rows);
     node.finish().await;
+}
+
+/// A pod to put containers in, made once for a container call's walk (it is in the baseline).
+async fn pod_for_containers(node: &mut Node, index: u8) -> (cri::PodSandboxConfig, String) {
+    let pod = node.pod("crash-ctr", &uid(index, 2));
+    let id = node.run_pod(&pod).await;
+    (pod, id)
+}
+
+/// A container that ends at once on SIGTERM (as PID 1 a plain `sleep` would ignore it).
+fn sleeper() -> cri::ContainerConfig {
+    container(
+        "sleeper",
+        &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+    )
+}
+
+/// Stops and removes every container of the node, as the kubelet does when it deletes a pod.
+async fn remove_containers(node: &mut Node) {
+    for c in node.list(cri::ContainerFilter::default()).await {
+        node.stop_container(&c.id, 0).await;
+        node.remove_container(&c.id).await;
+    }
+}
+
+/// The one container of the node, if any, and its state.
+async fn the_container(node: &mut Node) -> Option<(String, i32)> {
+    let l = node.list(cri::ContainerFilter::default()).await;
+    assert!(l.len() <= 1, "more than one container: {l:?}");
+    l.first().map(|c| (c.id.clone(), c.state))
+}
+
+struct CreateContainer {
+    pod: cri::PodSandboxConfig,
+    pod_id: String,
+}
+
+impl Call for CreateContainer {
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        let (pod_id, pod) = (self.pod_id.clone(), self.pod.clone());
+        node.create(&pod_id, &pod, &sleeper()).await.map(drop)
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        remove_containers(node).await;
+    }
+}
+
+/// A container created (unarmed) before each step; the call starts it.
+struct StartContainer {
+    pod: cri::PodSandboxConfig,
+    pod_id: String,
+    id: String,
+}
+
+impl Call for StartContainer {
+    async fn prepare(&mut self, node: &mut Node) {
+        let (pod_id, pod) = (self.pod_id.clone(), self.pod.clone());
+        self.id = node.create(&pod_id, &pod, &sleeper()).await.unwrap();
+    }
+
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        node.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: self.id.clone(),
+            })
+            .await
+            .map(drop)
+    }
+
+    /// The kubelet starts it again only if it still shows as created.
+    async fn retry(&mut self, node: &mut Node) {
+        let state = the_container(node).await.map(|c| c.1);
+        if state == Some(cri::ContainerState::ContainerCreated as i32) {
+            let id = self.id.clone();
+            node.start_container(&id).await;
+        }
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        remove_containers(node).await;
+    }
+}
+
+/// A container created and started (unarmed) before each step; the call stops it.
+struct StopContainer {
+    pod: cri::PodSandboxConfig,
+    pod_id: String,
+    id: String,
+}
+
+impl Call for StopContainer {
+    async fn prepare(&mut self, node: &mut Node) {
+        let (pod_id, pod) = (self.pod_id.clone(), self.pod.clone());
+        self.id = node.create_started(&pod_id, &pod, &sleeper()).await;
+    }
+
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        node.rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: self.id.clone(),
+                timeout: 10,
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        remove_containers(node).await;
+    }
+}
+
+/// A container created and started (unarmed) before each step; the call removes it.
+struct RemoveContainer {
+    pod: cri::PodSandboxConfig,
+    pod_id: String,
+    id: String,
+}
+
+impl Call for RemoveContainer {
+    async fn prepare(&mut self, node: &mut Node) {
+        let (pod_id, pod) = (self.pod_id.clone(), self.pod.clone());
+        self.id = node.create_started(&pod_id, &pod, &sleeper()).await;
+    }
+
+    /// As the kubelet removes a container: unknown is done (carapace answers it with success).
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        node.rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: self.id.clone(),
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        remove_containers(node).await;
+    }
+}
+
+/// Runs the walk of a container call in a pod of its own, then removes the pod.
+async fn walk_in_pod<C: Call>(
+    index: u8,
+    rpc: &str,
+    make: impl FnOnce(cri::PodSandboxConfig, String) -> C,
+) {
+    let mut node = Node::start(index).await;
+    let (pod, pod_id) = pod_for_containers(&mut node, index).await;
+    let mut call = make(pod, pod_id.clone());
+    let rows = walk(&mut node, index, rpc, &mut call).await;
+    print_matrix(rpc, &rows);
+    node.remove_pod(&pod_id).await;
+    node.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_container() {
+    walk_in_pod(141, "CreateContainer", |pod, pod_id| CreateContainer {
+        pod,
+        pod_id,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_container() {
+    walk_in_pod(142, "StartContainer", |pod, pod_id| StartContainer {
+        pod,
+        pod_id,
+        id: String::new(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_container() {
+    walk_in_pod(143, "StopContainer", |pod, pod_id| StopContainer {
+        pod,
+        pod_id,
+        id: String::new(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_container() {
+    walk_in_pod(144, "RemoveContainer", |pod, pod_id| RemoveContainer {
+        pod,
+        pod_id,
+        id: String::new(),
+    })
+    .await;
 }

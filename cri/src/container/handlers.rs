@@ -103,6 +103,7 @@ impl Inner {
             );
         }
         let c = self.runtime.create(rc)?;
+        carapace_crashpoint::hit("container: created in the runtime");
         let written = serde_json::to_vec(&meta)
             .map_err(|e| Error::Internal(format!("encoding {META_FILE}: {e}")))
             .and_then(|b| {
@@ -116,6 +117,7 @@ impl Inner {
             }
             return Err(e);
         }
+        carapace_crashpoint::hit("container: CRI metadata written");
         let mut t = self.table();
         t.names.insert(meta.name.clone(), meta.id.clone());
         t.containers.insert(meta.id.clone(), meta);
@@ -321,6 +323,15 @@ impl ContainerApi {
                         tracing::warn!(container_id = c.id(), error = %e, "removing a half-created container");
                     }
                 }
+            }
+        }
+        for c in runtime.half_created() {
+            tracing::warn!(
+                container_id = c.id(),
+                "removing a container a create left half-made"
+            );
+            if let Err(e) = c.delete() {
+                tracing::warn!(container_id = c.id(), error = %e, "removing a half-created container");
             }
         }
         tracing::info!(containers = table.containers.len(), "containers reloaded");
@@ -1036,6 +1047,7 @@ impl ContainerApi {
         if let Err(e) = images.hold(&resp.container_id, &held) {
             tracing::error!(container_id = %resp.container_id, error = %e, "holding the image's snapshots");
         }
+        carapace_crashpoint::hit("images: hold recorded");
         Ok(resp)
     }
 
@@ -1050,8 +1062,10 @@ impl ContainerApi {
             .resolve(&req.container_id)
             .unwrap_or_else(|_| req.container_id.clone());
         let resp = self.remove(req).await?;
+        carapace_crashpoint::hit("container: removed");
         if !id.is_empty() {
             images.release(&id).await?;
+            carapace_crashpoint::hit("images: hold released");
         }
         Ok(resp)
     }
