@@ -160,7 +160,9 @@ impl Cni {
             let (name, _) = self.invoke(Op::Del, &network, plugin, att, prev.as_ref())?;
             carapace_crashpoint::hit_in("cni: plugin DEL done", &name);
         }
-        self.cache.remove(network_name, att)
+        self.cache.remove(network_name, att)?;
+        carapace_crashpoint::hit("cni: cache entry removed");
+        Ok(())
     }
 
     /// The cached ADD result of an attachment, if there is one.

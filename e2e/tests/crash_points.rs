@@ -486,3 +486,99 @@ async fn remove_container() {
     })
     .await;
 }
+
+/// A pod with a running container, made (unarmed) before each step; the call stops the pod.
+struct StopPod {
+    pod: cri::PodSandboxConfig,
+    id: String,
+}
+
+impl Call for StopPod {
+    async fn prepare(&mut self, node: &mut Node) {
+        let pod = self.pod.clone();
+        self.id = node.run_pod(&pod).await;
+        let id = self.id.clone();
+        node.create_started(&id, &pod, &sleeper()).await;
+    }
+
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        node.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: self.id.clone(),
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        remove_containers(node).await;
+        RunPod::stop_and_remove_all(node, false).await;
+    }
+}
+
+/// A pod with a container, stopped (unarmed, as the kubelet stops before it removes) before
+/// each step; the call removes the pod.
+struct RemovePod {
+    pod: cri::PodSandboxConfig,
+    id: String,
+}
+
+impl Call for RemovePod {
+    async fn prepare(&mut self, node: &mut Node) {
+        let pod = self.pod.clone();
+        self.id = node.run_pod(&pod).await;
+        let id = self.id.clone();
+        node.create_started(&id, &pod, &sleeper()).await;
+        node.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+
+    /// As the kubelet removes a pod: NotFound counts as removed.
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        match node
+            .rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: self.id.clone(),
+            })
+            .await
+        {
+            Err(e) if e.code() == tonic::Code::NotFound => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        remove_containers(node).await;
+        RunPod::stop_and_remove_all(node, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_pod_sandbox() {
+    const INDEX: u8 = 145;
+    let mut node = Node::start(INDEX).await;
+    let pod = node.pod("crash-stop", &uid(INDEX, 3));
+    let mut call = StopPod {
+        pod,
+        id: String::new(),
+    };
+    let rows = walk(&mut node, INDEX, "StopPodSandbox", &mut call).await;
+    print_matrix("StopPodSandbox", &rows);
+    node.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_pod_sandbox() {
+    const INDEX: u8 = 146;
+    let mut node = Node::start(INDEX).await;
+    let pod = node.pod("crash-remove", &uid(INDEX, 4));
+    let mut call = RemovePod {
+        pod,
+        id: String::new(),
+    };
+    let rows = walk(&mut node, INDEX, "RemovePodSandbox", &mut call).await;
+    print_matrix("RemovePodSandbox", &rows);
+    node.finish().await;
+}

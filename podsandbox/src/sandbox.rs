@@ -698,7 +698,10 @@ impl Sandboxes {
         };
         if let Some(infra) = sb.infra.or(unrecorded) {
             match self.kernel.stop_infra(&infra) {
-                Ok(()) => sb.infra = None,
+                Ok(()) => {
+                    carapace_crashpoint::hit("sandbox: infra process stopped");
+                    sb.infra = None;
+                }
                 Err(e) => errors.push(format!("stopping the infra process {}: {e}", infra.pid)),
             }
         }
@@ -735,7 +738,10 @@ impl Sandboxes {
         let unpin = |p: &mut Option<PathBuf>, errors: &mut Vec<String>| {
             if let Some(path) = p {
                 match self.kernel.unpin(path) {
-                    Ok(()) => *p = None,
+                    Ok(()) => {
+                        carapace_crashpoint::hit("sandbox: unpinned");
+                        *p = None;
+                    }
                     Err(e) => errors.push(format!("unpinning {}: {e}", path.display())),
                 }
             }
@@ -764,6 +770,7 @@ impl Sandboxes {
             while let Some(dir) = cg.created.last() {
                 match self.kernel.remove_cgroup(dir) {
                     Ok(()) => {
+                        carapace_crashpoint::hit("sandbox: pod cgroup dir removed");
                         cg.created.pop();
                     }
                     // A parent (`kubepods/besteffort`) this pod's run made and pods run since sit
@@ -897,6 +904,7 @@ impl Sandboxes {
         sb.state = SandboxState::NotReady;
         if changed {
             self.persist(&sb)?;
+            carapace_crashpoint::hit("sandbox: stopped state written");
         }
         self.lock().sandboxes.insert(sb);
         if errors.is_empty() {
@@ -935,6 +943,7 @@ impl Sandboxes {
                 path: sb.dir.clone(),
                 source,
             })?;
+        carapace_crashpoint::hit("sandbox: dir removed");
         // Last: a crash before it leaves the pod to come back NOTREADY and be removed again.
         self.forget_record(&id)?;
         self.lock().sandboxes.remove(&id);
