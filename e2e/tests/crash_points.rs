@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use carapace_e2e::node::{Node, container, pod_cgroups};
+use carapace_e2e::registry::Registry;
 use carapace_e2e::{Daemon, cri, mounts_under, processes_naming};
 
 /// The line the daemon writes before it dies (`carapace_crashpoint::MARK`).
@@ -43,6 +44,8 @@ struct Snapshot {
     cgroups: BTreeSet<String>,
     leases: BTreeSet<String>,
     processes: BTreeSet<String>,
+    /// Image records and holds naming what is gone: none, ever.
+    dangling: BTreeSet<String>,
     root: BTreeSet<String>,
     state: BTreeSet<String>,
 }
@@ -92,6 +95,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|(_, cmd)| cmd)
                 .collect(),
+            dangling: dangling_records(node).into_iter().collect(),
             root: listing(&root),
             state: listing(&state),
         }
@@ -113,6 +117,11 @@ impl Snapshot {
         part("cgroups", &self.cgroups, &base.cgroups);
         part("IPAM leases", &self.leases, &base.leases);
         part("processes", &self.processes, &base.processes);
+        part(
+            "records naming what is gone",
+            &self.dangling,
+            &base.dangling,
+        );
         part("root", &self.root, &base.root);
         part("state", &self.state, &base.state);
         out
@@ -580,5 +589,145 @@ async fn remove_pod_sandbox() {
     };
     let rows = walk(&mut node, INDEX, "RemovePodSandbox", &mut call).await;
     print_matrix("RemovePodSandbox", &rows);
+    node.finish().await;
+}
+
+/// Every image record of the root dir's image store that names a blob or snapshot the store
+/// lacks, and every hold of a container that no longer exists, as `what: which` lines.
+fn dangling_records(node: &Node) -> Vec<String> {
+    let root = node.d.config.root();
+    let mut out = Vec::new();
+    let mut stores = Vec::new();
+    let mut find = vec![root.clone()];
+    while let Some(dir) = find.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name() == "images.json" {
+                stores.push(dir.clone());
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) && dir == root {
+                find.push(e.path());
+            }
+        }
+    }
+    let hex = |v: &serde_json::Value| {
+        let s = v.as_str().unwrap_or_default();
+        s.rsplit(':').next().unwrap_or(s).to_owned()
+    };
+    for store in stores {
+        let text = std::fs::read_to_string(store.join("images.json")).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let blob = |d: &serde_json::Value| store.join("content/blobs/sha256").join(hex(d));
+        let snapshot = |c: &serde_json::Value| store.join("snapshots").join(hex(c));
+        for img in file["images"].as_array().into_iter().flatten() {
+            let blobs = std::iter::once(&img["id"])
+                .chain(img["manifests"].as_array().into_iter().flatten())
+                .chain(img["layers"].as_array().into_iter().flatten());
+            for d in blobs {
+                if !blob(d).exists() {
+                    out.push(format!("image {}: blob {d}", img["id"]));
+                }
+            }
+            for c in img["chain_ids"].as_array().into_iter().flatten() {
+                if !snapshot(c).exists() {
+                    out.push(format!("image {}: snapshot {c}", img["id"]));
+                }
+            }
+        }
+        for (holder, chains) in file["holds"].as_object().into_iter().flatten() {
+            if !node.state().join("containers").join(holder).exists() {
+                out.push(format!("hold of a container gone: {holder}"));
+            }
+            for c in chains.as_array().into_iter().flatten() {
+                if !snapshot(c).exists() {
+                    out.push(format!("hold {holder}: snapshot {c}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Pulls the registry's busybox; the cleanup removes it (and the collection its content).
+struct PullImage;
+
+impl PullImage {
+    async fn remove(node: &mut Node) {
+        node.d
+            .images()
+            .await
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: Registry::busybox(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemoveImage: {e}\n{}", node.d.log_text()));
+    }
+}
+
+impl Call for PullImage {
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        node.d
+            .images()
+            .await
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: Registry::busybox(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        Self::remove(node).await;
+    }
+}
+
+/// Busybox pulled (unarmed) before each step; the call removes it, and with it the content and
+/// snapshots no other image uses.
+struct RemoveImage;
+
+impl Call for RemoveImage {
+    async fn prepare(&mut self, node: &mut Node) {
+        node.pull_image(&Registry::busybox()).await;
+    }
+
+    async fn call(&mut self, node: &mut Node) -> Result<(), tonic::Status> {
+        node.d
+            .images()
+            .await
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: Registry::busybox(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn cleanup(&mut self, node: &mut Node) {
+        PullImage::remove(node).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_image() {
+    const INDEX: u8 = 147;
+    let mut node = Node::start(INDEX).await;
+    let rows = walk(&mut node, INDEX, "PullImage", &mut PullImage).await;
+    print_matrix("PullImage", &rows);
+    node.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_image() {
+    const INDEX: u8 = 148;
+    let mut node = Node::start(INDEX).await;
+    let rows = walk(&mut node, INDEX, "RemoveImage", &mut RemoveImage).await;
+    print_matrix("RemoveImage", &rows);
     node.finish().await;
 }

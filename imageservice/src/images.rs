@@ -518,9 +518,11 @@ impl Images {
             .await
             .map_err(|e| Error::Internal(format!("download slots: {e}")))?;
         let mut ingest = inner.content.ingest(&desc.digest, desc.size).await?;
+        carapace_crashpoint::hit("content: ingest file made");
         session
             .blob(&desc.digest, &mut ingest, &progress.bytes)
             .await?;
+        carapace_crashpoint::hit("content: blob downloaded");
         ingest.commit(&inner.content).await?;
         inner.metrics.bytes.inc_by(desc.size);
         inner.metrics.blobs_fetched.inc();
@@ -750,12 +752,14 @@ impl Inner {
         for d in self.content.list()? {
             if !blobs.contains(&d) {
                 self.content.remove(&d)?;
+                carapace_crashpoint::hit("gc: blob removed");
                 report.blobs += 1;
             }
         }
         for c in self.snapshots.list()? {
             if !chains.contains(&c) {
                 self.snapshots.remove(&c)?;
+                carapace_crashpoint::hit("gc: snapshot removed");
                 report.snapshots += 1;
             }
         }
