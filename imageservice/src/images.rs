@@ -666,6 +666,30 @@ impl Images {
         })
     }
 
+    /// Drops the holds of every holder `live` says is gone, and collects what they alone kept.
+    /// Blocking: for the daemon's start, once it knows its containers.
+    pub fn keep_holds_of(&self, live: impl Fn(&str) -> bool) -> Result<(), Error> {
+        let stale = {
+            let meta = self.inner.meta.lock().unwrap_or_else(|p| p.into_inner());
+            meta.holds.keys().any(|h| !live(h))
+        };
+        if stale {
+            let dropped = self.update_with(false, |meta| {
+                let before = meta.holds.len();
+                meta.holds.retain(|holder, _| live(holder));
+                Ok(before - meta.holds.len())
+            })?;
+            let report = self.inner.collect()?;
+            tracing::info!(
+                holds = dropped,
+                blobs = report.blobs,
+                snapshots = report.snapshots,
+                "dropped the image holds of containers that are gone"
+            );
+        }
+        Ok(())
+    }
+
     /// Drops `holder`'s hold (none is fine) and collects what it alone kept.
     pub async fn release(&self, holder: &str) -> Result<(), Error> {
         let had = self.update_with(false, |meta| Ok(meta.holds.remove(holder).is_some()))?;

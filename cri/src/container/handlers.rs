@@ -374,6 +374,11 @@ impl ContainerApi {
     }
 
     /// GetContainerEvents: the events from now on.
+    /// Whether a container of this id exists.
+    pub(crate) fn exists(&self, id: &str) -> bool {
+        self.inner.table().containers.contains_key(id)
+    }
+
     pub(crate) fn events(&self) -> crate::events::EventStream {
         self.inner.events.subscribe()
     }
