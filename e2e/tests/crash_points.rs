@@ -16,8 +16,6 @@ use carapace_e2e::{Daemon, cri, mounts_under, processes_naming};
 
 /// The line the daemon writes before it dies (`carapace_crashpoint::MARK`).
 const MARK: &str = "crash point ";
-/// More steps than any call has: a walk that gets here never completes.
-const MAX_STEPS: u64 = 200;
 
 /// One mutating call, as the walk makes it.
 trait Call {
@@ -160,21 +158,23 @@ fn listing(dir: &Path) -> BTreeSet<String> {
     out
 }
 
-/// Replaces the node's daemon by a new one on the same configuration, armed to crash at step
-/// `n` of `rpc` if given.
-async fn restart(node: &mut Node, armed: Option<(&str, u64)>) {
+/// Replaces the node's daemon by a new one on the same configuration, armed with `armed` (a
+/// `CARAPACE_CRASH_AT` value) if given.
+async fn restart(node: &mut Node, armed: Option<&str>) {
     let cfg = node.d.kill().await;
     node.d = match armed {
-        Some((rpc, n)) => {
-            Daemon::start_with_env(cfg, &[("CARAPACE_CRASH_AT", &format!("{rpc}:{n}"))]).await
-        }
+        Some(at) => Daemon::start_with_env(cfg, &[("CARAPACE_CRASH_AT", at)]).await,
         None => Daemon::start_with(cfg).await,
     };
     node.rt = node.d.runtime().await;
 }
 
-/// Walks the crash points of `rpc` (see the module's doc) and returns the matrix's rows: the
-/// points the daemon died at, in order, then the number of the step that completed.
+/// Walks the crash points of `rpc` (see the module's doc) and returns the matrix's rows.
+///
+/// A traced run names the points the call passes, in order; then each is a step: its call is
+/// made on a daemon armed to die at that point (by name and occurrence, as which point comes
+/// N-th can change between runs: the pods' record writer is a thread of its own, and a parent
+/// cgroup another test's pod made may be gone in the next run).
 async fn walk(node: &mut Node, index: u8, rpc: &str, c: &mut impl Call) -> Vec<String> {
     // Once through unarmed first: the directories a first call makes for every later one
     // (`<root>/cni/results`) belong in the baseline, not in the leaks.
@@ -184,57 +184,77 @@ async fn walk(node: &mut Node, index: u8, rpc: &str, c: &mut impl Call) -> Vec<S
     }
     c.cleanup(node).await;
     let base = Snapshot::take(node, index);
+
+    c.prepare(node).await;
+    restart(node, Some(&format!("{rpc}:trace"))).await;
+    if let Err(e) = c.call(node).await {
+        panic!("{rpc} fails traced: {e}\n{}", node.d.log_text());
+    }
+    // A background step (the pods' record writer) may come just after the answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let passed = format!("{MARK}passed ");
+    let mut steps: Vec<(u64, String)> = Vec::new();
+    for line in node.d.log_text().lines() {
+        let Some((_, p)) = line.split_once(&passed) else {
+            continue;
+        };
+        let name = p.split_once(": ").map_or(p, |x| x.1).to_owned();
+        let k = steps.iter().filter(|(_, n)| *n == name).count() as u64 + 1;
+        steps.push((k, name));
+    }
+    restart(node, None).await;
+    c.cleanup(node).await;
+    check(node, index, &base, rpc, 0, "the traced call");
+
     let mut rows = Vec::new();
-    for n in 1..=MAX_STEPS {
+    for (i, (k, name)) in steps.iter().enumerate() {
+        let step = i + 1;
         c.prepare(node).await;
-        restart(node, Some((rpc, n))).await;
+        restart(node, Some(&format!("{rpc}:{k}:{name}"))).await;
         let result = c.call(node).await;
-        // A background step (the pods' record writer) may come just after the answer.
         let grace = if result.is_err() {
             Duration::from_secs(10)
         } else {
             Duration::from_millis(300)
         };
-        let ended = node.d.ended_within(grace).await;
-        let Some((status, cfg)) = ended else {
+        let Some((status, cfg)) = node.d.ended_within(grace).await else {
             if let Err(e) = result {
                 panic!(
-                    "{rpc} failed at step {n} without a crash: {e}\n{}",
+                    "{rpc} failed at {name:?} without a crash: {e}\n{}",
                     node.d.log_text()
                 );
             }
-            // Done: the count stays armed in this daemon, so the cleanup runs on another.
+            // Not reached this time (a parent cgroup was there already): the count stays armed
+            // in this daemon, so the cleanup runs on another.
             restart(node, None).await;
             c.cleanup(node).await;
-            check(node, index, &base, rpc, n, "the call completing");
-            rows.push(format!("{n:>4}  completed"));
-            return rows;
+            check(node, index, &base, rpc, step, name);
+            rows.push(format!("{step:>4}  {name}  (not reached in this run)"));
+            continue;
         };
         let log = node.d.log_text();
-        let point = log
+        let crashed = log
             .lines()
             .find_map(|l| l.split_once(MARK).map(|(_, p)| p.to_owned()))
             .unwrap_or_else(|| {
-                panic!("{rpc} step {n}: the daemon ended ({status}) at no crash point:\n{log}")
+                panic!("{rpc} at {name:?}: the daemon ended ({status}) at no crash point:\n{log}")
             });
         assert!(
-            point.starts_with(&format!("{n} {rpc}: ")),
-            "{rpc} step {n}: crashed at {point:?}"
+            crashed.ends_with(&format!(" {rpc}: {name}")),
+            "{rpc}: armed at {name:?}, crashed at {crashed:?}"
         );
         node.d = Daemon::start_with(cfg).await;
         node.rt = node.d.runtime().await;
         c.retry(node).await;
         c.cleanup(node).await;
-        check(node, index, &base, rpc, n, &point);
-        rows.push(format!(
-            "{n:>4}  {}",
-            point.split_once(": ").map_or(&*point, |p| p.1)
-        ));
+        check(node, index, &base, rpc, step, name);
+        rows.push(format!("{step:>4}  {name}"));
     }
-    panic!("{rpc} never completed in {MAX_STEPS} steps")
+    rows.push(format!("{:>4}  completed", steps.len() + 1));
+    rows
 }
 
-fn check(node: &Node, index: u8, base: &Snapshot, rpc: &str, n: u64, point: &str) {
+fn check(node: &Node, index: u8, base: &Snapshot, rpc: &str, n: usize, point: &str) {
     let now = Snapshot::take(node, index);
     assert!(
         now == *base,
@@ -245,9 +265,9 @@ fn check(node: &Node, index: u8, base: &Snapshot, rpc: &str, n: u64, point: &str
 }
 
 fn print_matrix(rpc: &str, rows: &[String]) {
+    let crashed = rows.len() - 1 - rows.iter().filter(|r| r.ends_with("run)")).count();
     println!(
-        "{rpc}: {} crash points, each recovered, retried and cleaned up\n{}",
-        rows.len() - 1,
+        "{rpc}: {crashed} crash points, each recovered, retried and cleaned up\n{}",
         rows.join("\n")
     );
 }

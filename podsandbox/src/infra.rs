@@ -286,7 +286,9 @@ pub(crate) fn find_by_pin(pin: &Path) -> Option<InfraProcess> {
         if nspid.split_whitespace().last() != Some("1") {
             return None;
         }
-        let (start_time, _) = proc_start(pid)?;
+        let (start_time, false) = proc_start(pid)? else {
+            return None;
+        };
         Some(InfraProcess {
             pid,
             start_time,

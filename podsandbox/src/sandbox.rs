@@ -146,6 +146,10 @@ pub struct Sandbox {
     /// kernel kept them, are empty and unknown to anyone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovered: bool,
+    /// Its run was cut short by the daemon's death: what the run made after its last record
+    /// (an infra process started, not yet recorded) is looked for at its teardown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl Sandbox {
@@ -274,6 +278,7 @@ impl Sandboxes {
                 Ok(mut sb) => {
                     if sb.state == SandboxState::Creating {
                         sb.state = SandboxState::NotReady;
+                        sb.interrupted = true;
                     }
                     table.sandboxes.insert(sb);
                 }
@@ -373,6 +378,7 @@ impl Sandboxes {
             resolv_conf_path: dir.join("resolv.conf"),
             shm: None,
             recovered: false,
+            interrupted: false,
             dir,
             config,
         };
@@ -693,7 +699,7 @@ impl Sandboxes {
         // A run the daemon died in between the infra process's start and its record: the PID
         // namespace's pin, recorded before the start, leads to it.
         let unrecorded = match (sb.infra, &sb.namespaces.pid) {
-            (None, Some(pin)) if sb.state != SandboxState::Ready => self.kernel.find_infra(pin),
+            (None, Some(pin)) if sb.interrupted => self.kernel.find_infra(pin),
             _ => None,
         };
         if let Some(infra) = sb.infra.or(unrecorded) {
