@@ -117,7 +117,10 @@ fn main() -> ExitCode {
 fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve::run(config),
+        Command::Serve { config } => {
+            carapace_crashpoint::init();
+            serve::run(config)
+        }
         Command::Check {
             config,
             json,

@@ -74,6 +74,7 @@ impl Cni {
         let mut prev: Option<AttachmentResult> = None;
         for plugin in network.plugins() {
             let (name, out) = self.invoke(Op::Add, network, plugin, att, prev.as_ref())?;
+            carapace_crashpoint::hit_in("cni: plugin ADD done", &name);
             let value: Value = serde_json::from_slice(&out).map_err(|e| Error::BadResult {
                 plugin: name.clone(),
                 reason: format!("not JSON: {e}"),
@@ -95,6 +96,7 @@ impl Cni {
             network.to_list_json(),
             result.raw().clone(),
         )?;
+        carapace_crashpoint::hit("cni: ADD result cached");
         Ok(result)
     }
 
@@ -155,9 +157,12 @@ impl Cni {
         };
         let prev = prev.filter(|_| parse_version(network.cni_version()) >= Some((0, 4, 0)));
         for plugin in network.plugins().iter().rev() {
-            self.invoke(Op::Del, &network, plugin, att, prev.as_ref())?;
+            let (name, _) = self.invoke(Op::Del, &network, plugin, att, prev.as_ref())?;
+            carapace_crashpoint::hit_in("cni: plugin DEL done", &name);
         }
-        self.cache.remove(network_name, att)
+        self.cache.remove(network_name, att)?;
+        carapace_crashpoint::hit("cni: cache entry removed");
+        Ok(())
     }
 
     /// The cached ADD result of an attachment, if there is one.

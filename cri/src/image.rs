@@ -147,6 +147,7 @@ impl ImageService for ImageApi {
     }
 
     async fn pull_image(&self, req: Request<PullImageRequest>) -> Rpc<PullImageResponse> {
+        carapace_crashpoint::rpc("PullImage");
         let images = self.images()?;
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
@@ -171,6 +172,7 @@ impl ImageService for ImageApi {
     }
 
     async fn remove_image(&self, req: Request<RemoveImageRequest>) -> Rpc<RemoveImageResponse> {
+        carapace_crashpoint::rpc("RemoveImage");
         let images = self.images()?;
         let name = image_name(req.get_ref().image.as_ref())?;
         // Removing what is not there succeeds: the kubelet retries removals.

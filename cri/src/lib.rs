@@ -205,8 +205,14 @@ impl Cri {
             c.state.clone(),
         )?;
         self.helper_exe = Some(opts.helper_exe().to_owned());
-        self.containers = Some(container::ContainerApi::open(opts)?);
+        let containers = container::ContainerApi::open(opts)?;
         remove_orphan_layers(&c.root.join("containers"), &c.state.join("containers"));
+        // A container removed by a daemon that died before it released the container's image
+        // hold (RemovePodSandbox removes them all, then releases): nothing would ever release it.
+        if let Some(images) = &self.images {
+            images.keep_holds_of(|id| containers.exists(id))?;
+        }
+        self.containers = Some(containers);
         self.connect_stores();
         Ok(self)
     }

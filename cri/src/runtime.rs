@@ -198,6 +198,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<RunPodSandboxRequest>,
     ) -> Rpc<RunPodSandboxResponse> {
+        carapace_crashpoint::rpc("RunPodSandbox");
         let req = req.into_inner();
         crate::container::runtime_handlers::oci_runtime(&req.runtime_handler)?;
         let wants_userns = req
@@ -239,6 +240,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<StopPodSandboxRequest>,
     ) -> Rpc<StopPodSandboxResponse> {
+        carapace_crashpoint::rpc("StopPodSandbox");
         let req = req.into_inner();
         if let (Some(id), Some(c)) = (
             self.sandbox_id(&req.pod_sandbox_id).await,
@@ -255,6 +257,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<RemovePodSandboxRequest>,
     ) -> Rpc<RemovePodSandboxResponse> {
+        carapace_crashpoint::rpc("RemovePodSandbox");
         let req = req.into_inner();
         if let (Some(id), Some(c)) = (
             self.sandbox_id(&req.pod_sandbox_id).await,
@@ -299,6 +302,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<CreateContainerRequest>,
     ) -> Rpc<CreateContainerResponse> {
+        carapace_crashpoint::rpc("CreateContainer");
         let c = self.containers()?;
         let images = self
             .stores
@@ -319,6 +323,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<StartContainerRequest>,
     ) -> Rpc<StartContainerResponse> {
+        carapace_crashpoint::rpc("StartContainer");
         Ok(Response::new(
             self.containers()?.start(req.into_inner()).await?,
         ))
@@ -327,6 +332,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<StopContainerRequest>,
     ) -> Rpc<StopContainerResponse> {
+        carapace_crashpoint::rpc("StopContainer");
         Ok(Response::new(
             self.containers()?.stop(req.into_inner()).await?,
         ))
@@ -335,6 +341,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<RemoveContainerRequest>,
     ) -> Rpc<RemoveContainerResponse> {
+        carapace_crashpoint::rpc("RemoveContainer");
         let c = self.containers()?;
         let resp = match self.stores.images.as_ref() {
             Some(images) => c.remove_releasing(req.into_inner(), images).await?,

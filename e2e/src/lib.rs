@@ -206,6 +206,11 @@ impl Daemon {
     }
 
     pub async fn start_with(config: DaemonConfig) -> Daemon {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// [`Daemon::start_with`], the daemon's environment having `env` besides the test's.
+    pub async fn start_with_env(config: DaemonConfig, env: &[(&str, &str)]) -> Daemon {
         let bin = carapace_bin();
         assert!(
             bin.exists(),
@@ -222,6 +227,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .spawn()
             .expect("spawning carapace");
@@ -404,6 +410,15 @@ impl Daemon {
     /// crash) and starts a new one on the same configuration.
     pub async fn kill_and_restart(mut self) -> Daemon {
         Daemon::start_with(self.kill().await).await
+    }
+
+    /// Whether the daemon has ended of its own (a crash), waiting up to `grace` for it: then its
+    /// exit status and its configuration, for a new daemon; what is left of `self` owns nothing.
+    pub async fn ended_within(&mut self, grace: Duration) -> Option<(ExitStatus, DaemonConfig)> {
+        let child = self.child.as_mut()?;
+        let status = tokio::time::timeout(grace, child.wait()).await.ok()?.ok()?;
+        self.child = None;
+        Some((status, std::mem::take(&mut self.config)))
     }
 
     /// Kills the daemon with SIGKILL and returns its configuration, for a test that acts while no

@@ -76,6 +76,7 @@ impl ContentStore {
             std::io::Write::write_all(&mut f, bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, self.path(d))?;
+            carapace_crashpoint::hit("content: blob written");
             sync_dir(&self.blobs)
         })();
         if res.is_err() {
@@ -267,6 +268,7 @@ impl Ingest {
         drop(f);
         let dest = store.path(&self.digest);
         tokio::fs::rename(&self.path, &dest).await.map_err(io)?;
+        carapace_crashpoint::hit("content: blob committed");
         let blobs = store.blobs.clone();
         tokio::task::spawn_blocking(move || sync_dir(&blobs))
             .await

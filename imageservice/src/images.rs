@@ -523,9 +523,11 @@ impl Images {
             .await
             .map_err(|e| Error::Internal(format!("download slots: {e}")))?;
         let mut ingest = inner.content.ingest(&desc.digest, desc.size).await?;
+        carapace_crashpoint::hit("content: ingest file made");
         session
             .blob(&desc.digest, &mut ingest, &progress.bytes)
             .await?;
+        carapace_crashpoint::hit("content: blob downloaded");
         ingest.commit(&inner.content).await?;
         inner.metrics.bytes.inc_by(desc.size);
         inner.metrics.blobs_fetched.inc();
@@ -669,6 +671,30 @@ impl Images {
         })
     }
 
+    /// Drops the holds of every holder `live` says is gone, and collects what they alone kept.
+    /// Blocking: for the daemon's start, once it knows its containers.
+    pub fn keep_holds_of(&self, live: impl Fn(&str) -> bool) -> Result<(), Error> {
+        let stale = {
+            let meta = self.inner.meta.lock().unwrap_or_else(|p| p.into_inner());
+            meta.holds.keys().any(|h| !live(h))
+        };
+        if stale {
+            let dropped = self.update_with(false, |meta| {
+                let before = meta.holds.len();
+                meta.holds.retain(|holder, _| live(holder));
+                Ok(before - meta.holds.len())
+            })?;
+            let report = self.inner.collect()?;
+            tracing::info!(
+                holds = dropped,
+                blobs = report.blobs,
+                snapshots = report.snapshots,
+                "dropped the image holds of containers that are gone"
+            );
+        }
+        Ok(())
+    }
+
     /// Drops `holder`'s hold (none is fine) and collects what it alone kept.
     pub async fn release(&self, holder: &str) -> Result<(), Error> {
         let had = self.update_with(false, |meta| Ok(meta.holds.remove(holder).is_some()))?;
@@ -755,12 +781,14 @@ impl Inner {
         for d in self.content.list()? {
             if !blobs.contains(&d) {
                 self.content.remove(&d)?;
+                carapace_crashpoint::hit("gc: blob removed");
                 report.blobs += 1;
             }
         }
         for c in self.snapshots.list()? {
             if !chains.contains(&c) {
                 self.snapshots.remove(&c)?;
+                carapace_crashpoint::hit("gc: snapshot removed");
                 report.snapshots += 1;
             }
         }

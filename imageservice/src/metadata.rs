@@ -99,6 +99,7 @@ impl Metadata {
                 t.sync_all()?;
             }
             std::fs::rename(&tmp, &self.path)?;
+            carapace_crashpoint::hit("images: records written");
             if durable {
                 crate::content::sync_dir(dir)?;
             }

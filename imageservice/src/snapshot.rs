@@ -105,8 +105,10 @@ impl Snapshotter {
         let fs = tmp.join("fs");
         std::fs::create_dir_all(&fs)
             .map_err(|e| Error::io(format!("creating {}", fs.display()), e))?;
+        carapace_crashpoint::hit("snapshot: temp dir made");
         let what = format!("layer {diff_id}");
         let got = unpack(blob, &fs, limits, &what)?;
+        carapace_crashpoint::hit("snapshot: layer unpacked");
         if &got != diff_id {
             return Err(Error::Verification {
                 digest: diff_id.clone(),
@@ -123,6 +125,7 @@ impl Snapshotter {
         let dest = self.root.join(chain.hex());
         std::fs::rename(tmp, &dest)
             .map_err(|e| Error::io(format!("renaming into {}", dest.display()), e))?;
+        carapace_crashpoint::hit("snapshot: committed");
         crate::content::sync_dir(&self.root).map_err(|e| Error::io("fsync snapshots dir", e))
     }
 

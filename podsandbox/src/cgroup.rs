@@ -155,6 +155,26 @@ pub struct PodCgroup {
     pub created: Vec<PathBuf>,
 }
 
+/// The directories of the pod cgroup `rel` that do not exist yet, parents first: what
+/// [`create`] is about to make, to record before it does (a crash between a mkdir and the record
+/// would leave a cgroup nothing knows of).
+pub fn missing(layout: &CgroupLayout, rel: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in layout.dirs(rel) {
+        let mut missing = Vec::new();
+        let mut d = dir.as_path();
+        while !d.exists() {
+            missing.push(d.to_path_buf());
+            d = match d.parent() {
+                Some(p) => p,
+                None => break,
+            };
+        }
+        out.extend(missing.into_iter().rev());
+    }
+    out
+}
+
 /// Creates the pod cgroup where missing. Each directory made is pushed onto `created` as soon as
 /// it exists, so a failure half-way leaves an exact record for the undo.
 pub fn create(layout: &CgroupLayout, rel: &Path, created: &mut Vec<PathBuf>) -> Result<(), Error> {
@@ -175,7 +195,10 @@ pub fn create(layout: &CgroupLayout, rel: &Path, created: &mut Vec<PathBuf>) -> 
             }
             for m in missing.into_iter().rev() {
                 match std::fs::create_dir(&m) {
-                    Ok(()) => created.push(m),
+                    Ok(()) => {
+                        created.push(m);
+                        carapace_crashpoint::hit("sandbox: pod cgroup dir made");
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts > 0 => {
                         continue 'walk;

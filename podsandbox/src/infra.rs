@@ -269,6 +269,34 @@ pub(crate) fn proc_start(pid: i32) -> Option<(u64, bool)> {
     Some((fields.get(19)?.parse().ok()?, zombie))
 }
 
+/// The infra process whose PID namespace is pinned at `pin`: PID 1 of that namespace, found
+/// through /proc. For a run the daemon died in after the pin and before the record of the
+/// process: the pin, recorded first, is all that names it then.
+pub(crate) fn find_by_pin(pin: &Path) -> Option<InfraProcess> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(pin).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let m = std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?;
+        if (m.dev(), m.ino()) != (ns.dev(), ns.ino()) {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+        if nspid.split_whitespace().last() != Some("1") {
+            return None;
+        }
+        let (start_time, false) = proc_start(pid)? else {
+            return None;
+        };
+        Some(InfraProcess {
+            pid,
+            start_time,
+            pid1: pid,
+        })
+    })
+}
+
 /// Starts the infra process and pins its PID namespace at `pin`.
 pub(crate) fn start(cmd: &InfraCommand, pin: &Path) -> std::io::Result<InfraProcess> {
     use std::os::unix::process::CommandExt;

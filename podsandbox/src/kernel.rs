@@ -49,6 +49,10 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     /// Starts the infra process and pins its PID namespace at `pin`.
     fn start_infra(&self, cmd: &InfraCommand, pin: &Path) -> io::Result<InfraProcess>;
     fn stop_infra(&self, infra: &InfraProcess) -> io::Result<()>;
+    /// The infra process whose PID namespace is pinned at `pin`, if one runs.
+    fn find_infra(&self, _pin: &Path) -> Option<InfraProcess> {
+        None
+    }
     /// The host's name.
     fn hostname(&self) -> io::Result<String>;
     /// Removes an (empty) cgroup directory; a missing one is fine.
@@ -133,6 +137,10 @@ impl Kernel for Linux {
 
     fn stop_infra(&self, infra: &InfraProcess) -> io::Result<()> {
         infra::stop(infra)
+    }
+
+    fn find_infra(&self, pin: &Path) -> Option<InfraProcess> {
+        infra::find_by_pin(pin)
     }
 
     fn hostname(&self) -> io::Result<String> {
@@ -221,6 +229,7 @@ fn configure_new_namespaces(req: &NamespaceRequest) -> io::Result<()> {
     for (kind, pin) in pins {
         if let Some(pin) = pin {
             bind_pin(&Path::new("/proc/thread-self/ns").join(kind), pin)?;
+            carapace_crashpoint::hit_in("sandbox: namespace pinned", kind);
         }
     }
     Ok(())

@@ -82,13 +82,17 @@ fn apply(op: Op) {
             if let Err(e) = carapace_cni::write_durable(&path, &bytes) {
                 tracing::warn!(path = %path.display(), error = %e, "writing the pod's record under the root dir");
             }
+            carapace_crashpoint::hit("records: pod record written");
         }
-        Op::Remove(path) => match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %path.display(), error = %e, "removing the pod's record");
+        Op::Remove(path) => {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), error = %e, "removing the pod's record");
+                }
+                _ => {}
             }
-            _ => {}
-        },
+            carapace_crashpoint::hit("records: pod record removed");
+        }
         Op::Flush(done) => {
             let _ = done.send(());
         }

@@ -146,6 +146,10 @@ pub struct Sandbox {
     /// kernel kept them, are empty and unknown to anyone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovered: bool,
+    /// Its run was cut short by the daemon's death: what the run made after its last record
+    /// (an infra process started, not yet recorded) is looked for at its teardown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl Sandbox {
@@ -274,6 +278,7 @@ impl Sandboxes {
                 Ok(mut sb) => {
                     if sb.state == SandboxState::Creating {
                         sb.state = SandboxState::NotReady;
+                        sb.interrupted = true;
                     }
                     table.sandboxes.insert(sb);
                 }
@@ -373,6 +378,7 @@ impl Sandboxes {
             resolv_conf_path: dir.join("resolv.conf"),
             shm: None,
             recovered: false,
+            interrupted: false,
             dir,
             config,
         };
@@ -380,6 +386,7 @@ impl Sandboxes {
             path: sb.dir.clone(),
             source,
         })?;
+        carapace_crashpoint::hit("sandbox: dir made");
         let made = self.persist(&sb).and_then(|()| self.make(&mut sb, &plan));
         if let Err(e) = made {
             tracing::warn!(pod_id = %id, error = %e, "sandbox run failed; undoing it");
@@ -407,6 +414,7 @@ impl Sandboxes {
         } else {
             self.persist(&sb)?;
         }
+        carapace_crashpoint::hit("sandbox: ready state written");
         tracing::info!(pod_id = %id, ips = ?sb.ips, "sandbox ready");
         self.lock().sandboxes.insert(sb);
         Ok(id)
@@ -469,21 +477,39 @@ impl Sandboxes {
 
     /// The steps of a run; each is recorded in `sb` (and on disk) before it is taken.
     fn make(&self, sb: &mut Sandbox, plan: &Plan) -> Result<(), Error> {
+        carapace_crashpoint::hit("sandbox: state written");
         let ns = sb.config.namespaces;
         let kernel_err = |op, path: &Path| {
             let path = path.to_owned();
             move |source| Error::Kernel { op, path, source }
         };
         if let Some(rel) = &plan.cgroup {
-            let cg = sb.cgroup.insert(PodCgroup {
+            // Recorded as an intent before any is made, then as made: the teardown of a run the
+            // daemon died in removes what the intent names and is there (a crash between a
+            // mkdir and its record once left the pod's cgroup behind).
+            let intent = cgroup::missing(&self.cgroups, rel);
+            sb.cgroup = Some(PodCgroup {
                 path: rel.clone(),
-                created: Vec::new(),
+                created: intent.clone(),
             });
-            let created = cgroup::create(&self.cgroups, rel, &mut cg.created);
-            self.persist(sb)?;
+            if !intent.is_empty() {
+                self.persist(sb)?;
+                carapace_crashpoint::hit("sandbox: pod cgroup intent recorded");
+            }
+            let mut made = Vec::new();
+            let created = cgroup::create(&self.cgroups, rel, &mut made);
+            let changed = made != intent;
+            if let Some(cg) = &mut sb.cgroup {
+                cg.created = made;
+            }
+            if changed {
+                self.persist(sb)?;
+                carapace_crashpoint::hit("sandbox: pod cgroup recorded");
+            }
             created?;
             if !sb.config.resources.is_empty() {
                 cgroup::apply(&self.cgroups, rel, &sb.config.resources)?;
+                carapace_crashpoint::hit("sandbox: pod cgroup limits written");
             }
         }
         sb.hostname = if sb.config.hostname.is_empty() || ns.host_network() {
@@ -498,6 +524,7 @@ impl Sandboxes {
             path: ns_dir.clone(),
             source,
         })?;
+        carapace_crashpoint::hit("sandbox: ns dir made");
         let own_net = !ns.host_network();
         sb.namespaces = NamespacePaths {
             net: own_net.then(|| ns_dir.join("net")),
@@ -508,6 +535,7 @@ impl Sandboxes {
             user: sb.config.userns.is_some().then(|| ns_dir.join("user")),
         };
         self.persist(sb)?;
+        carapace_crashpoint::hit("sandbox: namespaces recorded");
         let req = NamespaceRequest {
             net: sb.namespaces.net.clone(),
             ipc: sb.namespaces.ipc.clone(),
@@ -547,16 +575,20 @@ impl Sandboxes {
                 .kernel
                 .start_infra(cmd, pin)
                 .map_err(kernel_err("starting the infra process for", pin))?;
+            carapace_crashpoint::hit("sandbox: infra process started");
             sb.infra = Some(infra);
             self.persist(sb)?;
+            carapace_crashpoint::hit("sandbox: infra process recorded");
         }
         if !ns.host_ipc() {
             let shm = sb.dir.join("shm");
             sb.shm = Some(shm.clone());
             self.persist(sb)?;
+            carapace_crashpoint::hit("sandbox: shm recorded");
             self.kernel
                 .mount_shm(&shm, self.opts.shm_size)
                 .map_err(kernel_err("mounting /dev/shm at", &shm))?;
+            carapace_crashpoint::hit("sandbox: shm mounted");
         }
         if own_net {
             let network = carapace_cni::load_network(&self.opts.cni_conf_dir)
@@ -564,6 +596,7 @@ impl Sandboxes {
             sb.network = Some(network.name().to_owned());
             // Recorded before ADD takes a lease: a reboot from here on finds the pod to DEL.
             self.persist_and_record(sb)?;
+            carapace_crashpoint::hit("sandbox: network recorded");
             let started = std::time::Instant::now();
             let result = self
                 .cni
@@ -571,6 +604,7 @@ impl Sandboxes {
             self.observe_cni(CniOp::Add, result.is_ok(), started);
             let result = result.map_err(Error::Network)?;
             sb.ips = result.addresses();
+            carapace_crashpoint::hit("sandbox: network attached");
         }
         self.write_files(sb)?;
         if let Some(logs) = &sb.config.log_directory {
@@ -614,6 +648,10 @@ impl Sandboxes {
                 path: path.clone(),
                 source,
             })?;
+            carapace_crashpoint::hit_in(
+                "sandbox: file written",
+                &path.file_name().unwrap_or_default().to_string_lossy(),
+            );
         }
         Ok(())
     }
@@ -658,9 +696,18 @@ impl Sandboxes {
 
     /// The stop half of a teardown: the infra process and the network attachment.
     fn stop_parts(&self, sb: &mut Sandbox, errors: &mut Vec<String>) {
-        if let Some(infra) = sb.infra {
+        // A run the daemon died in between the infra process's start and its record: the PID
+        // namespace's pin, recorded before the start, leads to it.
+        let unrecorded = match (sb.infra, &sb.namespaces.pid) {
+            (None, Some(pin)) if sb.interrupted => self.kernel.find_infra(pin),
+            _ => None,
+        };
+        if let Some(infra) = sb.infra.or(unrecorded) {
             match self.kernel.stop_infra(&infra) {
-                Ok(()) => sb.infra = None,
+                Ok(()) => {
+                    carapace_crashpoint::hit("sandbox: infra process stopped");
+                    sb.infra = None;
+                }
                 Err(e) => errors.push(format!("stopping the infra process {}: {e}", infra.pid)),
             }
         }
@@ -697,7 +744,10 @@ impl Sandboxes {
         let unpin = |p: &mut Option<PathBuf>, errors: &mut Vec<String>| {
             if let Some(path) = p {
                 match self.kernel.unpin(path) {
-                    Ok(()) => *p = None,
+                    Ok(()) => {
+                        carapace_crashpoint::hit("sandbox: unpinned");
+                        *p = None;
+                    }
                     Err(e) => errors.push(format!("unpinning {}: {e}", path.display())),
                 }
             }
@@ -726,6 +776,7 @@ impl Sandboxes {
             while let Some(dir) = cg.created.last() {
                 match self.kernel.remove_cgroup(dir) {
                     Ok(()) => {
+                        carapace_crashpoint::hit("sandbox: pod cgroup dir removed");
                         cg.created.pop();
                     }
                     // A parent (`kubepods/besteffort`) this pod's run made and pods run since sit
@@ -859,6 +910,7 @@ impl Sandboxes {
         sb.state = SandboxState::NotReady;
         if changed {
             self.persist(&sb)?;
+            carapace_crashpoint::hit("sandbox: stopped state written");
         }
         self.lock().sandboxes.insert(sb);
         if errors.is_empty() {
@@ -897,6 +949,7 @@ impl Sandboxes {
                 path: sb.dir.clone(),
                 source,
             })?;
+        carapace_crashpoint::hit("sandbox: dir removed");
         // Last: a crash before it leaves the pod to come back NOTREADY and be removed again.
         self.forget_record(&id)?;
         self.lock().sandboxes.remove(&id);

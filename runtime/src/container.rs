@@ -172,6 +172,26 @@ impl Runtime {
         self.opts.root.join("containers")
     }
 
+    /// Containers a create left half-made, the daemon having died before their record: a
+    /// bundle without `container.json`, or a writable layer without a bundle. Nothing else
+    /// knows of them; [`Container::delete`] removes what there is. Only for the daemon's
+    /// start, when no create is in flight.
+    pub fn half_created(&self) -> Vec<Container> {
+        let mut ids: Vec<String> = [
+            self.opts.state.join("containers"),
+            self.opts.root.join("containers"),
+        ]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| validate_id(id).is_ok())
+        .filter(|id| !self.container(id).bundle.join("container.json").exists())
+        .collect();
+        ids.sort();
+        ids.dedup();
+        ids.iter().map(|id| self.container(id)).collect()
+    }
+
     pub fn list(&self) -> Result<Vec<Container>> {
         let dir = self.opts.state.join("containers");
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))?;
@@ -228,8 +248,10 @@ impl Container {
         config.cgroup.resources.check_node()?;
         let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e));
         mkdir(&self.bundle)?;
+        carapace_crashpoint::hit("container: bundle dir made");
         let rootfs = self.bundle.join("rootfs");
         mkdir(&rootfs)?;
+        carapace_crashpoint::hit("container: rootfs dir made");
         let overlay = Overlay {
             lower_dirs: config.rootfs.lower_dirs.clone(),
             upper_dir: self.fs_dir.join("upper"),
@@ -243,12 +265,15 @@ impl Container {
         check_propagation(&config)?;
         crate::image_volume::check(&config, &self.bundle)?;
         mkdir(&overlay.upper_dir)?;
+        carapace_crashpoint::hit("container: upper dir made");
         mkdir(&overlay.work_dir)?;
+        carapace_crashpoint::hit("container: work dir made");
         let mut spec = crate::spec::build(&config, &rootfs)?;
         if config.oci_runtime.is_some() {
             crate::oci_cli::adapt_spec(&mut spec, &config)?;
         }
         crate::spec::save(&self.bundle, &spec)?;
+        carapace_crashpoint::hit("container: spec written");
         let cgroup_path = crate::spec::cgroup_path(&config);
         // The spec's resources, not only the limits: they carry the device rules too.
         let resources = spec
@@ -260,6 +285,7 @@ impl Container {
         // which `delete` cannot do without the record written next.
         let cgroup = ContainerCgroup::new(&cgroup_path);
         cgroup.create(&resources)?;
+        carapace_crashpoint::hit("container: cgroup made");
         // Written last: its presence means the container exists.
         let written = monitor::write_json(
             &self.bundle.join("container.json"),
@@ -277,6 +303,9 @@ impl Container {
                 container_id = %self.id, error = %e,
                 "removing the cgroup of a failed create"
             );
+        }
+        if written.is_ok() {
+            carapace_crashpoint::hit("container: record written");
         }
         written
     }
@@ -396,12 +425,14 @@ impl Container {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| Error::internal("spawn monitor", e))?;
+        carapace_crashpoint::hit("container: monitor spawned");
         let mut line = String::new();
         if let Some(mut out) = child.stdout.take() {
             // EOF comes when the detached monitor reports and closes its copy.
             let _ = out.read_to_string(&mut line);
         }
         let _ = child.wait();
+        carapace_crashpoint::hit("container: monitor answered");
         let line = line.trim();
         if let Some(pid) = line.strip_prefix("ok ") {
             return pid
@@ -484,12 +515,16 @@ impl Container {
         let sig = self.record()?.config.stop_signal.unwrap_or(libc::SIGTERM);
         if !timeout.is_zero() {
             self.kill(sig, false)?;
+            carapace_crashpoint::hit("container: stop signal sent");
             if self.wait_exit(timeout) {
+                carapace_crashpoint::hit("container: exit seen");
                 return Ok(());
             }
         }
         self.kill(libc::SIGKILL, true)?;
+        carapace_crashpoint::hit("container: SIGKILL sent");
         if self.wait_exit(Duration::from_secs(10)) {
+            carapace_crashpoint::hit("container: exit seen");
             Ok(())
         } else {
             Err(Error::DeadlineExceeded(format!(
@@ -530,6 +565,15 @@ impl Container {
                 cgroup.signal_all(nix::sys::signal::Signal::SIGKILL);
             }
             cgroup.destroy(Duration::from_secs(5))?;
+            carapace_crashpoint::hit("container: cgroup removed");
+        } else if let Some(path) = self
+            .spec()
+            .ok()
+            .and_then(|s| s.linux().clone()?.cgroups_path().clone())
+        {
+            // Half-created (no record): the spec, written before the cgroup, names it. Nothing
+            // ever ran in it.
+            ContainerCgroup::new(&path.to_string_lossy()).destroy(Duration::from_secs(1))?;
         }
         for d in [&self.fs_dir, &self.bundle] {
             match std::fs::remove_dir_all(d) {
@@ -537,6 +581,7 @@ impl Container {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("remove", d, e)),
             }
+            carapace_crashpoint::hit("container: dir removed");
         }
         Ok(())
     }

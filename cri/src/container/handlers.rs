@@ -103,6 +103,7 @@ impl Inner {
             );
         }
         let c = self.runtime.create(rc)?;
+        carapace_crashpoint::hit("container: created in the runtime");
         let written = serde_json::to_vec(&meta)
             .map_err(|e| Error::Internal(format!("encoding {META_FILE}: {e}")))
             .and_then(|b| {
@@ -116,6 +117,7 @@ impl Inner {
             }
             return Err(e);
         }
+        carapace_crashpoint::hit("container: CRI metadata written");
         let mut t = self.table();
         t.names.insert(meta.name.clone(), meta.id.clone());
         t.containers.insert(meta.id.clone(), meta);
@@ -323,6 +325,15 @@ impl ContainerApi {
                 }
             }
         }
+        for c in runtime.half_created() {
+            tracing::warn!(
+                container_id = c.id(),
+                "removing a container a create left half-made"
+            );
+            if let Err(e) = c.delete() {
+                tracing::warn!(container_id = c.id(), error = %e, "removing a half-created container");
+            }
+        }
         tracing::info!(containers = table.containers.len(), "containers reloaded");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -363,6 +374,11 @@ impl ContainerApi {
     }
 
     /// GetContainerEvents: the events from now on.
+    /// Whether a container of this id exists.
+    pub(crate) fn exists(&self, id: &str) -> bool {
+        self.inner.table().containers.contains_key(id)
+    }
+
     pub(crate) fn events(&self) -> crate::events::EventStream {
         self.inner.events.subscribe()
     }
@@ -1036,6 +1052,7 @@ impl ContainerApi {
         if let Err(e) = images.hold(&resp.container_id, &held) {
             tracing::error!(container_id = %resp.container_id, error = %e, "holding the image's snapshots");
         }
+        carapace_crashpoint::hit("images: hold recorded");
         Ok(resp)
     }
 
@@ -1050,8 +1067,10 @@ impl ContainerApi {
             .resolve(&req.container_id)
             .unwrap_or_else(|_| req.container_id.clone());
         let resp = self.remove(req).await?;
+        carapace_crashpoint::hit("container: removed");
         if !id.is_empty() {
             images.release(&id).await?;
+            carapace_crashpoint::hit("images: hold released");
         }
         Ok(resp)
     }
