@@ -159,20 +159,26 @@ pub struct PodCgroup {
 /// [`create`] is about to make, to record before it does (a crash between a mkdir and the record
 /// would leave a cgroup nothing knows of).
 pub fn missing(layout: &CgroupLayout, rel: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for dir in layout.dirs(rel) {
-        let mut missing = Vec::new();
-        let mut d = dir.as_path();
-        while !d.exists() {
-            missing.push(d.to_path_buf());
-            d = match d.parent() {
-                Some(p) => p,
-                None => break,
-            };
-        }
-        out.extend(missing.into_iter().rev());
+    layout
+        .dirs(rel)
+        .iter()
+        .flat_map(|dir| missing_from(dir))
+        .collect()
+}
+
+/// `dir` and those of its parents that do not exist, parents first.
+fn missing_from(dir: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        missing.push(d.to_path_buf());
+        d = match d.parent() {
+            Some(p) => p,
+            None => break,
+        };
     }
-    out
+    missing.reverse();
+    missing
 }
 
 /// Creates the pod cgroup where missing. Each directory made is pushed onto `created` as soon as
@@ -184,16 +190,7 @@ pub fn create(layout: &CgroupLayout, rel: &Path, created: &mut Vec<PathBuf>) -> 
         let mut attempts = 3;
         'walk: loop {
             attempts -= 1;
-            let mut missing = Vec::new();
-            let mut d = dir.as_path();
-            while !d.exists() {
-                missing.push(d.to_path_buf());
-                d = match d.parent() {
-                    Some(p) => p,
-                    None => break,
-                };
-            }
-            for m in missing.into_iter().rev() {
+            for m in missing_from(&dir) {
                 match std::fs::create_dir(&m) {
                     Ok(()) => {
                         created.push(m);
