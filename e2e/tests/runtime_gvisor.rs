@@ -140,7 +140,7 @@ async fn a_runsc_pod_runs_logs_execs_stops_and_is_removed() {
         .collect();
     assert_eq!(names, ["", "runsc"], "{:?}", st.runtime_handlers);
     // This runsc has no `features` subcommand: nothing beyond the spec's basics is reported.
-    let runsc = st.runtime_handlers[1].features.clone().unwrap_or_default();
+    let runsc = st.runtime_handlers[1].features.unwrap_or_default();
     assert!(
         !runsc.recursive_read_only_mounts,
         "{:?}",

@@ -100,7 +100,7 @@ async fn a_runc_pod_runs_logs_execs_exits_and_is_removed_through_runc() {
     assert_eq!(names, ["", "runc"], "{:?}", st.runtime_handlers);
     // runc 1.1's `runc features` lists `rro`: critest (and the kubelet) only try recursive
     // read-only mounts on a handler that reports them; a user namespace it is refused.
-    let runc = st.runtime_handlers[1].features.clone().unwrap_or_default();
+    let runc = st.runtime_handlers[1].features.unwrap_or_default();
     assert!(runc.recursive_read_only_mounts, "{:?}", st.runtime_handlers);
     assert!(!runc.user_namespaces, "{:?}", st.runtime_handlers);
 
