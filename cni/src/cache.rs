@@ -91,7 +91,8 @@ impl Cache {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        replace(&path, &bytes, false).map_err(|source| Error::Cache { path, source })
+        replace(&path, &bytes, false, "cni: ADD result temp written")
+            .map_err(|source| Error::Cache { path, source })
     }
 
     pub fn remove(&self, network: &str, att: &Attachment) -> Result<(), Error> {
@@ -107,9 +108,45 @@ impl Cache {
 /// Writes `bytes` to `path` so that readers see the old file or the whole new one, even across a
 /// crash of the machine: a temporary file beside it, fsync'd, renamed over, and the directory
 /// fsync'd. For the pod records of `carapace-podsandbox`, which shares no other dependency with
-/// the runtime's own helper.
+/// the runtime's own helper. (Its crash point is named for those records: the one other use,
+/// moving the CNI cache at start, comes before any call arms a crash point.)
 pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace(path, bytes, true)
+    replace(path, bytes, true, "records: pod record temp written")
+}
+
+/// Removes the temp files [`write_durable`] and the cache's writes leave in `dir` when the
+/// process dies between writing one and renaming it: `.<name>.tmp<pid>`, the pid that of a
+/// process now gone, so no later write takes the file over. For the start of the process that
+/// owns `dir` only, before it writes there: a write in flight has a file of that shape too.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // No dir (a first start), or one we cannot read: then it holds nothing we wrote.
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !is_temp_name(&name.to_string_lossy()) || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = e.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a temp file a crash left"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "removing a temp file a crash left")
+            }
+        }
+    }
+}
+
+/// Whether `name` is that of a temp file [`replace`] writes: `.<name>.tmp<pid>`.
+fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    rest.rsplit_once(".tmp").is_some_and(|(base, pid)| {
+        !base.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// A temporary file beside `path`, renamed over it; with `durable`, fsync'd before the rename and
@@ -117,7 +154,8 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// the rename alone survives a crash of the daemon and a clean reboot, and an entry a power loss
 /// takes only makes its DEL run the network's current configuration without `prevResult`, which
 /// still releases a host-local lease. Two fsyncs would cost each pod start about 12 ms here.
-fn replace(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+/// `temp_written` names the crash point between the temp file and its rename.
+fn replace(path: &Path, bytes: &[u8], durable: bool, temp_written: &str) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("path has no parent"))?;
@@ -140,6 +178,8 @@ fn replace(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
         if durable {
             f.sync_all()?;
         }
+        // A daemon dying here leaves the temp file, named for a pid no later write has.
+        carapace_crashpoint::hit(temp_written);
         std::fs::rename(&tmp, path)?;
         if durable {
             // The rename must reach the disk too, or a power loss may bring back the old file.
@@ -151,4 +191,37 @@ fn replace(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_temp_files_a_crash_left_are_removed_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let entry = d.path().join("net-abc-eth0");
+        replace(&entry, b"{}", false, "test").unwrap();
+        // What a process that died before its renames left, and what is not a temp file.
+        let stale = [".net-abc-eth0.tmp4242", ".pod.json.tmp1"];
+        let kept = [
+            "net-abc-eth0",
+            ".net-abc-eth0.tmp",
+            ".x.tmpabc",
+            "x.tmp1",
+            ".tmp7",
+        ];
+        for n in stale.iter().chain(&kept[1..]) {
+            std::fs::write(d.path().join(n), b"{}").unwrap();
+        }
+        remove_stale_temps(d.path());
+        for n in stale {
+            assert!(!d.path().join(n).exists(), "{n}");
+        }
+        for n in kept {
+            assert!(d.path().join(n).exists(), "{n}");
+        }
+        // A dir that is not there holds nothing to remove.
+        remove_stale_temps(&d.path().join("none"));
+    }
 }

@@ -18,7 +18,7 @@ mod network;
 mod result;
 
 pub use attachment::{Attachment, Bandwidth, Capabilities, DnsCapability, IpRange, PortMapping};
-pub use cache::write_durable;
+pub use cache::{remove_stale_temps, write_durable};
 pub use error::Error;
 pub use exec::{Cni, DEFAULT_TIMEOUT};
 pub use network::{Network, load_network};

@@ -54,7 +54,19 @@ pub(crate) struct Metadata {
 }
 
 impl Metadata {
+    /// Reads the records at `path`. Called at start only (by the image service's open): a save
+    /// the process died in before its rename left its temp file, removed here, before any save
+    /// of this process; the records are those of the last save that completed.
     pub(crate) fn load(path: &Path) -> Result<Self, Error> {
+        let tmp = temp_path(path);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => tracing::info!(path = %tmp.display(), "removed a temp file a crash left"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Left for the next save, which truncates and renames it.
+            Err(e) => {
+                tracing::warn!(path = %tmp.display(), error = %e, "removing a temp file a crash left")
+            }
+        }
         let (images, holds) = match std::fs::read(path) {
             Ok(b) => {
                 let f: File = serde_json::from_slice(&b)
@@ -91,13 +103,15 @@ impl Metadata {
         };
         let bytes = serde_json::to_vec_pretty(&f).map_err(|e| Error::Internal(e.to_string()))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = temp_path(&self.path);
         let res = (|| {
             let mut t = std::fs::File::create(&tmp)?;
             std::io::Write::write_all(&mut t, &bytes)?;
             if durable {
                 t.sync_all()?;
             }
+            // A daemon dying here leaves the temp file beside the records.
+            carapace_crashpoint::hit("images: records temp written");
             std::fs::rename(&tmp, &self.path)?;
             carapace_crashpoint::hit("images: records written");
             if durable {
@@ -117,6 +131,11 @@ impl Metadata {
         self.images
             .retain(|k, i| k == id || !i.repo_tags.is_empty() || !i.repo_digests.is_empty());
     }
+}
+
+/// The temp file a save writes and renames over the records at `path`.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension("json.tmp")
 }
 
 #[cfg(test)]
@@ -157,5 +176,20 @@ mod tests {
         assert!(!d.path().join("images.json.tmp").exists());
         std::fs::write(&p, b"{not json").unwrap();
         assert!(Metadata::load(&p).is_err());
+    }
+
+    #[test]
+    fn a_temp_file_a_crash_left_is_removed_at_load_and_the_last_save_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("images.json");
+        let mut m = Metadata::load(&p).unwrap();
+        let a = img(1, &["r/a:1"]);
+        m.images.insert(a.id.clone(), a);
+        m.save(false).unwrap();
+        // A save the process died in before its rename.
+        std::fs::write(d.path().join("images.json.tmp"), b"{\"half").unwrap();
+        let again = Metadata::load(&p).unwrap();
+        assert!(!d.path().join("images.json.tmp").exists());
+        assert_eq!(again.images, m.images);
     }
 }

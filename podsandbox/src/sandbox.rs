@@ -257,6 +257,9 @@ impl Sandboxes {
                 path: dir.clone(),
                 source,
             })?;
+            // A record write the daemon died in before its rename left a temp file named for
+            // that daemon's pid, which no later write reuses. The writer starts after this.
+            carapace_cni::remove_stale_temps(dir);
         }
         let cni_cache = match &opts.root_dir {
             Some(r) => {
@@ -266,6 +269,8 @@ impl Sandboxes {
             }
             None => opts.state_dir.join("cni"),
         };
+        // The same for an ADD result the daemon died caching (no CNI call runs yet).
+        carapace_cni::remove_stale_temps(&cni_cache.join("results"));
         let cni = Cni::new(opts.cni_bin_dirs.clone(), &cni_cache).with_timeout(opts.cni_timeout);
         let mut table = Table::default();
         let entries = std::fs::read_dir(&root).map_err(|source| Error::Io {
@@ -273,6 +278,10 @@ impl Sandboxes {
             source,
         })?;
         for entry in entries.flatten() {
+            // A state write the daemon died in before its rename left its temp file; nothing
+            // writes yet, so every one found is stale. The state it was to replace (if any) is
+            // the one kept, and a dir that has none must be empty to go (below).
+            remove_state_temp(&entry.path());
             let path = entry.path().join("sandbox.json");
             match load(&path) {
                 Ok(mut sb) => {
@@ -284,7 +293,8 @@ impl Sandboxes {
                 }
                 Err(e) => {
                     // A directory without state is one the daemon died in before anything was
-                    // made (the state is written before every step): an empty dir, removed.
+                    // made (the state is written before every step): empty once its temp file
+                    // is gone (above), removed.
                     tracing::warn!(error = %e, "skipping sandbox state");
                     let _ = std::fs::remove_dir(entry.path());
                 }
@@ -1208,6 +1218,24 @@ fn load(path: &Path) -> Result<Sandbox, Error> {
     })
 }
 
+/// The temp file [`write_atomic`] renames over a sandbox's `sandbox.json`.
+const STATE_TMP: &str = ".sandbox.json.tmp";
+
+/// Removes from a sandbox's `dir` the temp file of a state write the daemon died in before its
+/// rename. At start only, when no state write is in flight.
+fn remove_state_temp(dir: &Path) {
+    use std::io::ErrorKind::{NotADirectory, NotFound};
+    let tmp = dir.join(STATE_TMP);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => tracing::info!(path = %tmp.display(), "removed a state temp file a crash left"),
+        // None there, or `dir` is a stray file and no sandbox's dir.
+        Err(e) if matches!(e.kind(), NotFound | NotADirectory) => {}
+        Err(e) => {
+            tracing::warn!(path = %tmp.display(), error = %e, "removing a state temp file a crash left")
+        }
+    }
+}
+
 /// Temporary file, rename over: readers and a restart after a crash of the daemon see the old
 /// state or the new one, never half of one. No fsync: the record lives under the state dir and
 /// describes namespaces, mounts and processes that a reboot ends (a tmpfs on a node).
@@ -1215,8 +1243,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent"))?;
-    let tmp = dir.join(".sandbox.json.tmp");
+    let tmp = dir.join(STATE_TMP);
     std::fs::write(&tmp, bytes)?;
+    // Between the temp file and its rename: a daemon dying here leaves the temp file.
+    carapace_crashpoint::hit("sandbox: state temp written");
     std::fs::rename(&tmp, path)
 }
 
@@ -1642,6 +1672,50 @@ mod tests {
         again.remove(&id).unwrap();
         again.remove(&half.id).unwrap();
         assert!(again.list().is_empty());
+    }
+
+    #[test]
+    fn a_state_temp_file_a_crash_left_is_removed_at_open_with_a_dir_it_alone_was_in() {
+        let f = fixture();
+        let id = f.sandboxes.run(config("web")).unwrap();
+        // The daemon died after the temp file of a sandbox's first state write, before its
+        // rename (the dir holds nothing else), and in a later write of a pod that has state.
+        let first = f.dir.path().join("state/sandboxes").join("e".repeat(64));
+        std::fs::create_dir(&first).unwrap();
+        std::fs::write(first.join(STATE_TMP), b"{}").unwrap();
+        let later = f
+            .dir
+            .path()
+            .join("state/sandboxes")
+            .join(&id)
+            .join(STATE_TMP);
+        std::fs::write(&later, b"{}").unwrap();
+
+        let again = Sandboxes::open(options(f.dir.path()), f.kernel.clone()).unwrap();
+        assert!(!first.exists());
+        assert!(!later.exists());
+        assert_eq!(again.list().len(), 1);
+        again.remove(&id).unwrap();
+    }
+
+    #[test]
+    fn record_and_cni_cache_temp_files_a_crash_left_are_removed_at_open() {
+        let f = fixture();
+        let mut opts = options(f.dir.path());
+        opts.root_dir = Some(f.dir.path().join("root"));
+        // What a daemon (pid 99, gone) killed between those writes and their renames left.
+        let record = f
+            .dir
+            .path()
+            .join(format!("root/sandboxes/.{}.json.tmp99", "a".repeat(64)));
+        let cached = f.dir.path().join("root/cni/results/.fake-abc-eth0.tmp99");
+        for t in [&record, &cached] {
+            std::fs::create_dir_all(t.parent().unwrap()).unwrap();
+            std::fs::write(t, b"{}").unwrap();
+        }
+        Sandboxes::open(opts, f.kernel.clone()).unwrap();
+        assert!(!record.exists());
+        assert!(!cached.exists());
     }
 
     #[test]
