@@ -17,7 +17,7 @@ build=(protobuf-compiler gcc libc6-dev make pkg-config)
 run=(containernetworking-plugins iptables iproute2 util-linux)
 # runc, runsc: the runtime-handler tests run pods through them; g++: libFuzzer (C++) in the fuzz
 # targets' build.
-test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3 python3-venv systemd criu runc runsc g++)
+test=(prometheus docker-registry skopeo busybox-static curl iputils-ping apache2-utils python3 python3-venv systemd criu runc runsc g++ e2fsprogs)
 # Debian's python3-grpcio (1.51) sends `localhost` as a unix socket's :authority; grpc-core 1.57+
 # sends the socket's path, which the e2e tests need to see. From PyPI, into a venv of Debian's
 # python3, so nothing of the system's Python changes.

@@ -303,6 +303,13 @@ impl Node {
 
     /// Pulls `image` and returns its image ref.
     pub async fn pull_image(&self, image: &str) -> String {
+        self.try_pull_image(image)
+            .await
+            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", self.d.log_text()))
+    }
+
+    /// Pulls `image`: its image ref, or the status the daemon answered.
+    pub async fn try_pull_image(&self, image: &str) -> Result<String, tonic::Status> {
         self.d
             .images()
             .await
@@ -314,9 +321,7 @@ impl Node {
                 ..Default::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", self.d.log_text()))
-            .into_inner()
-            .image_ref
+            .map(|r| r.into_inner().image_ref)
     }
 
     /// A [`pod_config`] with a log directory under the test's dir, made as the kubelet makes it.
@@ -663,30 +668,7 @@ impl Drop for Sweep {
             return;
         }
         // The pods' processes by cgroup, and the monitors by the state dir they name.
-        let kill_all = || {
-            let pids: Vec<i32> = pod_cgroups(self.index)
-                .iter()
-                .flat_map(|cg| {
-                    std::fs::read_to_string(format!("{cg}/cgroup.procs"))
-                        .unwrap_or_default()
-                        .lines()
-                        .filter_map(|l| l.trim().parse().ok())
-                        .collect::<Vec<i32>>()
-                })
-                .chain(
-                    processes_naming(&self.state)
-                        .into_iter()
-                        .map(|(pid, _)| pid),
-                )
-                .collect();
-            for &pid in &pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            pids.len()
-        };
+        let kill_all = || kill_processes(self.index, &self.state);
         // Killed processes leave their cgroups once the kernel has reaped them.
         for _ in 0..50 {
             if kill_all() == 0 {

@@ -168,21 +168,6 @@ async fn store(node: &Node, root: &Path) -> Store {
     }
 }
 
-async fn pull(node: &Node, image: &str) -> Result<String, tonic::Status> {
-    node.d
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
 /// Pushes `<repo>:v1`: the busybox image with a top layer holding `/<file>` of `bytes` random
 /// (incompressible) bytes, so the layer blob and its unpacked file each take `bytes` of disk.
 async fn push_random(node: &mut Node, repo: &str, file: &str, bytes: u64) {
@@ -239,7 +224,8 @@ async fn a_full_disk_fails_a_pull_with_resource_exhausted_and_leaves_nothing_hal
     // 1. Too little room for the layer blob itself: the download fails.
     let before = store(&node, &root).await;
     let filler = disk.fill_to("filler-1", big_bytes / 2);
-    let err = pull(&node, &big)
+    let err = node
+        .try_pull_image(&big)
         .await
         .expect_err("a pull bigger than the free space succeeded");
     eprintln!("pull while downloading onto a full disk: {err:?}");
@@ -256,7 +242,7 @@ async fn a_full_disk_fails_a_pull_with_resource_exhausted_and_leaves_nothing_hal
     );
 
     // A small image fits in what is left.
-    pull(&node, &small)
+    node.try_pull_image(&small)
         .await
         .unwrap_or_else(|e| panic!("a small pull on a nearly full disk: {e}"));
 
@@ -264,7 +250,8 @@ async fn a_full_disk_fails_a_pull_with_resource_exhausted_and_leaves_nothing_hal
     std::fs::remove_file(&filler).unwrap();
     let before = store(&node, &root).await;
     let filler = disk.fill_to("filler-2", big_bytes + big_bytes / 2);
-    let err = pull(&node, &big)
+    let err = node
+        .try_pull_image(&big)
         .await
         .expect_err("a pull whose unpack does not fit succeeded");
     eprintln!("pull while unpacking onto a full disk: {err:?}");
@@ -282,7 +269,7 @@ async fn a_full_disk_fails_a_pull_with_resource_exhausted_and_leaves_nothing_hal
 
     // 3. Space returns: the same pull succeeds and the image runs.
     std::fs::remove_file(&filler).unwrap();
-    pull(&node, &big)
+    node.try_pull_image(&big)
         .await
         .unwrap_or_else(|e| panic!("the pull after space returned: {e}"));
     let pod = node.pod("bigdisk", "17500000-0000-4000-8000-000000000175");
